@@ -1,0 +1,148 @@
+//! Secrets and the keyed MAC state derived from them.
+
+use std::fmt;
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+pub(crate) type HmacSha256 = Hmac<Sha256>;
+
+/// A shared secret (`$CFG->websocket_secret`), used as raw bytes.
+///
+/// Its `Debug` prints `MASKED`, so a secret cannot leak into a log through a
+/// `{:?}` of a configuration struct.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(Vec<u8>);
+
+impl Secret {
+    /// Wraps secret bytes.
+    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
+        Secret(bytes.into())
+    }
+
+    /// The secret's bytes. Handle with care: never log them.
+    pub fn expose(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// True when the secret has no bytes (which no keyring accepts).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(MASKED)")
+    }
+}
+
+impl AsRef<[u8]> for Secret {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// The MAC state of one secret, keyed once and cloned for each use.
+#[derive(Clone)]
+pub(crate) struct Key {
+    /// HMAC-SHA256 keyed with the secret itself: v1 signatures.
+    pub(crate) v1: HmacSha256,
+    /// SHA-256 of the secret: the legacy AES-256 key and HMAC key.
+    pub(crate) legacy_key: [u8; 32],
+    /// HMAC-SHA256 keyed with `legacy_key`: legacy MACs.
+    pub(crate) legacy_mac: HmacSha256,
+}
+
+impl Key {
+    fn new(secret: &[u8]) -> Result<Self> {
+        if secret.is_empty() {
+            return Err(Error::NoSecret);
+        }
+        let legacy_key: [u8; 32] = Sha256::digest(secret).into();
+        Ok(Key {
+            v1: HmacSha256::new_from_slice(secret).map_err(|_| Error::NoSecret)?,
+            legacy_key,
+            legacy_mac: HmacSha256::new_from_slice(&legacy_key).map_err(|_| Error::NoSecret)?,
+        })
+    }
+}
+
+/// One or more secrets: the first mints, any one verifies (key rotation).
+#[derive(Clone)]
+pub struct Keyring {
+    keys: Vec<Key>,
+}
+
+impl Keyring {
+    /// Builds a keyring. Refuses an empty list and any empty secret.
+    pub fn new<I, S>(secrets: I) -> Result<Self>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<[u8]>,
+    {
+        let keys = secrets
+            .into_iter()
+            .map(|s| Key::new(s.as_ref()))
+            .collect::<Result<Vec<_>>>()?;
+        if keys.is_empty() {
+            return Err(Error::NoSecret);
+        }
+        Ok(Keyring { keys })
+    }
+
+    /// How many secrets the keyring holds (at least one).
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    /// Always false: a keyring holds at least one secret.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key that mints.
+    pub(crate) fn minting(&self) -> &Key {
+        // `new` guarantees at least one key.
+        &self.keys[0]
+    }
+
+    /// Every key that verifies.
+    pub(crate) fn keys(&self) -> &[Key] {
+        &self.keys
+    }
+}
+
+impl fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Keyring({} secrets, MASKED)", self.keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secret_bytes() {
+        let s = Secret::new("hunter2");
+        assert_eq!(format!("{s:?}"), "Secret(MASKED)");
+        let k = Keyring::new(["hunter2", "older"]).unwrap();
+        let shown = format!("{k:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("older"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn refuses_empty_secrets() {
+        assert_eq!(
+            Keyring::new(Vec::<&str>::new()).unwrap_err(),
+            Error::NoSecret
+        );
+        assert_eq!(Keyring::new(["a", ""]).unwrap_err(), Error::NoSecret);
+    }
+}

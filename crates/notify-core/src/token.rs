@@ -1,0 +1,147 @@
+//! Minting and verifying tokens in either format, under one policy.
+
+use crate::clock::{Clock, SystemClock};
+use crate::error::{Error, Rejection, Result};
+use crate::model::Plaintext;
+use crate::secret::Keyring;
+use crate::{legacy, v1};
+
+/// Longest token accepted, in bytes (either format).
+pub const MAX_TOKEN_BYTES: usize = 4096;
+/// Clock skew tolerated on `exp` and `iat`, in seconds.
+pub const LEEWAY_SECS: i64 = 60;
+/// Token lifetime when none is configured: one day.
+pub const DEFAULT_TTL_SECS: u64 = 86_400;
+
+/// What a token authorizes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// A browser's WebSocket connection (no `scp` claim).
+    Browser,
+    /// The server-side publish API (`"scp":"publish"`).
+    Publish,
+}
+
+impl Scope {
+    pub(crate) fn claim(self) -> Option<&'static str> {
+        match self {
+            Scope::Browser => None,
+            Scope::Publish => Some("publish"),
+        }
+    }
+}
+
+/// The format a token came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// HS256 JWT.
+    V1,
+    /// tsugi-php's AES-256-CBC + HMAC-SHA256 token.
+    Legacy,
+}
+
+/// A token that passed every check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Who it was minted for; `to_string()` is what `decodeToken` returns.
+    pub plaintext: Plaintext,
+    /// Which format it came in.
+    pub format: Format,
+    /// `iat` (v1 only).
+    pub issued_at: Option<i64>,
+    /// `exp` (v1 tokens that expire).
+    pub expires_at: Option<i64>,
+    /// What it authorizes.
+    pub scope: Scope,
+}
+
+/// Mints and verifies tokens with one keyring, lifetime, legacy switch and clock.
+#[derive(Debug, Clone)]
+pub struct Tokens<C = SystemClock> {
+    keyring: Keyring,
+    ttl: u64,
+    accept_legacy: bool,
+    clock: C,
+}
+
+impl Tokens<SystemClock> {
+    /// Defaults: one day of lifetime, legacy tokens accepted, the system clock.
+    pub fn new(keyring: Keyring) -> Self {
+        Tokens {
+            keyring,
+            ttl: DEFAULT_TTL_SECS,
+            accept_legacy: true,
+            clock: SystemClock,
+        }
+    }
+}
+
+impl<C: Clock> Tokens<C> {
+    /// Uses another clock.
+    pub fn with_clock<D: Clock>(self, clock: D) -> Tokens<D> {
+        Tokens {
+            keyring: self.keyring,
+            ttl: self.ttl,
+            accept_legacy: self.accept_legacy,
+            clock,
+        }
+    }
+
+    /// Lifetime of minted v1 tokens in seconds; 0 mints tokens without `exp`.
+    pub fn with_ttl(mut self, secs: u64) -> Self {
+        self.ttl = secs;
+        self
+    }
+
+    /// Whether [`Tokens::verify`] accepts legacy tokens.
+    pub fn accept_legacy(mut self, yes: bool) -> Self {
+        self.accept_legacy = yes;
+        self
+    }
+
+    /// The lifetime of minted tokens in seconds.
+    pub fn ttl(&self) -> u64 {
+        self.ttl
+    }
+
+    /// Whether legacy tokens are accepted.
+    pub fn accepts_legacy(&self) -> bool {
+        self.accept_legacy
+    }
+
+    /// Mints a v1 token with the first secret.
+    pub fn mint(&self, plaintext: &Plaintext, scope: Scope) -> Result<String> {
+        Ok(v1::mint(
+            &self.keyring,
+            plaintext,
+            scope,
+            self.clock.now(),
+            self.ttl,
+        ))
+    }
+
+    /// Mints a legacy token with the first secret and a fresh IV from the OS CSPRNG.
+    /// Legacy tokens never expire and carry no scope.
+    pub fn mint_legacy(&self, plaintext: &Plaintext) -> Result<String> {
+        legacy::mint(&self.keyring, &plaintext.to_string())
+    }
+
+    /// Verifies a token of either format for the given use. Every failure is
+    /// [`Error::InvalidToken`]; its [`Rejection`] says why, for a debug log.
+    pub fn verify(&self, token: &str, scope: Scope) -> Result<Verified> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
+            return Err(Error::InvalidToken(Rejection::Size));
+        }
+        let verified = if token.contains('.') {
+            v1::verify(&self.keyring, token, self.clock.now())?
+        } else if self.accept_legacy {
+            legacy::verify(&self.keyring, token)?
+        } else {
+            return Err(Error::InvalidToken(Rejection::LegacyDisabled));
+        };
+        if verified.scope != scope {
+            return Err(Error::InvalidToken(Rejection::Scope));
+        }
+        Ok(verified)
+    }
+}

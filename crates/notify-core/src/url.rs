@@ -1,0 +1,163 @@
+//! `$CFG->websocket_url`, read the way Tsugi reads it.
+
+/// A parsed `websocket_url` such as `wss://socket.example.org:443`.
+///
+/// Only `ws` and `wss` are WebSocket schemes; the port defaults to 80 for `ws` and 443
+/// for `wss`. Anything else (`xyzzy`, `false`, an empty string, a missing host, a port
+/// out of range) is not a WebSocket URL, and notifications are then not enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebsocketUrl {
+    secure: bool,
+    host: String,
+    port: u16,
+    path: String,
+}
+
+impl WebsocketUrl {
+    /// Parses a `websocket_url`; `None` when it is not a usable WebSocket URL.
+    pub fn parse(url: &str) -> Option<Self> {
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return None;
+        }
+        let (scheme, rest) = url.split_once("://")?;
+        let secure = if scheme.eq_ignore_ascii_case("ws") {
+            false
+        } else if scheme.eq_ignore_ascii_case("wss") {
+            true
+        } else {
+            return None;
+        };
+        let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+        let (authority, path) = rest.split_at(end);
+        // Userinfo (`user:pass@`) is not part of the host.
+        let hostport = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+        let (host, port) = if hostport.starts_with('[') {
+            let close = hostport.find(']')?;
+            let (host, after) = hostport.split_at(close + 1);
+            let inner = &host[1..close];
+            let v6_ok = !inner.is_empty()
+                && inner
+                    .chars()
+                    .all(|c| c.is_ascii_hexdigit() || c == ':' || c == '.');
+            if !v6_ok {
+                return None;
+            }
+            let port = if after.is_empty() {
+                None
+            } else {
+                Some(after.strip_prefix(':')?)
+            };
+            (host, port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
+            }
+        };
+        let host_ok = host.starts_with('[')
+            || (!host.is_empty()
+                && host
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
+        if !host_ok {
+            return None;
+        }
+        let port = match port {
+            None | Some("") => {
+                if secure {
+                    443
+                } else {
+                    80
+                }
+            }
+            Some(p) if p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) => {
+                match p.parse::<u16>() {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => n,
+                }
+            }
+            Some(_) => return None,
+        };
+        Some(WebsocketUrl {
+            secure,
+            host: host.to_owned(),
+            port,
+            path: path.to_owned(),
+        })
+    }
+
+    /// True for `wss`.
+    pub fn is_secure(&self) -> bool {
+        self.secure
+    }
+
+    /// The host as written, an IPv6 literal keeping its brackets (as PHP's `parse_url`).
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// The port, explicit or the scheme's default.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Whatever followed the authority (`/path?query`), usually empty.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hp(url: &str) -> Option<(String, u16)> {
+        WebsocketUrl::parse(url).map(|u| (u.host().to_owned(), u.port()))
+    }
+
+    #[test]
+    fn tsugi_examples() {
+        assert_eq!(hp("ws://localhost:2021"), Some(("localhost".into(), 2021)));
+        assert_eq!(
+            hp("wss://socket.tsugicloud.org:443"),
+            Some(("socket.tsugicloud.org".into(), 443))
+        );
+        assert_eq!(hp("ws://example.org"), Some(("example.org".into(), 80)));
+        assert_eq!(hp("wss://example.org/"), Some(("example.org".into(), 443)));
+        assert_eq!(
+            hp("WSS://Example.org:8443/x?y"),
+            Some(("Example.org".into(), 8443))
+        );
+        assert_eq!(hp("ws://[::1]:2021"), Some(("[::1]".into(), 2021)));
+        assert_eq!(hp("ws://[::1]"), Some(("[::1]".into(), 80)));
+        assert_eq!(hp("ws://u:p@host:99"), Some(("host".into(), 99)));
+    }
+
+    #[test]
+    fn not_websocket_urls() {
+        for bad in [
+            "",
+            "xyzzy",
+            "false",
+            "1",
+            "ws://",
+            "ws://:2021",
+            "http://localhost:2021",
+            "localhost:2021",
+            "ws://host:0",
+            "ws://host:65536",
+            "ws://host:-1",
+            "ws://host:12ab",
+            "ws://[::1",
+            "ws://[zz]:1",
+            "ws://[::1]x",
+            "ws://ho st:1",
+            " ws://host:1",
+            "ws://host:1\n",
+            "ws://h%41:1",
+            "ws://host:000000000080",
+        ] {
+            assert_eq!(WebsocketUrl::parse(bad), None, "{bad:?}");
+        }
+    }
+}

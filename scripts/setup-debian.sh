@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs what building and testing tsugi-notify needs on Debian, and only what is
+# missing: one apt-get call, as root or through sudo. Idempotent and quiet when all is
+# there. Usage: scripts/setup-debian.sh [build|test]
+set -euo pipefail
+
+want=(php8.2-cli php8.2-dev libclang-dev clang make pkg-config)
+if [ "${1:-build}" = test ]; then
+    want+=(phpunit php8.2-xml php8.2-mbstring)
+fi
+
+missing=()
+for p in "${want[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then sudo=(); else sudo=(sudo); fi
+    export DEBIAN_FRONTEND=noninteractive
+    "${sudo[@]}" apt-get update -qq
+    "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: cargo not found. Install Rust 1.85 or newer (https://rustup.rs) and run again." >&2
+    exit 1
+fi
