@@ -1,9 +1,249 @@
-//! The `tsugi_websocket` PHP extension (placeholder module; the class comes next).
+//! `tsugi_websocket`: a native, drop-in `Tsugi\Core\WebSocket` for Tsugi.
+//!
+//! Glue only: each static method reads `$CFG` (and its argument) into plain Rust values,
+//! asks `tsugi-notify-core` what they mean, and hands the answer back to PHP. No input
+//! of any type makes it panic into PHP or print a warning: a wrong type answers
+//! `false` or `null`, and a panic (a bug) is caught and answered the same way.
+#![cfg_attr(windows, feature(abi_vectorcall))]
 #![allow(missing_debug_implementations)]
 
+mod php;
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
 use ext_php_rs::prelude::*;
+use ext_php_rs::types::Zval;
+use ext_php_rs::zend::ModuleEntry;
+use ext_php_rs::{info_table_end, info_table_row, info_table_start};
+use tsugi_notify_core::{Format, Keyring, Plaintext, Scope, Site, Space};
+
+/// Runs a method body; a panic becomes `fallback` instead of aborting PHP.
+fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
+    catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
+}
+
+fn string_or_false(value: Option<String>) -> Zval {
+    let mut z = Zval::new();
+    match value {
+        Some(s) => {
+            if z.set_string(&s, false).is_err() {
+                z.set_bool(false);
+            }
+        }
+        None => z.set_bool(false),
+    }
+    z
+}
+
+thread_local! {
+    /// The keyring of the last secrets seen: keyed HMAC state is reused while
+    /// `$CFG->websocket_secret` stays the same.
+    static KEYRING: RefCell<Option<(Vec<Vec<u8>>, Keyring)>> = const { RefCell::new(None) };
+}
+
+/// `websocket_secret`: a non-empty string, or a non-empty array of non-empty strings
+/// (the first mints). Anything else is no secret.
+fn keyring(cfg: &Zval) -> Option<Keyring> {
+    let value = php::property(cfg, "websocket_secret")?;
+    let secrets: Vec<Vec<u8>> = if let Some(s) = php::non_empty_str(&value) {
+        vec![s.as_bytes().to_vec()]
+    } else {
+        let array = value.array()?;
+        let mut list = Vec::with_capacity(array.len());
+        for (_, item) in array {
+            list.push(php::non_empty_str(item.dereference())?.as_bytes().to_vec());
+        }
+        list
+    };
+    KEYRING.with(|cache| {
+        let mut cache = cache.borrow_mut();
+        if let Some((seen, keyring)) = cache.as_ref() {
+            if *seen == secrets {
+                return Some(keyring.clone());
+            }
+        }
+        let keyring = Keyring::new(&secrets).ok()?;
+        *cache = Some((secrets, keyring.clone()));
+        Some(keyring)
+    })
+}
+
+/// Everything `$CFG` says about notifications; "not enabled" when `$CFG` is missing.
+fn site() -> Site {
+    let Some(cfg) = php::global_cfg() else {
+        return Site::new(None, None);
+    };
+    let url = php::property(&cfg, "websocket_url");
+    let url = url.as_ref().and_then(php::non_empty_str);
+    Site::new(url, keyring(&cfg))
+        .with_proxyport(php::property(&cfg, "websocket_proxyport").and_then(|v| php::int_like(&v)))
+        .with_ttl(php::property(&cfg, "websocket_token_ttl").and_then(|v| php::int_like(&v)))
+        .with_token_format(
+            php::property(&cfg, "websocket_token_format")
+                .as_ref()
+                .and_then(Zval::str),
+        )
+        .with_accept_legacy(
+            !php::property(&cfg, "websocket_accept_legacy").is_some_and(|v| v.is_false()),
+        )
+}
+
+/// `$launch->link->id` etc. `Ok(None)` when not set; `Err` when set to something that
+/// cannot be an id.
+fn launch_id(launch: &Zval, part: &str) -> Result<Option<String>, ()> {
+    match php::property(launch, part).and_then(|p| php::property(&p, "id")) {
+        None => Ok(None),
+        Some(id) => php::id_string(&id).map(Some),
+    }
+}
+
+/// The plaintext of a launch, from `$CFG->wwwroot` and the launch's ids.
+fn plaintext(launch: &Zval) -> Option<Plaintext> {
+    let link = launch_id(launch, "link").ok()??;
+    let context = launch_id(launch, "context").ok()?;
+    let user = launch_id(launch, "user").ok()?;
+    let cfg = php::global_cfg()?;
+    let wwwroot = php::property(&cfg, "wwwroot")?;
+    Plaintext::new(
+        php::non_empty_str(&wwwroot)?,
+        &link,
+        context.as_deref(),
+        user.as_deref(),
+    )
+    .ok()
+}
+
+/// Tsugi's notification tokens and settings (native implementation).
+///
+/// Reads `$CFG->websocket_url`, `$CFG->websocket_secret` (a string, or an array of
+/// strings while rotating: the first one mints), `$CFG->websocket_proxyport`,
+/// `$CFG->wwwroot`, `$CFG->websocket_token_ttl` (seconds, default 86400, 0 = no
+/// expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`) and
+/// `$CFG->websocket_accept_legacy` (default true).
+#[php_class]
+#[php(name = "Tsugi\\Core\\WebSocket")]
+pub struct WebSocket;
+
+#[php_impl]
+impl WebSocket {
+    /// Whether this server is configured for notifications: `websocket_url` has a host
+    /// and a port (ws: 80, wss: 443 when absent) and `websocket_secret` is non-empty.
+    pub fn enabled() -> bool {
+        guard(false, || site().enabled())
+    }
+
+    /// The port of the configured socket server, or null when not enabled.
+    pub fn get_port() -> Option<i64> {
+        guard(None, || site().port().map(i64::from))
+    }
+
+    /// The port the socket server listens on behind a proxy (`websocket_proxyport`),
+    /// or null when not enabled or not set.
+    pub fn get_proxy_port() -> Option<i64> {
+        guard(None, || site().proxyport().map(i64::from))
+    }
+
+    /// The host of the configured socket server, or null when not enabled.
+    pub fn get_host() -> Option<String> {
+        guard(None, || site().host().map(str::to_owned))
+    }
+
+    /// The plaintext token of a launch: `WWWROOT::LINK::CONTEXT::USER`.
+    ///
+    /// @param object $launch The LTI launch (needs `$launch->link->id`)
+    /// @return string|false The plaintext, or false if no token can be made
+    pub fn make_token(launch: &Zval) -> Zval {
+        guard(string_or_false(None), || {
+            string_or_false(plaintext(launch).map(|p| p.to_string()))
+        })
+    }
+
+    /// A signed token for a launch, to render into the page for the browser.
+    ///
+    /// @param object $launch The LTI launch (needs `$launch->link->id`)
+    /// @return string|false The token, or false without a secret or a link id
+    pub fn get_token(launch: &Zval) -> Zval {
+        guard(string_or_false(None), || {
+            let site = site();
+            if !site.has_secret() {
+                return string_or_false(None);
+            }
+            string_or_false(plaintext(launch).and_then(|p| site.mint_browser(&p).ok()))
+        })
+    }
+
+    /// Checks a token and returns its plaintext.
+    ///
+    /// @param string $token A v1 token, or a legacy one unless legacy is switched off
+    /// @return string|false The plaintext, or false when the token is not valid
+    pub fn decode_token(token: &Zval) -> Zval {
+        guard(string_or_false(None), || {
+            let plain = token.str().and_then(|t| {
+                site()
+                    .verify(t, Scope::Browser)
+                    .ok()
+                    .map(|v| v.plaintext.to_string())
+            });
+            string_or_false(plain)
+        })
+    }
+
+    /// The space (`WWWROOT::LINK`) of a plaintext token.
+    ///
+    /// @param string $plain A plaintext as returned by decodeToken()
+    /// @return string|false The space, or false when it is not a plaintext
+    pub fn get_space_from_token(plain: &Zval) -> Zval {
+        guard(string_or_false(None), || {
+            string_or_false(
+                plain
+                    .str()
+                    .and_then(Space::from_plaintext)
+                    .map(|s| s.as_str().to_owned()),
+            )
+        })
+    }
+}
+
+/// `php --ri tsugi_websocket` and `phpinfo()`: never shows a secret.
+pub extern "C" fn module_info(_module: *mut ModuleEntry) {
+    let rows = guard(Vec::new(), || {
+        let site = site();
+        let yes_no = |b: bool| if b { "yes" } else { "no" };
+        vec![
+            ("version", env!("CARGO_PKG_VERSION").to_owned()),
+            ("enabled", yes_no(site.enabled()).to_owned()),
+            (
+                "token format",
+                match site.mint_format() {
+                    Format::V1 => "jwt (v1, HS256)",
+                    Format::Legacy => "legacy (AES-256-CBC)",
+                }
+                .to_owned(),
+            ),
+            ("token ttl (s)", site.ttl().to_string()),
+            (
+                "accepts legacy tokens",
+                yes_no(site.accepts_legacy()).to_owned(),
+            ),
+            (
+                "secrets configured",
+                site.tokens().map_or(0, |t| t.keyring().len()).to_string(),
+            ),
+        ]
+    });
+    info_table_start!();
+    for (name, value) in rows {
+        info_table_row!(name, value);
+    }
+    info_table_end!();
+}
 
 #[php_module]
-pub fn module(module: ModuleBuilder) -> ModuleBuilder {
-    module.name("tsugi_websocket")
+pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
+    module
+        .name("tsugi_websocket")
+        .version(env!("CARGO_PKG_VERSION"))
+        .class::<WebSocket>()
+        .info_function(module_info)
 }

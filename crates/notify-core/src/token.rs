@@ -104,6 +104,11 @@ impl<C: Clock> Tokens<C> {
         self.ttl
     }
 
+    /// The secrets in use.
+    pub fn keyring(&self) -> &Keyring {
+        &self.keyring
+    }
+
     /// Whether legacy tokens are accepted.
     pub fn accepts_legacy(&self) -> bool {
         self.accept_legacy
