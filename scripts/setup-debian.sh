@@ -6,7 +6,7 @@ set -euo pipefail
 
 want=(php8.2-cli php8.2-dev libclang-dev clang make pkg-config)
 if [ "${1:-build}" = test ]; then
-    want+=(phpunit php8.2-xml php8.2-mbstring)
+    want+=(phpunit php8.2-xml php8.2-mbstring valgrind)
 fi
 
 missing=()
@@ -25,4 +25,10 @@ fi
 if ! command -v cargo >/dev/null 2>&1; then
     echo "setup: cargo not found. Install Rust 1.85 or newer (https://rustup.rs) and run again." >&2
     exit 1
+fi
+
+# cargo-php generates the IDE stubs from the built extension (make stubs, make test).
+if [ "${1:-build}" = test ] && ! cargo php --help >/dev/null 2>&1; then
+    echo "setup: installing cargo-php"
+    cargo install --quiet --locked cargo-php --version 0.2.2
 fi

@@ -16,7 +16,26 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::ModuleEntry;
 use ext_php_rs::{info_table_end, info_table_row, info_table_start};
-use tsugi_notify_core::{Format, Keyring, Plaintext, Scope, Site, Space};
+use tsugi_notify_core::{Clock, Format, Keyring, Plaintext, Scope, Site, Space, SystemClock};
+
+/// The wall clock. A build with the `test-clock` feature (never a release) reads the
+/// time from `TSUGI_NOTIFY_TEST_NOW` instead, so the PHP suite can check the
+/// known-answer vectors at the instant they were made.
+#[derive(Debug, Clone, Copy)]
+struct PhpClock;
+
+impl Clock for PhpClock {
+    fn now(&self) -> i64 {
+        #[cfg(feature = "test-clock")]
+        if let Some(now) = std::env::var("TSUGI_NOTIFY_TEST_NOW")
+            .ok()
+            .and_then(|v| v.parse().ok())
+        {
+            return now;
+        }
+        SystemClock.now()
+    }
+}
 
 /// Runs a method body; a panic becomes `fallback` instead of aborting PHP.
 fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
@@ -70,13 +89,14 @@ fn keyring(cfg: &Zval) -> Option<Keyring> {
 }
 
 /// Everything `$CFG` says about notifications; "not enabled" when `$CFG` is missing.
-fn site() -> Site {
+fn site() -> Site<PhpClock> {
     let Some(cfg) = php::global_cfg() else {
-        return Site::new(None, None);
+        return Site::new(None, None).with_clock(PhpClock);
     };
     let url = php::property(&cfg, "websocket_url");
     let url = url.as_ref().and_then(php::non_empty_str);
     Site::new(url, keyring(&cfg))
+        .with_clock(PhpClock)
         .with_proxyport(php::property(&cfg, "websocket_proxyport").and_then(|v| php::int_like(&v)))
         .with_ttl(php::property(&cfg, "websocket_token_ttl").and_then(|v| php::int_like(&v)))
         .with_token_format(

@@ -1,0 +1,363 @@
+<?php
+declare(strict_types=1);
+
+namespace TsugiNotify\Tests;
+
+use PHPUnit\Framework\TestCase;
+use Tsugi\Core\WebSocket;
+use TsugiNotifyReference as Ref;
+
+final class WebSocketTest extends TestCase
+{
+    private const WWW = 'https://tsugi.example.edu';
+
+    protected function setUp(): void
+    {
+        global $CFG;
+        $CFG = new \stdClass();
+        $CFG->wwwroot = self::WWW;
+        $CFG->websocket_url = 'ws://localhost:2021';
+        $CFG->websocket_secret = 'opensource';
+    }
+
+    protected function tearDown(): void
+    {
+        unset($GLOBALS['CFG']);
+    }
+
+    private static function launch($link = 42, $context = 7, $user = 9): object
+    {
+        $l = new \stdClass();
+        if ($link !== null) $l->link = (object) ['id' => $link];
+        if ($context !== null) $l->context = (object) ['id' => $context];
+        if ($user !== null) $l->user = (object) ['id' => $user];
+        return $l;
+    }
+
+    public function testTheClassIsNativeAndStatic(): void
+    {
+        $class = new \ReflectionClass(WebSocket::class);
+        $this->assertTrue($class->isInternal());
+        $this->assertSame('tsugi_websocket', $class->getExtensionName());
+        foreach (['enabled', 'getPort', 'getProxyPort', 'getHost', 'makeToken', 'getToken',
+                  'decodeToken', 'getSpaceFromToken'] as $m) {
+            $this->assertTrue($class->getMethod($m)->isStatic(), $m);
+            $this->assertTrue($class->getMethod($m)->isPublic(), $m);
+        }
+        $this->expectException(\Exception::class);
+        new WebSocket();
+    }
+
+    public function testEnabledNeedsUrlHostPortAndSecret(): void
+    {
+        global $CFG;
+        $this->assertTrue(WebSocket::enabled());
+        $this->assertSame(2021, WebSocket::getPort());
+        $this->assertSame('localhost', WebSocket::getHost());
+        $this->assertNull(WebSocket::getProxyPort());
+
+        $CFG->websocket_proxyport = 8080;
+        $this->assertSame(8080, WebSocket::getProxyPort());
+        $CFG->websocket_proxyport = '8081';
+        $this->assertSame(8081, WebSocket::getProxyPort());
+
+        $CFG->websocket_url = 'wss://socket.tsugicloud.org';
+        $this->assertSame(443, WebSocket::getPort());
+        $CFG->websocket_url = 'ws://socket.example.org/';
+        $this->assertSame(80, WebSocket::getPort());
+        $CFG->websocket_url = 'ws://[::1]:2021';
+        $this->assertSame('[::1]', WebSocket::getHost());
+
+        foreach (['xyzzy', 'false', '', 'http://localhost:2021', 'ws://:2021', 'ws://h:0'] as $bad) {
+            $CFG->websocket_url = $bad;
+            $this->assertFalse(WebSocket::enabled(), $bad);
+            $this->assertNull(WebSocket::getPort(), $bad);
+            $this->assertNull(WebSocket::getHost(), $bad);
+            $this->assertNull(WebSocket::getProxyPort(), $bad);
+        }
+        $CFG->websocket_url = 'ws://localhost:2021';
+        foreach (['', false, null, [], [''], ['a', 5]] as $bad) {
+            $CFG->websocket_secret = $bad;
+            $this->assertFalse(WebSocket::enabled());
+            $this->assertNull(WebSocket::getPort());
+        }
+        unset($CFG->websocket_secret);
+        $this->assertFalse(WebSocket::enabled());
+    }
+
+    public function testNoCfgAtAll(): void
+    {
+        unset($GLOBALS['CFG']);
+        $this->assertFalse(WebSocket::enabled());
+        $this->assertNull(WebSocket::getPort());
+        $this->assertFalse(WebSocket::getToken(self::launch()));
+        $this->assertFalse(WebSocket::makeToken(self::launch()));
+        $this->assertFalse(WebSocket::decodeToken('x.y.z'));
+        $this->assertSame('a::b', WebSocket::getSpaceFromToken('a::b::c::d'));
+        $GLOBALS['CFG'] = 5;
+        $this->assertFalse(WebSocket::enabled());
+        $GLOBALS['CFG'] = ['websocket_url' => 'ws://h:1', 'websocket_secret' => 's'];
+        $this->assertFalse(WebSocket::enabled());
+    }
+
+    public function testMakeTokenPutsTheUserIdInTheUserSlot(): void
+    {
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::makeToken(self::launch()));
+        $this->assertSame(self::WWW . '::42::no_context::9', WebSocket::makeToken(self::launch(42, null, 9)));
+        $this->assertSame(self::WWW . '::42::7::no_user', WebSocket::makeToken(self::launch(42, 7, null)));
+        $this->assertSame(self::WWW . '::abc::no_context::no_user', WebSocket::makeToken(self::launch('abc', null, null)));
+        $this->assertFalse(WebSocket::makeToken(self::launch(null)));
+        $this->assertFalse(WebSocket::makeToken(self::launch('')));
+        $this->assertFalse(WebSocket::makeToken(self::launch('a::b')));
+        $this->assertFalse(WebSocket::makeToken(self::launch(42, 'c::d')));
+        $this->assertFalse(WebSocket::makeToken(self::launch(42, 7, 1.5)));
+        $this->assertFalse(WebSocket::makeToken(self::launch([1])));
+        // isset() semantics: a null id is no id.
+        $this->assertSame(self::WWW . '::42::no_context::9', WebSocket::makeToken(self::launch(42, null, 9)));
+        // A Tsugi-like launch object with typed properties.
+        $this->assertSame(self::WWW . '::5::6::7', WebSocket::makeToken(Launch::of(5, 6, 7)));
+        $this->assertSame(self::WWW . '::5::no_context::no_user', WebSocket::makeToken(Launch::of(5)));
+    }
+
+    public function testGetTokenMintsV1ThatDecodes(): void
+    {
+        $t = WebSocket::getToken(self::launch());
+        $this->assertIsString($t);
+        $this->assertSame(2, substr_count($t, '.'));
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken($t));
+        $this->assertSame(self::WWW . '::42', WebSocket::getSpaceFromToken(WebSocket::decodeToken($t)));
+        // The independent PHP implementation of the format agrees.
+        [$plain, $why] = Ref\verify(['opensource'], $t, time(), true, null);
+        $this->assertSame(self::WWW . '::42::7::9', $plain, (string) $why);
+        // Claims as documented, with the default TTL.
+        $claims = json_decode(Ref\unb64url(explode('.', $t)[1]), true);
+        $this->assertSame(['iss', 'lnk', 'ctx', 'sub', 'iat', 'exp'], array_keys($claims));
+        $this->assertSame(86400, $claims['exp'] - $claims['iat']);
+        $this->assertEqualsWithDelta(time(), $claims['iat'], 5);
+    }
+
+    public function testTtlSetting(): void
+    {
+        global $CFG;
+        $CFG->websocket_token_ttl = 600;
+        $claims = json_decode(Ref\unb64url(explode('.', WebSocket::getToken(self::launch()))[1]), true);
+        $this->assertSame(600, $claims['exp'] - $claims['iat']);
+        $CFG->websocket_token_ttl = 0;
+        $claims = json_decode(Ref\unb64url(explode('.', WebSocket::getToken(self::launch()))[1]), true);
+        $this->assertArrayNotHasKey('exp', $claims);
+        foreach ([-1, 'abc', 1.5, [], null] as $bad) {
+            $CFG->websocket_token_ttl = $bad;
+            $claims = json_decode(Ref\unb64url(explode('.', WebSocket::getToken(self::launch()))[1]), true);
+            $this->assertSame(86400, $claims['exp'] - $claims['iat']);
+        }
+    }
+
+    public function testGetTokenNeedsSecretAndLinkId(): void
+    {
+        global $CFG;
+        $this->assertFalse(WebSocket::getToken(self::launch(null)));
+        $CFG->websocket_secret = '';
+        $this->assertFalse(WebSocket::getToken(self::launch()));
+        unset($CFG->wwwroot);
+        $CFG->websocket_secret = 's';
+        $this->assertFalse(WebSocket::getToken(self::launch()));
+    }
+
+    public function testSecretRotation(): void
+    {
+        global $CFG;
+        $CFG->websocket_secret = 'old';
+        $old = WebSocket::getToken(self::launch());
+        $CFG->websocket_secret = ['new', 'old'];
+        $new = WebSocket::getToken(self::launch());
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken($old));
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken($new));
+        [$plain] = Ref\verify(['new'], $new, time(), true, null);
+        $this->assertNotNull($plain, 'the first secret mints');
+        $CFG->websocket_secret = ['new'];
+        $this->assertFalse(WebSocket::decodeToken($old));
+        $CFG->websocket_secret = 'other';
+        $this->assertFalse(WebSocket::decodeToken($new));
+    }
+
+    public function testLegacyTokensFromTodaysTsugi(): void
+    {
+        global $CFG;
+        // Minted the way tsugi-php's AesOpenSSL does, with PHP's own openssl and hash_hmac.
+        $plain = self::WWW . '::42::7::7';
+        $legacy = Ref\legacy_seal('opensource', $plain, random_bytes(16));
+        $this->assertSame($plain, WebSocket::decodeToken($legacy));
+        $CFG->websocket_accept_legacy = false;
+        $this->assertFalse(WebSocket::decodeToken($legacy));
+        $CFG->websocket_accept_legacy = 0; // only false switches it off
+        $this->assertSame($plain, WebSocket::decodeToken($legacy));
+    }
+
+    public function testLegacyMintingForOldSocketServers(): void
+    {
+        global $CFG;
+        $CFG->websocket_token_format = 'legacy';
+        $t = WebSocket::getToken(self::launch());
+        $this->assertStringNotContainsString('.', $t);
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken($t));
+        [$plain] = Ref\legacy_verify(['opensource'], $t);
+        $this->assertSame(self::WWW . '::42::7::9', $plain);
+        // Fresh IV each time.
+        $this->assertNotSame($t, WebSocket::getToken(self::launch()));
+        $CFG->websocket_token_format = 'jwt';
+        $this->assertSame(2, substr_count(WebSocket::getToken(self::launch()), '.'));
+    }
+
+    public function testGetSpaceFromToken(): void
+    {
+        $this->assertSame('http://[::1]:8888::42', WebSocket::getSpaceFromToken('http://[::1]:8888::42::7::9'));
+        $this->assertSame('a::b', WebSocket::getSpaceFromToken('a::b::c::d'));
+        $this->assertFalse(WebSocket::getSpaceFromToken('a::b::c'));
+        $this->assertFalse(WebSocket::getSpaceFromToken(''));
+    }
+
+    public function testConfigInfoWithFalseDefaults(): void
+    {
+        global $CFG;
+        $CFG = new ConfigInfo(self::WWW);
+        $this->assertFalse(WebSocket::enabled());
+        $this->assertNull(WebSocket::getPort());
+        $this->assertNull(WebSocket::getProxyPort());
+        $this->assertFalse(WebSocket::getToken(self::launch()));
+        $this->assertFalse(WebSocket::decodeToken('a.b.c'));
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::makeToken(self::launch()));
+        $CFG->websocket_url = 'ws://localhost:2021';
+        $CFG->websocket_secret = 'opensource';
+        $this->assertTrue(WebSocket::enabled());
+        $this->assertNull(WebSocket::getProxyPort(), 'proxyport false is not set');
+        $this->assertIsString(WebSocket::getToken(self::launch()));
+    }
+
+    public function testReadonlyConfig(): void
+    {
+        global $CFG;
+        $CFG = new ReadonlyConfig(self::WWW, 'wss://s.example:8443', ['a', 'b'], 9000);
+        $this->assertTrue(WebSocket::enabled());
+        $this->assertSame(8443, WebSocket::getPort());
+        $this->assertSame(9000, WebSocket::getProxyPort());
+        $t = WebSocket::getToken(self::launch());
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken($t));
+    }
+
+    public function testMagicGetConfig(): void
+    {
+        global $CFG;
+        $CFG = new MagicConfig(['wwwroot' => self::WWW, 'websocket_url' => 'ws://m.example:99',
+                                'websocket_secret' => 'magic']);
+        $this->assertTrue(WebSocket::enabled());
+        $this->assertSame('m.example', WebSocket::getHost());
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken(WebSocket::getToken(self::launch())));
+    }
+
+    public function testAConfigThatThrowsPropagatesItsException(): void
+    {
+        global $CFG;
+        $CFG = new ThrowingConfig();
+        $this->expectException(\RuntimeException::class);
+        WebSocket::enabled();
+    }
+
+    public function testGlobalCfgSeenFromInsideAFunction(): void
+    {
+        $f = function () {
+            global $CFG;
+            $CFG->websocket_url = 'ws://inside.example:1234';
+            return WebSocket::getPort();
+        };
+        $this->assertSame(1234, $f());
+    }
+
+    public function testBadInputMatrix(): void
+    {
+        global $CFG;
+        $fh = fopen('php://memory', 'r');
+        $values = [null, true, false, 0, 42, -1, 1.5, NAN, INF, '', 'x', '::', "\0", str_repeat('a', 5000),
+                   [], [1], ['id' => 1], new \stdClass(), (object) ['id' => 1], fn () => 1, $fh,
+                   new \ArrayObject([1]), new \SplFixedArray(2)];
+        $good = WebSocket::getToken(self::launch());
+
+        // Every argument.
+        foreach ($values as $v) {
+            $this->assertContains(WebSocket::makeToken($v), [false], 'makeToken');
+            $this->assertFalse(WebSocket::getToken($v));
+            $this->assertFalse(WebSocket::decodeToken($v));
+            $r = WebSocket::getSpaceFromToken($v);
+            $this->assertFalse($r);
+            // ... as the link, the link id, the context id and the user id.
+            $l = new \stdClass();
+            $l->link = $v;
+            $expect = is_object($v) && isset($v->id) ? self::WWW . '::1::no_context::no_user' : false;
+            $this->assertSame($expect, WebSocket::makeToken($l));
+            $r = WebSocket::getToken(self::launch($v));
+            $this->assertTrue($r === false || is_string($r));
+            $r = WebSocket::getToken(self::launch(42, $v));
+            $this->assertTrue($r === false || is_string($r));
+            $r = WebSocket::getToken(self::launch(42, 7, $v));
+            $this->assertTrue($r === false || is_string($r));
+        }
+
+        // Every $CFG property.
+        foreach (['websocket_url', 'websocket_secret', 'websocket_proxyport', 'wwwroot',
+                  'websocket_token_ttl', 'websocket_token_format', 'websocket_accept_legacy'] as $prop) {
+            foreach ($values as $v) {
+                $this->setUp();
+                $CFG->$prop = $v;
+                $this->assertIsBool(WebSocket::enabled());
+                $p = WebSocket::getPort();
+                $this->assertTrue($p === null || is_int($p));
+                $h = WebSocket::getHost();
+                $this->assertTrue($h === null || is_string($h));
+                $pp = WebSocket::getProxyPort();
+                $this->assertTrue($pp === null || is_int($pp));
+                $t = WebSocket::getToken(self::launch());
+                $this->assertTrue($t === false || is_string($t));
+                $d = WebSocket::decodeToken($good);
+                $this->assertTrue($d === false || is_string($d));
+                $m = WebSocket::makeToken(self::launch());
+                $this->assertTrue($m === false || is_string($m));
+            }
+        }
+        // $CFG itself.
+        foreach ($values as $v) {
+            $GLOBALS['CFG'] = $v;
+            $this->assertFalse(WebSocket::enabled());
+            $this->assertFalse(WebSocket::getToken(self::launch()));
+            $this->assertFalse(WebSocket::decodeToken($good));
+        }
+        fclose($fh);
+    }
+
+    public function testWrongArgumentCountIsPhpsOwnError(): void
+    {
+        $this->expectException(\ArgumentCountError::class);
+        WebSocket::getToken();
+    }
+
+    public function testMillionsOfCallsLeaveMemoryFlat(): void
+    {
+        $n = (int) (getenv('TSUGI_MEMORY_CALLS') ?: 1000000);
+        $launch = self::launch();
+        $rss = function (): int {
+            preg_match('/VmRSS:\s+(\d+) kB/', file_get_contents('/proc/self/status'), $m);
+            return (int) $m[1];
+        };
+        for ($i = 0; $i < 20000; $i++) {
+            WebSocket::decodeToken(WebSocket::getToken($launch));
+        }
+        $before = $rss();
+        $heap = memory_get_usage();
+        for ($i = 0; $i < $n / 2; $i++) {
+            $t = WebSocket::getToken($launch);
+            if (WebSocket::decodeToken($t) === false) $this->fail('round trip failed');
+        }
+        $grown = $rss() - $before;
+        $this->assertLessThan(1024, $grown, "RSS grew by {$grown} kB over $n calls");
+        // A leak of even one small allocation per call would be megabytes here.
+        $this->assertLessThan(512 * 1024, memory_get_usage() - $heap);
+    }
+}
