@@ -42,11 +42,11 @@ fn guard<T>(fallback: T, body: impl FnOnce() -> T) -> T {
     catch_unwind(AssertUnwindSafe(body)).unwrap_or(fallback)
 }
 
-fn string_or_false(value: Option<String>) -> Zval {
+fn string_or_false(value: Option<&str>) -> Zval {
     let mut z = Zval::new();
     match value {
         Some(s) => {
-            if z.set_string(&s, false).is_err() {
+            if z.set_string(s, false).is_err() {
                 z.set_bool(false);
             }
         }
@@ -65,48 +65,84 @@ thread_local! {
 /// (the first mints). Anything else is no secret.
 fn keyring(cfg: &Zval) -> Option<Keyring> {
     let value = php::property(cfg, "websocket_secret")?;
-    let secrets: Vec<Vec<u8>> = if let Some(s) = php::non_empty_str(&value) {
-        vec![s.as_bytes().to_vec()]
+    let secrets: Vec<&str> = if let Some(s) = php::non_empty_str(&value) {
+        vec![s]
     } else {
         let array = value.array()?;
         let mut list = Vec::with_capacity(array.len());
         for (_, item) in array {
-            list.push(php::non_empty_str(item.dereference())?.as_bytes().to_vec());
+            list.push(php::non_empty_str(item.dereference())?);
         }
         list
     };
     KEYRING.with(|cache| {
         let mut cache = cache.borrow_mut();
         if let Some((seen, keyring)) = cache.as_ref() {
-            if *seen == secrets {
+            if seen
+                .iter()
+                .map(Vec::as_slice)
+                .eq(secrets.iter().map(|s| s.as_bytes()))
+            {
                 return Some(keyring.clone());
             }
         }
         let keyring = Keyring::new(&secrets).ok()?;
-        *cache = Some((secrets, keyring.clone()));
+        let owned = secrets.iter().map(|s| s.as_bytes().to_vec()).collect();
+        *cache = Some((owned, keyring.clone()));
         Some(keyring)
     })
 }
 
-/// Everything `$CFG` says about notifications; "not enabled" when `$CFG` is missing.
-fn site() -> Site<PhpClock> {
+/// Which `$CFG` settings a method needs: each reads only those.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`: url, secret, proxyport.
+    Endpoint,
+    /// `getToken()`: secret, TTL, token format.
+    Mint,
+    /// `decodeToken()`: secret, legacy switch.
+    Verify,
+}
+
+/// What `$CFG` says about notifications, as far as `need` goes; "not enabled" when
+/// `$CFG` is missing.
+fn site(need: Need) -> Site<PhpClock> {
     let Some(cfg) = php::global_cfg() else {
         return Site::new(None, None).with_clock(PhpClock);
     };
-    let url = php::property(&cfg, "websocket_url");
-    let url = url.as_ref().and_then(php::non_empty_str);
-    Site::new(url, keyring(&cfg))
-        .with_clock(PhpClock)
-        .with_proxyport(php::property(&cfg, "websocket_proxyport").and_then(|v| php::int_like(&v)))
-        .with_ttl(php::property(&cfg, "websocket_token_ttl").and_then(|v| php::int_like(&v)))
-        .with_token_format(
+    let int = |name: &str| php::property(&cfg, name).and_then(|v| php::int_like(&v));
+    let url = if need == Need::Endpoint {
+        php::property(&cfg, "websocket_url")
+    } else {
+        None
+    };
+    let site =
+        Site::new(url.as_ref().and_then(php::non_empty_str), keyring(&cfg)).with_clock(PhpClock);
+    match need {
+        Need::Endpoint => site.with_proxyport(int("websocket_proxyport")),
+        Need::Mint => site.with_ttl(int("websocket_token_ttl")).with_token_format(
             php::property(&cfg, "websocket_token_format")
                 .as_ref()
                 .and_then(Zval::str),
-        )
-        .with_accept_legacy(
+        ),
+        Need::Verify => site.with_accept_legacy(
             !php::property(&cfg, "websocket_accept_legacy").is_some_and(|v| v.is_false()),
-        )
+        ),
+    }
+}
+
+/// Every setting, for `php --ri`.
+fn full_site() -> Site<PhpClock> {
+    let endpoint = site(Need::Endpoint);
+    let mint = site(Need::Mint);
+    let verify = site(Need::Verify);
+    endpoint
+        .with_ttl(Some(i64::try_from(mint.ttl()).unwrap_or(i64::MAX)))
+        .with_token_format(match mint.mint_format() {
+            Format::Legacy => Some("legacy"),
+            _ => None,
+        })
+        .with_accept_legacy(verify.accepts_legacy())
 }
 
 /// `$launch->link->id` etc. `Ok(None)` when not set; `Err` when set to something that
@@ -150,23 +186,23 @@ impl WebSocket {
     /// Whether this server is configured for notifications: `websocket_url` has a host
     /// and a port (ws: 80, wss: 443 when absent) and `websocket_secret` is non-empty.
     pub fn enabled() -> bool {
-        guard(false, || site().enabled())
+        guard(false, || site(Need::Endpoint).enabled())
     }
 
     /// The port of the configured socket server, or null when not enabled.
     pub fn get_port() -> Option<i64> {
-        guard(None, || site().port().map(i64::from))
+        guard(None, || site(Need::Endpoint).port().map(i64::from))
     }
 
     /// The port the socket server listens on behind a proxy (`websocket_proxyport`),
     /// or null when not enabled or not set.
     pub fn get_proxy_port() -> Option<i64> {
-        guard(None, || site().proxyport().map(i64::from))
+        guard(None, || site(Need::Endpoint).proxyport().map(i64::from))
     }
 
     /// The host of the configured socket server, or null when not enabled.
     pub fn get_host() -> Option<String> {
-        guard(None, || site().host().map(str::to_owned))
+        guard(None, || site(Need::Endpoint).host().map(str::to_owned))
     }
 
     /// The plaintext token of a launch: `WWWROOT::LINK::CONTEXT::USER`.
@@ -175,7 +211,7 @@ impl WebSocket {
     /// @return string|false The plaintext, or false if no token can be made
     pub fn make_token(launch: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            string_or_false(plaintext(launch).map(|p| p.to_string()))
+            string_or_false(plaintext(launch).as_ref().map(Plaintext::as_str))
         })
     }
 
@@ -185,11 +221,12 @@ impl WebSocket {
     /// @return string|false The token, or false without a secret or a link id
     pub fn get_token(launch: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            let site = site();
+            let site = site(Need::Mint);
             if !site.has_secret() {
                 return string_or_false(None);
             }
-            string_or_false(plaintext(launch).and_then(|p| site.mint_browser(&p).ok()))
+            let token = plaintext(launch).and_then(|p| site.mint_browser(&p).ok());
+            string_or_false(token.as_deref())
         })
     }
 
@@ -199,13 +236,10 @@ impl WebSocket {
     /// @return string|false The plaintext, or false when the token is not valid
     pub fn decode_token(token: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            let plain = token.str().and_then(|t| {
-                site()
-                    .verify(t, Scope::Browser)
-                    .ok()
-                    .map(|v| v.plaintext.to_string())
-            });
-            string_or_false(plain)
+            let verified = token
+                .str()
+                .and_then(|t| site(Need::Verify).verify(t, Scope::Browser).ok());
+            string_or_false(verified.as_ref().map(|v| v.plaintext.as_str()))
         })
     }
 
@@ -215,12 +249,8 @@ impl WebSocket {
     /// @return string|false The space, or false when it is not a plaintext
     pub fn get_space_from_token(plain: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            string_or_false(
-                plain
-                    .str()
-                    .and_then(Space::from_plaintext)
-                    .map(|s| s.as_str().to_owned()),
-            )
+            let space = plain.str().and_then(Space::from_plaintext);
+            string_or_false(space.as_ref().map(Space::as_str))
         })
     }
 }
@@ -228,7 +258,7 @@ impl WebSocket {
 /// `php --ri tsugi_websocket` and `phpinfo()`: never shows a secret.
 pub extern "C" fn module_info(_module: *mut ModuleEntry) {
     let rows = guard(Vec::new(), || {
-        let site = site();
+        let site = full_site();
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         vec![
             ("version", env!("CARGO_PKG_VERSION").to_owned()),

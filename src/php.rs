@@ -22,21 +22,32 @@ pub fn global_cfg() -> Option<Zval> {
 /// or when `$value` is not an object, or when reading raised an exception.
 pub fn property(value: &Zval, name: &str) -> Option<Zval> {
     let obj = value.object()?;
-    if !obj
-        .has_property(name, PropertyQuery::Isset)
-        .unwrap_or(false)
-        || ExecutorGlobals::has_exception()
+    // Never run more PHP code (`__isset`, `__get`) while an exception is pending.
+    if ExecutorGlobals::has_exception() {
+        return None;
+    }
+    // SAFETY: `ce` of a live object is a valid class entry.
+    let magic = unsafe { obj.ce.as_ref() }.is_none_or(|ce| !ce.__get.is_null());
+    // A class with `__get` answers isset() through `__isset`, which a plain read would
+    // skip: ask it first, as PHP's isset() does. Other objects are read directly.
+    if magic
+        && (!obj
+            .has_property(name, PropertyQuery::Isset)
+            .unwrap_or(false)
+            || ExecutorGlobals::has_exception())
     {
         return None;
     }
-    read_silently(obj, name)
+    read_silently(obj, name).filter(|v| !v.is_null())
 }
 
+/// Reads a property the way `isset()`/`??` do (`BP_VAR_IS`): no warning for a missing
+/// or uninitialized property, no write intent (readonly properties read fine).
 fn read_silently(obj: &ZendObject, name: &str) -> Option<Zval> {
     let mut rv = Zval::new();
     // SAFETY: `obj` is a live object borrowed for the call; `name` outlives it and its
     // length is passed explicitly; `rv` is a valid zval the engine may write a
-    // temporary into (released when `rv` drops). `silent` suppresses warnings. The
+    // temporary into (released when `rv` drops). `silent` reads in BP_VAR_IS mode. The
     // engine takes the object pointer as mutable but does not free it.
     let found = unsafe {
         ffi::zend_read_property(
@@ -51,7 +62,8 @@ fn read_silently(obj: &ZendObject, name: &str) -> Option<Zval> {
     if found.is_null() || ExecutorGlobals::has_exception() {
         return None;
     }
-    // SAFETY: a non-null result points at the property slot or at `rv`, both alive here.
+    // SAFETY: a non-null result points at the property slot, at `rv`, or at the
+    // engine's uninitialized zval, all alive here.
     let copy = unsafe { &*found }.dereference().shallow_clone();
     Some(copy)
 }

@@ -15,12 +15,15 @@ const NO_CONTEXT: &str = "no_context";
 const NO_USER: &str = "no_user";
 
 /// Who a token was minted for: site, link, and optionally context (course) and user.
+///
+/// Held as its rendered text, `WWWROOT::LINK::CONTEXT::USER`, with the pieces' bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plaintext {
-    wwwroot: String,
-    link: String,
-    context: Option<String>,
-    user: Option<String>,
+    text: String,
+    /// End of WWWROOT, end of LINK, end of CONTEXT (each followed by `::`).
+    ends: [usize; 3],
+    has_context: bool,
+    has_user: bool,
 }
 
 /// Can this id be put in a token so that a plaintext splits back into the same pieces?
@@ -63,11 +66,24 @@ impl Plaintext {
         context: Option<&str>,
         user: Option<&str>,
     ) -> Self {
+        let c = context.unwrap_or(NO_CONTEXT);
+        let u = user.unwrap_or(NO_USER);
+        let mut text = String::with_capacity(wwwroot.len() + link.len() + c.len() + u.len() + 6);
+        text.push_str(wwwroot);
+        let w = text.len();
+        text.push_str(SEP);
+        text.push_str(link);
+        let l = text.len();
+        text.push_str(SEP);
+        text.push_str(c);
+        let cx = text.len();
+        text.push_str(SEP);
+        text.push_str(u);
         Plaintext {
-            wwwroot: wwwroot.to_owned(),
-            link: link.to_owned(),
-            context: context.map(str::to_owned),
-            user: user.map(str::to_owned),
+            text,
+            ends: [w, l, cx],
+            has_context: context.is_some(),
+            has_user: user.is_some(),
         }
     }
 
@@ -86,39 +102,39 @@ impl Plaintext {
         ))
     }
 
+    /// The whole plaintext, `WWWROOT::LINK::CONTEXT::USER`: what `decodeToken` returns.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
     /// The site, `$CFG->wwwroot` of the minting server.
     pub fn wwwroot(&self) -> &str {
-        &self.wwwroot
+        &self.text[..self.ends[0]]
     }
     /// The link (resource link) id.
     pub fn link(&self) -> &str {
-        &self.link
+        &self.text[self.ends[0] + SEP.len()..self.ends[1]]
     }
     /// The context (course) id, if the launch had one.
     pub fn context(&self) -> Option<&str> {
-        self.context.as_deref()
+        self.has_context
+            .then(|| &self.text[self.ends[1] + SEP.len()..self.ends[2]])
     }
     /// The user id, if the launch had one.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.has_user
+            .then(|| &self.text[self.ends[2] + SEP.len()..])
     }
 
     /// The space every browser of this link shares: `WWWROOT::LINK`.
     pub fn space(&self) -> Space {
-        Space(format!("{}{SEP}{}", self.wwwroot, self.link))
+        Space(self.text[..self.ends[1]].to_owned())
     }
 }
 
 impl fmt::Display for Plaintext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{}{SEP}{}{SEP}{}{SEP}{}",
-            self.wwwroot,
-            self.link,
-            self.context.as_deref().unwrap_or(NO_CONTEXT),
-            self.user.as_deref().unwrap_or(NO_USER)
-        )
+        f.write_str(&self.text)
     }
 }
 

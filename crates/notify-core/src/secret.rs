@@ -1,6 +1,7 @@
 //! Secrets and the keyed MAC state derived from them.
 
 use std::fmt;
+use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -71,9 +72,10 @@ impl Key {
 }
 
 /// One or more secrets: the first mints, any one verifies (key rotation).
+/// Cloning shares the keyed state (no rekeying, no copy).
 #[derive(Clone)]
 pub struct Keyring {
-    keys: Vec<Key>,
+    keys: Arc<[Key]>,
 }
 
 impl Keyring {
@@ -90,7 +92,7 @@ impl Keyring {
         if keys.is_empty() {
             return Err(Error::NoSecret);
         }
-        Ok(Keyring { keys })
+        Ok(Keyring { keys: keys.into() })
     }
 
     /// How many secrets the keyring holds (at least one).

@@ -3,13 +3,14 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::Mac;
-use serde::Serialize;
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Rejection, Result};
 use crate::model::Plaintext;
 use crate::secret::Keyring;
-use crate::token::{Format, Scope, Verified, LEEWAY_SECS};
+use crate::token::{Format, Scope, Verified, LEEWAY_SECS, MAX_TOKEN_BYTES};
 
 /// `BASE64URL({"alg":"HS256","typ":"JWT"})`: the header of every minted token.
 const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
@@ -64,6 +65,56 @@ fn reject(r: Rejection) -> Error {
     Error::InvalidToken(r)
 }
 
+/// A field that may be absent but, when present, must have the field's type (`null`
+/// included: `"sub":null` is a wrong type, not an absent claim).
+fn present<'de, D, T>(d: D) -> std::result::Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// The header fields a verifier looks at; others are ignored.
+#[derive(Deserialize)]
+struct Header<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    alg: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    typ: Option<Cow<'a, str>>,
+}
+
+/// The claims a verifier looks at, borrowed from the decoded JSON where possible.
+/// A claim of the wrong type fails the whole parse; unknown claims are ignored.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    #[serde(default, borrow, deserialize_with = "present")]
+    iss: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    lnk: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    ctx: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    sub: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    iat: Option<i64>,
+    #[serde(default, deserialize_with = "present")]
+    exp: Option<i64>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    scp: Option<Cow<'a, str>>,
+}
+
+/// Parses a JSON object (serde would also fill a struct from a JSON array).
+fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
+    let first = json
+        .iter()
+        .find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'));
+    if first != Some(&b'{') {
+        return None;
+    }
+    serde_json::from_slice(json).ok()
+}
+
 /// Checks 1 to 6 of token-format.md, in order; the caller checks the scope (7).
 pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verified> {
     // 1. Three non-empty parts (the size was checked by the caller).
@@ -76,54 +127,46 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
     if h64.is_empty() || c64.is_empty() || s64.is_empty() {
         return Err(reject(Rejection::Shape));
     }
-    // 2. Strict base64url without padding (canonical: no stray trailing bits).
-    let decode = |part: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .map_err(|_| reject(Rejection::Encoding))
+    // 2. Strict base64url without padding (canonical: no stray trailing bits), decoded
+    // into one buffer on the stack: a token of MAX_TOKEN_BYTES decodes to less.
+    let mut buf = [0u8; MAX_TOKEN_BYTES * 3 / 4 + 3];
+    let mut at = 0;
+    let mut decode = |part: &str| {
+        let n = URL_SAFE_NO_PAD
+            .decode_slice(part, &mut buf[at..])
+            .map_err(|_| reject(Rejection::Encoding))?;
+        let range = at..at + n;
+        at += n;
+        Ok::<_, Error>(range)
     };
-    let header = decode(h64)?;
-    let claims = decode(c64)?;
-    let sig = decode(s64)?;
+    let (h, c, s) = (decode(h64)?, decode(c64)?, decode(s64)?);
+    let (header, claims, sig) = (&buf[h], &buf[c], &buf[s]);
     // 3. The signature, in constant time, under any secret. Nothing before this is trusted.
     let signed = &token.as_bytes()[..h64.len() + 1 + c64.len()];
     let ok = keyring
         .keys()
         .iter()
-        .any(|k| k.v1.clone().chain_update(signed).verify_slice(&sig).is_ok());
+        .any(|k| k.v1.clone().chain_update(signed).verify_slice(sig).is_ok());
     if !ok {
         return Err(reject(Rejection::Signature));
     }
     // 4. Header: alg exactly HS256, typ JWT if present.
-    let header: Map<String, Value> =
-        serde_json::from_slice(&header).map_err(|_| reject(Rejection::Header))?;
-    if header.get("alg").and_then(Value::as_str) != Some("HS256") {
+    let header: Header<'_> = object(header).ok_or(reject(Rejection::Header))?;
+    if header.alg.as_deref() != Some("HS256") || header.typ.is_some_and(|t| t != "JWT") {
         return Err(reject(Rejection::Header));
     }
-    if let Some(typ) = header.get("typ") {
-        if typ.as_str() != Some("JWT") {
-            return Err(reject(Rejection::Header));
-        }
-    }
     // 5. Claims.
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&claims).map_err(|_| reject(Rejection::Claims))?;
     let bad = || reject(Rejection::Claims);
-    let iss = claims.get("iss").and_then(Value::as_str).ok_or_else(bad)?;
-    let lnk = claims.get("lnk").and_then(Value::as_str).ok_or_else(bad)?;
+    let c: Incoming<'_> = object(claims).ok_or_else(bad)?;
+    let (Some(iss), Some(lnk), Some(iat)) = (c.iss.as_deref(), c.lnk.as_deref(), c.iat) else {
+        return Err(bad());
+    };
     for s in [iss, lnk] {
         if s.is_empty() || s.chars().any(char::is_control) {
             return Err(bad());
         }
     }
-    let optional_str = |name: &str| -> Result<Option<&str>> {
-        match claims.get(name) {
-            None => Ok(None),
-            Some(v) => v.as_str().map(Some).ok_or_else(bad),
-        }
-    };
-    let ctx = optional_str("ctx")?;
-    let sub = optional_str("sub")?;
+    let (ctx, sub) = (c.ctx.as_deref(), c.sub.as_deref());
     if [Some(lnk), ctx, sub]
         .into_iter()
         .flatten()
@@ -131,14 +174,8 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
     {
         return Err(bad());
     }
-    let iat = claims.get("iat").and_then(Value::as_i64).ok_or_else(bad)?;
-    let exp = match claims.get("exp") {
-        None => None,
-        Some(v) => Some(v.as_i64().ok_or_else(bad)?),
-    };
-    let scp = optional_str("scp")?;
     // 6. Time, with leeway, in arithmetic that cannot overflow.
-    if let Some(exp) = exp {
+    if let Some(exp) = c.exp {
         if i128::from(now) >= i128::from(exp) + i128::from(LEEWAY_SECS) {
             return Err(reject(Rejection::Expired));
         }
@@ -147,7 +184,7 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
         return Err(reject(Rejection::NotYetValid));
     }
     // 7, first half: an unknown scope authorizes nothing; the caller matches the rest.
-    let scope = match scp {
+    let scope = match c.scp.as_deref() {
         None => Scope::Browser,
         Some("publish") => Scope::Publish,
         Some(_) => return Err(reject(Rejection::Scope)),
@@ -156,7 +193,7 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
         plaintext: Plaintext::from_parts(iss, lnk, ctx, sub),
         format: Format::V1,
         issued_at: Some(iat),
-        expires_at: exp,
+        expires_at: c.exp,
         scope,
     })
 }
