@@ -52,7 +52,7 @@ test-vectors:
 
 test-php: ext ext-testclock
 	$(PHP) -d extension=$(CURDIR)/$(EXT) $(PHPUNIT) -c php/phpunit.xml --testsuite extension
-	TSUGI_NOTIFY_TEST_NOW=$(VECTOR_NOW) $(PHP) -d extension=$(CURDIR)/$(EXT_TESTCLOCK) \
+	TSUGI_WEBSOCKET_TEST_NOW=$(VECTOR_NOW) $(PHP) -d extension=$(CURDIR)/$(EXT_TESTCLOCK) \
 	    $(PHPUNIT) -c php/phpunit.xml --testsuite vectors
 
 stubs: ext-testclock
@@ -78,7 +78,7 @@ valgrind-php: ext
 	USE_ZEND_ALLOC=0 ZEND_DONT_UNLOAD_MODULES=1 TSUGI_MEMORY_CALLS=2000 \
 	    valgrind --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite \
 	    --suppressions=php/valgrind.supp --log-file=target/valgrind-php.log \
-	    $(PHP) -d extension=$(CURDIR)/$(EXT) $(PHPUNIT) -c php/phpunit.xml --testsuite extension
+	    $(PHP) -d pcre.jit=0 -d extension=$(CURDIR)/$(EXT) $(PHPUNIT) -c php/phpunit.xml --testsuite extension
 	@grep -E "ERROR SUMMARY|definitely lost|indirectly lost" target/valgrind-php.log
 
 # Build against the PHP of PHP_CONFIG (default: the php-config on PATH) and enable it.

@@ -19,7 +19,7 @@ use ext_php_rs::{info_table_end, info_table_row, info_table_start};
 use tsugi_notify_core::{Clock, Format, Keyring, Plaintext, Scope, Site, Space, SystemClock};
 
 /// The wall clock. A build with the `test-clock` feature (never a release) reads the
-/// time from `TSUGI_NOTIFY_TEST_NOW` instead, so the PHP suite can check the
+/// time from `TSUGI_WEBSOCKET_TEST_NOW` instead, so the PHP suite can check the
 /// known-answer vectors at the instant they were made.
 #[derive(Debug, Clone, Copy)]
 struct PhpClock;
@@ -27,7 +27,7 @@ struct PhpClock;
 impl Clock for PhpClock {
     fn now(&self) -> i64 {
         #[cfg(feature = "test-clock")]
-        if let Some(now) = std::env::var("TSUGI_NOTIFY_TEST_NOW")
+        if let Some(now) = std::env::var("TSUGI_WEBSOCKET_TEST_NOW")
             .ok()
             .and_then(|v| v.parse().ok())
         {

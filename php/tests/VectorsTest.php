@@ -14,9 +14,9 @@ final class VectorsTest extends TestCase
 {
     private static function assertClockAt(int $now): void
     {
-        if ((int) getenv('TSUGI_NOTIFY_TEST_NOW') !== $now) {
+        if ((int) getenv('TSUGI_WEBSOCKET_TEST_NOW') !== $now) {
             self::fail("the vectors suite needs the extension built with --features test-clock and "
-                . "TSUGI_NOTIFY_TEST_NOW=$now (make test-php does both)");
+                . "TSUGI_WEBSOCKET_TEST_NOW=$now (make test-php does both)");
         }
     }
 
@@ -51,7 +51,7 @@ final class VectorsTest extends TestCase
         $n = 0;
         foreach (json_decode(file_get_contents(__DIR__ . '/../../tests/vectors/tokens.json'), true) as $c) {
             $m = $c['mint'] ?? null;
-            if ($m === null || $m['scope'] !== null || $m['now'] !== (int) getenv('TSUGI_NOTIFY_TEST_NOW')) continue;
+            if ($m === null || $m['scope'] !== null || $m['now'] !== (int) getenv('TSUGI_WEBSOCKET_TEST_NOW')) continue;
             $CFG = new \stdClass();
             $CFG->wwwroot = $m['wwwroot'];
             $CFG->websocket_url = 'ws://localhost:2021';

@@ -1,0 +1,78 @@
+//! `tsugi-notifyd`: flags, logging, then the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use tsugi_notifyd::cli::Cli;
+use tsugi_notifyd::{shutdown, systemd, Config, LogFormat, Server};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(
+        cli.config.as_deref(),
+        std::env::vars(),
+        cli.settings.to_table(),
+        cli.dev,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tsugi-notifyd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Some(tsugi_notifyd::cli::Command::Token(cmd)) = &cli.command {
+        return ExitCode::from(tsugi_notifyd::cli::run_token(&config, cmd) as u8);
+    }
+    if cli.check_config {
+        println!("configuration ok");
+        println!("{}", config.summary());
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tsugi-notifyd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tsugi-notifyd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    if config.dev {
+        tracing::warn!(
+            "DEVELOPMENT MODE: the secret is the well-known \"opensource\"; never use --dev in production"
+        );
+    }
+    let token = CancellationToken::new();
+    shutdown::on_signal(token.clone())?;
+    let running = Server::bind(config).await?.start(token.clone())?;
+    systemd::notify("READY=1");
+    token.cancelled().await;
+    systemd::notify("STOPPING=1");
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn init_logging(config: &Config) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}

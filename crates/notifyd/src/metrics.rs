@@ -1,0 +1,342 @@
+//! Counters and gauges, rendered as Prometheus text. Lock-free: every update is one
+//! relaxed atomic add.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// 403: missing, bad or expired token.
+    InvalidToken,
+    /// 403: an Origin not in `allowed_origins`.
+    Origin,
+    /// 400: malformed request or query.
+    BadRequest,
+    /// 400: room name over 256 bytes.
+    RoomTooLong,
+    /// 404: no such path.
+    NotFound,
+    /// 405: not GET (or POST where allowed).
+    Method,
+    /// 431: request line or headers too large.
+    HeadersTooLarge,
+    /// 503: `max_connections` reached.
+    Capacity,
+    /// 503: `max_connections_per_space` reached.
+    SpaceCapacity,
+    /// 503: the server is shutting down.
+    ShuttingDown,
+    /// The request did not arrive within `handshake_timeout_secs` (dropped).
+    Timeout,
+}
+
+impl Refusal {
+    const ALL: [Refusal; 11] = [
+        Refusal::InvalidToken,
+        Refusal::Origin,
+        Refusal::BadRequest,
+        Refusal::RoomTooLong,
+        Refusal::NotFound,
+        Refusal::Method,
+        Refusal::HeadersTooLarge,
+        Refusal::Capacity,
+        Refusal::SpaceCapacity,
+        Refusal::ShuttingDown,
+        Refusal::Timeout,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refusal::InvalidToken => "invalid_token",
+            Refusal::Origin => "origin",
+            Refusal::BadRequest => "bad_request",
+            Refusal::RoomTooLong => "room_too_long",
+            Refusal::NotFound => "not_found",
+            Refusal::Method => "method",
+            Refusal::HeadersTooLarge => "headers_too_large",
+            Refusal::Capacity => "capacity",
+            Refusal::SpaceCapacity => "space_capacity",
+            Refusal::ShuttingDown => "shutting_down",
+            Refusal::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a message from a client was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// The sender was over its rate.
+    RateLimit,
+    /// A receiver's queue was full (the receiver is then closed).
+    SlowConsumer,
+}
+
+/// Why the server closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// 1001: shutting down.
+    GoingAway,
+    /// 1007: invalid UTF-8 in a text message.
+    InvalidUtf8,
+    /// 1008: kept sending over its rate.
+    RateLimit,
+    /// 1008: stopped reading (outbound queue full).
+    SlowConsumer,
+    /// 1009: message too big.
+    TooBig,
+    /// 1002: protocol error.
+    Protocol,
+    /// No pong within `idle_timeout_secs`.
+    Idle,
+}
+
+impl Close {
+    const ALL: [Close; 7] = [
+        Close::GoingAway,
+        Close::InvalidUtf8,
+        Close::RateLimit,
+        Close::SlowConsumer,
+        Close::TooBig,
+        Close::Protocol,
+        Close::Idle,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Close::GoingAway => "going_away",
+            Close::InvalidUtf8 => "invalid_utf8",
+            Close::RateLimit => "rate_limit",
+            Close::SlowConsumer => "slow_consumer",
+            Close::TooBig => "too_big",
+            Close::Protocol => "protocol",
+            Close::Idle => "idle",
+        }
+    }
+}
+
+/// Every figure the daemon exports.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    connections: AtomicI64,
+    spaces: AtomicI64,
+    rooms: AtomicI64,
+    accepted: AtomicU64,
+    refused: [AtomicU64; 11],
+    token_rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
+    received: AtomicU64,
+    delivered: AtomicU64,
+    dropped_rate: AtomicU64,
+    dropped_slow: AtomicU64,
+    closes: [AtomicU64; 7],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    accept_errors: AtomicU64,
+}
+
+impl Metrics {
+    /// A connection opened (+1) or closed (-1).
+    pub fn connections(&self, delta: i64) {
+        self.connections.fetch_add(delta, Relaxed);
+    }
+    /// Open connections now.
+    pub fn open_connections(&self) -> i64 {
+        self.connections.load(Relaxed)
+    }
+    /// A space gained its first (+1) or lost its last (-1) member.
+    pub fn spaces(&self, delta: i64) {
+        self.spaces.fetch_add(delta, Relaxed);
+    }
+    /// A room gained its first (+1) or lost its last (-1) member.
+    pub fn rooms(&self, delta: i64) {
+        self.rooms.fetch_add(delta, Relaxed);
+    }
+    /// A WebSocket handshake succeeded.
+    pub fn accepted(&self) {
+        self.accepted.fetch_add(1, Relaxed);
+    }
+    /// A handshake was refused.
+    pub fn refused(&self, why: Refusal) {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.refused[i].fetch_add(1, Relaxed);
+    }
+    /// How many handshakes were refused for this reason.
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
+        self.refused[i].load(Relaxed)
+    }
+    /// Which token check failed (the code of `Rejection`; never any token content).
+    pub fn token_rejected(&self, code: &'static str) {
+        if let Ok(mut m) = self.token_rejections.lock() {
+            *m.entry(code).or_default() += 1;
+        }
+    }
+    /// A message arrived from a client.
+    pub fn received(&self, bytes: usize) {
+        self.received.fetch_add(1, Relaxed);
+        self.bytes_in.fetch_add(bytes as u64, Relaxed);
+    }
+    /// Copies of a message were queued for `n` receivers.
+    pub fn delivered(&self, n: u64, bytes: usize) {
+        self.delivered.fetch_add(n, Relaxed);
+        self.bytes_out.fetch_add(n * bytes as u64, Relaxed);
+    }
+    /// A message was dropped.
+    pub fn dropped(&self, why: Drop) {
+        match why {
+            Drop::RateLimit => &self.dropped_rate,
+            Drop::SlowConsumer => &self.dropped_slow,
+        }
+        .fetch_add(1, Relaxed);
+    }
+    /// The server closed a connection.
+    pub fn closed(&self, why: Close) {
+        let i = Close::ALL.iter().position(|c| *c == why).unwrap_or(0);
+        self.closes[i].fetch_add(1, Relaxed);
+    }
+    /// How many connections were closed for this reason.
+    pub fn closed_count(&self, why: Close) -> u64 {
+        let i = Close::ALL.iter().position(|c| *c == why).unwrap_or(0);
+        self.closes[i].load(Relaxed)
+    }
+    /// `accept()` failed (e.g. out of file descriptors).
+    pub fn accept_error(&self) {
+        self.accept_errors.fetch_add(1, Relaxed);
+    }
+    /// Messages received from clients so far.
+    pub fn received_count(&self) -> u64 {
+        self.received.load(Relaxed)
+    }
+    /// Deliveries queued so far.
+    pub fn delivered_count(&self) -> u64 {
+        self.delivered.load(Relaxed)
+    }
+
+    /// Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
+            let _ = writeln!(out, "# HELP tsugi_notify_{name} {help}");
+            let _ = writeln!(out, "# TYPE tsugi_notify_{name} {kind}");
+            for (labels, v) in rows {
+                let _ = writeln!(out, "tsugi_notify_{name}{labels} {v}");
+            }
+        };
+        let gauge = |a: &AtomicI64| vec![(String::new(), a.load(Relaxed).max(0) as u64)];
+        let counter = |a: &AtomicU64| vec![(String::new(), a.load(Relaxed))];
+        metric(
+            "connections",
+            "gauge",
+            "Open WebSocket connections.",
+            &gauge(&self.connections),
+        );
+        metric(
+            "spaces",
+            "gauge",
+            "Spaces with at least one connection.",
+            &gauge(&self.spaces),
+        );
+        metric(
+            "rooms",
+            "gauge",
+            "Rooms with at least one connection.",
+            &gauge(&self.rooms),
+        );
+        metric(
+            "handshakes_accepted_total",
+            "counter",
+            "WebSocket handshakes accepted.",
+            &counter(&self.accepted),
+        );
+        let refused: Vec<_> = Refusal::ALL
+            .iter()
+            .zip(&self.refused)
+            .map(|(r, a)| (format!("{{reason=\"{}\"}}", r.label()), a.load(Relaxed)))
+            .collect();
+        metric(
+            "handshakes_refused_total",
+            "counter",
+            "Requests refused before the upgrade, by reason.",
+            &refused,
+        );
+        let rejections: Vec<_> = self
+            .token_rejections
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(k, v)| (format!("{{check=\"{k}\"}}"), *v))
+                    .collect()
+            })
+            .unwrap_or_default();
+        metric(
+            "token_rejections_total",
+            "counter",
+            "Refused tokens, by the check that failed.",
+            &rejections,
+        );
+        metric(
+            "messages_received_total",
+            "counter",
+            "Messages received from clients.",
+            &counter(&self.received),
+        );
+        metric(
+            "messages_delivered_total",
+            "counter",
+            "Message copies queued for receivers.",
+            &counter(&self.delivered),
+        );
+        metric(
+            "messages_dropped_total",
+            "counter",
+            "Messages not delivered, by reason.",
+            &[
+                (
+                    "{reason=\"rate_limit\"}".into(),
+                    self.dropped_rate.load(Relaxed),
+                ),
+                (
+                    "{reason=\"slow_consumer\"}".into(),
+                    self.dropped_slow.load(Relaxed),
+                ),
+            ],
+        );
+        let closes: Vec<_> = Close::ALL
+            .iter()
+            .zip(&self.closes)
+            .map(|(c, a)| (format!("{{reason=\"{}\"}}", c.label()), a.load(Relaxed)))
+            .collect();
+        metric(
+            "server_closes_total",
+            "counter",
+            "Connections closed by the server, by reason.",
+            &closes,
+        );
+        metric(
+            "slow_consumer_closes_total",
+            "counter",
+            "Connections closed because they stopped reading.",
+            &[(String::new(), self.closed_count(Close::SlowConsumer))],
+        );
+        metric(
+            "bytes_received_total",
+            "counter",
+            "Payload bytes received from clients.",
+            &counter(&self.bytes_in),
+        );
+        metric(
+            "bytes_sent_total",
+            "counter",
+            "Payload bytes queued for clients.",
+            &counter(&self.bytes_out),
+        );
+        metric(
+            "accept_errors_total",
+            "counter",
+            "Failed accept() calls (e.g. out of file descriptors).",
+            &counter(&self.accept_errors),
+        );
+        out
+    }
+}

@@ -1,0 +1,152 @@
+//! The server: binds its listeners, serves until shutdown, then closes every client
+//! with 1001 and waits for them, within a deadline.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::handshake;
+use crate::listener::{accept_loop, Shared};
+use crate::metrics::Metrics;
+
+/// Time given to connections to close after shutdown starts.
+const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
+
+/// A bound, not yet serving, server.
+#[derive(Debug)]
+pub struct Server {
+    config: Config,
+    listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
+}
+
+/// A serving server.
+#[derive(Debug)]
+pub struct Running {
+    /// Where WebSocket clients connect.
+    pub addr: SocketAddr,
+    /// Where `/metrics` is served, if it is.
+    pub metrics_addr: Option<SocketAddr>,
+    /// The counters.
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    done: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    /// Binds the listeners of `config`.
+    pub async fn bind(config: Config) -> anyhow::Result<Server> {
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let metrics_listener = match config.metrics_bind {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot serve metrics on {addr}"))?,
+            ),
+            None => None,
+        };
+        Ok(Server {
+            config,
+            listener,
+            metrics_listener,
+        })
+    }
+
+    /// Where WebSocket clients connect.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Starts serving; `shutdown` stops it.
+    pub fn start(self, shutdown: CancellationToken) -> anyhow::Result<Running> {
+        let addr = self.listener.local_addr()?;
+        let metrics_addr = self
+            .metrics_listener
+            .as_ref()
+            .map(TcpListener::local_addr)
+            .transpose()?;
+        let metrics = Arc::new(Metrics::default());
+        let shared = Shared::new(self.config, metrics.clone(), shutdown.clone());
+        let tracker = TaskTracker::new();
+        if let Some(l) = self.metrics_listener {
+            tokio::spawn(serve_metrics(l, metrics.clone(), shutdown.clone()));
+        }
+        let accept = accept_loop(self.listener, shared, tracker.clone());
+        let done = tokio::spawn(async move {
+            accept.await;
+            tracker.close();
+            if tokio::time::timeout(DRAIN_DEADLINE, tracker.wait())
+                .await
+                .is_err()
+            {
+                warn!(
+                    left = tracker.len(),
+                    "connections still open at the shutdown deadline"
+                );
+            }
+        });
+        info!(%addr, metrics = ?metrics_addr, "listening");
+        Ok(Running {
+            addr,
+            metrics_addr,
+            metrics,
+            shutdown,
+            done,
+        })
+    }
+}
+
+impl Running {
+    /// Starts shutdown (as SIGTERM does).
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Waits until every connection is closed (or the drain deadline passed).
+    pub async fn wait(self) {
+        let _ = self.done.await;
+    }
+}
+
+/// `GET /metrics` (Prometheus text) and `GET /healthz` on the metrics address.
+async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            () = shutdown.cancelled() => return,
+            r = listener.accept() => r,
+        };
+        let Ok((mut stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let metrics = metrics.clone();
+        tokio::spawn(async move {
+            let Ok(req) = handshake::read_request(&mut stream, Duration::from_secs(5)).await else {
+                return;
+            };
+            match (req.method.as_str(), req.path.as_str()) {
+                ("GET", "/metrics") => {
+                    let body = metrics.render();
+                    handshake::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &body)
+                        .await;
+                }
+                ("GET", "/healthz") => {
+                    handshake::respond(&mut stream, 200, "OK", "text/plain", "ok\n").await;
+                }
+                _ => {
+                    handshake::respond(&mut stream, 404, "Not Found", "text/plain", "not found\n")
+                        .await
+                }
+            }
+        });
+    }
+}
