@@ -215,11 +215,13 @@ impl Config {
                 path: path.to_owned(),
                 source,
             })?;
-            let file_table: Table = text.parse().map_err(|e: toml::de::Error| Error::Invalid {
+            let invalid = |e: toml::de::Error| Error::Invalid {
                 origin: path.display().to_string(),
-                message: e.message().to_owned(),
-            })?;
-            check_types(&file_table, &path.display().to_string())?;
+                // The full text quotes the offending line, so it names the key.
+                message: e.to_string().trim_end().to_owned(),
+            };
+            let file_table: Table = text.parse().map_err(invalid)?;
+            toml::from_str::<Raw>(&text).map_err(invalid)?;
             layer(&mut table, file_table);
         }
         layer(&mut table, env_table(env)?);

@@ -31,6 +31,14 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
+    let fds = systemd::raise_fd_limit();
+    if (fds as usize) < config.limits.max_connections + 64 {
+        tracing::warn!(
+            open_files = fds,
+            max_connections = config.limits.max_connections,
+            "the open-file limit is below max_connections: raise LimitNOFILE"
+        );
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -68,8 +76,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 fn init_logging(config: &Config) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
+    // Colours only on a terminal (not in journald or a file).
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match config.log_format {
         LogFormat::Json => builder.json().init(),

@@ -24,3 +24,24 @@ pub fn notify(state: &str) {
         tracing::warn!(error = %e, "could not notify systemd");
     }
 }
+
+/// Raises the soft limit on open files to the hard limit (each connection is one), and
+/// returns the limit in force.
+pub fn raise_fd_limit() -> u64 {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if let (Some(cur), Some(max)) = (lim.current, lim.maximum) {
+        if cur < max {
+            let want = Rlimit {
+                current: Some(max),
+                maximum: Some(max),
+            };
+            if setrlimit(Resource::Nofile, want).is_ok() {
+                return max;
+            }
+        }
+        return cur;
+    }
+    // Unlimited.
+    u64::MAX
+}

@@ -1,0 +1,385 @@
+//! The daemon as a process: flags and config files, the token tools, SIGTERM, logs,
+//! and thousands of concurrent connections.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsugi-notifyd");
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A daemon on a free loopback port; its stderr is collected.
+struct Daemon {
+    child: Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn start(extra: &[&str]) -> Daemon {
+        let base = [
+            "--url",
+            "ws://127.0.0.1:2021",
+            "--bind",
+            "127.0.0.1",
+            "--proxyport",
+            "0",
+            "--metrics-bind",
+            "off",
+            "--secret",
+            SECRET,
+            "--messages-per-second",
+            "100000",
+            "--burst",
+            "100000",
+        ];
+        Daemon::start_with(&[&base[..], extra].concat())
+    }
+
+    fn start_with(args: &[&str]) -> Daemon {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening") {
+                    if let Some(a) = line.split("addr=").nth(1) {
+                        let _ = tx.send(a.split_whitespace().next().unwrap().to_owned());
+                    }
+                }
+                let mut l = sink.lock().unwrap();
+                l.push_str(&line);
+                l.push('\n');
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the daemon logs its address")
+            .parse()
+            .unwrap();
+        Daemon { child, addr, log }
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn check_config_accepts_the_documented_file_and_names_bad_keys() {
+    let (code, out, _) = run(&["--config", &fixture("valid.toml"), "--check-config"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("configuration ok") && out.contains("2 configured"),
+        "{out}"
+    );
+    assert!(
+        !out.contains("new-secret") && !out.contains("old-secret"),
+        "no secret printed"
+    );
+    for (file, needle) in [
+        ("unknown-key.toml", "max_conections"),
+        ("bad-type.toml", "burst"),
+        ("no-secret.toml", "secret"),
+        ("bad-url.toml", "url"),
+        ("two-secrets.toml", "only one"),
+        ("ping-after-idle.toml", "ping_interval_secs"),
+        ("not-toml.toml", "not-toml.toml"),
+        ("missing-secret-file.toml", "does-not-exist.txt"),
+    ] {
+        let (code, _, err) = run(&["--config", &fixture(file), "--check-config"]);
+        assert_eq!(code, 2, "{file}: {err}");
+        assert!(err.contains(needle), "{file}: {err}");
+    }
+    // Flags override the file, the environment sits between.
+    let out = Command::new(BIN)
+        .args([
+            "--config",
+            &fixture("valid.toml"),
+            "--check-config",
+            "--burst",
+            "7",
+        ])
+        .env("TSUGI_NOTIFY_BURST", "3")
+        .env("TSUGI_NOTIFY_OUTBOUND_QUEUE", "64")
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.contains("(burst 7)") && out.contains("outbound_queue            64"),
+        "{out}"
+    );
+    let out = Command::new(BIN)
+        .args(["--dev", "--check-config"])
+        .env("TSUGI_NOTIFY_MAX_CONECTIONS", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("TSUGI_NOTIFY_MAX_CONECTIONS"));
+}
+
+#[test]
+fn secret_file_holds_rotating_secrets() {
+    let dir = std::env::temp_dir().join(format!("notifyd-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("secrets");
+    std::fs::write(&file, "# rotated 2026-11\nnewest\n\nolder\n").unwrap();
+    let f = file.to_str().unwrap();
+    let (code, token, _) = run(&[
+        "--url",
+        "ws://h:1",
+        "--secret-file",
+        f,
+        "token",
+        "mint",
+        "--link",
+        "5",
+    ]);
+    assert_eq!(code, 0);
+    let (code, out, _) = run(&[
+        "--url",
+        "ws://h:1",
+        "--secret",
+        "newest",
+        "token",
+        "verify",
+        token.trim(),
+    ]);
+    assert_eq!(code, 0, "the first line mints: {out}");
+    let (code, out, _) = run(&[
+        "--url",
+        "ws://h:1",
+        "--secret",
+        "older",
+        "token",
+        "verify",
+        token.trim(),
+    ]);
+    assert_eq!(
+        (code, out.trim()),
+        (1, "invalid (signature does not match any secret)")
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn token_tools_for_admins() {
+    let (code, token, _) = run(&[
+        "--dev",
+        "token",
+        "mint",
+        "--wwwroot",
+        "https://t.example",
+        "--link",
+        "42",
+        "--context",
+        "7",
+        "--user",
+        "9",
+        "--ttl",
+        "60",
+    ]);
+    assert_eq!(code, 0);
+    let (code, out, _) = run(&["--dev", "token", "verify", token.trim()]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("plaintext: https://t.example::42::7::9"),
+        "{out}"
+    );
+    assert!(out.contains("space:     https://t.example::42"), "{out}");
+    let (code, out, _) = run(&["--dev", "token", "verify", "garbage.token.here"]);
+    assert_eq!(code, 1);
+    assert!(out.starts_with("invalid"));
+    let (code, _, err) = run(&["--dev", "token", "mint", "--link", "a::b"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("link"));
+}
+
+#[test]
+fn dev_mode_says_so_loudly() {
+    let mut d = Daemon::start_with(&["--dev", "--proxyport", "0", "--metrics-bind", "off"]);
+    d.signal("TERM");
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+    let log = d.log.lock().unwrap().clone();
+    assert!(log.contains("DEVELOPMENT MODE"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_every_client_with_1001_and_exits_within_5_s() {
+    let mut d = Daemon::start(&[]);
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        clients.push(connect(d.addr, &token(&format!("{}", i % 5), "u"), None).await);
+    }
+    let started = Instant::now();
+    d.signal("TERM");
+    let codes = futures_util::future::join_all(clients.iter_mut().map(close_code)).await;
+    assert!(codes.iter().all(|c| *c == Some(1001)), "{codes:?}");
+    let status = tokio::task::spawn_blocking(move || {
+        let s = d.wait_exit(Duration::from_secs(5));
+        (s, d)
+    })
+    .await
+    .unwrap();
+    assert!(status.0.is_some_and(|s| s.success()), "exited cleanly");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // SIGINT does the same.
+    let mut d = Daemon::start(&[]);
+    let mut c = connect(d.addr, &token("1", "u"), None).await;
+    d.signal("INT");
+    assert_eq!(close_code(&mut c).await, Some(1001));
+    assert!(d.wait_exit(Duration::from_secs(5)).is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_or_secret_in_logs_even_at_trace() {
+    let d = Daemon::start(&["--log-level", "trace"]);
+    let good = token("1", "u");
+    let mut a = connect(d.addr, &good, Some("r")).await;
+    let mut b = connect(d.addr, &token("1", "v"), Some("r")).await;
+    a.send(Message::text("hi")).await.unwrap();
+    recv(&mut b).await;
+    let forged = format!("{}x", &good[..good.len() - 1]);
+    assert_eq!(refused_status(d.addr, &forged, None).await, 403);
+    let legacy = tokens()
+        .mint_legacy(&tsugi_notify_core::Plaintext::new("https://s", "1", None, None).unwrap())
+        .unwrap();
+    connect(d.addr, &legacy, None).await;
+    drop((a, b));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = d.log.lock().unwrap().clone();
+    assert!(
+        log.contains("token refused"),
+        "the refusal is logged: {log}"
+    );
+    for secret_thing in [
+        SECRET,
+        good.as_str(),
+        &good[good.len() - 43..],
+        forged.as_str(),
+        legacy.as_str(),
+    ] {
+        assert!(!log.contains(secret_thing), "log leaks {secret_thing}");
+    }
+    // Not even a token's signature or claims part.
+    for part in good.split('.') {
+        assert!(!log.contains(part), "log leaks a token part");
+    }
+}
+
+/// Raises this test process's open-file limit (it holds one socket per client).
+fn raise_fd_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: lim.maximum,
+            maximum: lim.maximum,
+        },
+    );
+}
+
+async fn hold_and_exercise(addr: SocketAddr, n: usize) {
+    // Rooms of 10 in 20 links: every connection receives one message.
+    let mut clients = Vec::with_capacity(n);
+    let mut pending = futures_util::stream::FuturesOrdered::new();
+    for i in 0..n {
+        let t = token(&format!("link{}", i % 20), &format!("u{i}"));
+        let room = format!("room{}", i / 10 / 20);
+        pending.push_back(async move { connect(addr, &t, Some(&room)).await });
+        if pending.len() >= 256 {
+            clients.push(pending.next().await.unwrap());
+        }
+    }
+    while let Some(c) = pending.next().await {
+        clients.push(c);
+    }
+    assert_eq!(clients.len(), n);
+    // In each room, the first member sends; the others must each receive it.
+    let mut seen = std::collections::HashSet::new();
+    let mut senders = Vec::new();
+    let mut receivers = Vec::new();
+    for (i, c) in clients.into_iter().enumerate() {
+        let key = (i % 20, i / 10 / 20);
+        if seen.insert(key) {
+            senders.push(c);
+        } else {
+            receivers.push(c);
+        }
+    }
+    for s in &mut senders {
+        s.send(Message::text("ping")).await.unwrap();
+    }
+    let got = futures_util::future::join_all(receivers.iter_mut().map(|r| async move {
+        matches!(recv_within(r, Duration::from_secs(30)).await, Some(Message::Text(t)) if t == "ping")
+    }))
+    .await;
+    let ok = got.iter().filter(|g| **g).count();
+    assert_eq!(ok, receivers.len(), "every connection works");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eleven_hundred_then_ten_thousand_concurrent_connections() {
+    raise_fd_limit();
+    let d = Daemon::start(&["--max-connections", "12000"]);
+    hold_and_exercise(d.addr, 1_100).await;
+    hold_and_exercise(d.addr, 10_000).await;
+    let log = d.log.lock().unwrap().clone();
+    assert!(!log.contains("accept failed"), "{log}");
+}
