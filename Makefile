@@ -15,19 +15,29 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: run test setup setup-test build ext ext-testclock lint test-rust test-vectors \
-        test-php test-stubs test-install test-fuzz-build stubs install-ext valgrind-php bench-php fuzz clean
+.PHONY: run test setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+        test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
+        valgrind-php bench-php fuzz clean
 
+# Builds everything and runs the daemon in development mode (Ctrl-C stops it).
 run: setup build
 	@echo
-	@echo "Built the PHP extension: $(EXT)"
-	@$(PHP) -d extension=$(CURDIR)/$(EXT) --ri tsugi_websocket
+	@echo "PHP extension: $(CURDIR)/$(EXT)  (php -d extension=... or make install-ext)"
+	@echo "Daemon: ws://127.0.0.1:2021/notify?token=...  secret \"opensource\", metrics http://127.0.0.1:9102/metrics"
+	@echo "A token to try: $$(target/release/tsugi-notifyd --dev token mint --link 1 --user 1)"
+	@echo
+	exec target/release/tsugi-notifyd --dev
 
 setup:
 	@scripts/setup-debian.sh build
 
 setup-test:
 	@scripts/setup-debian.sh test
+
+# Node's ws client (an independent WebSocket implementation for the tests).
+node-deps: tests/node/node_modules/.package-lock.json
+tests/node/node_modules/.package-lock.json: tests/node/package.json tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
 
 build:
 	$(CARGO) build --release --workspace
@@ -42,10 +52,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-# The extension crate is tested through PHP (test-php): a test binary cannot link
-# against the PHP engine's symbols.
-test-rust:
-	$(CARGO) test --workspace --exclude tsugi-websocket
+# Rust unit and integration tests, the daemon's, and the cross-component tests in
+# tests/ (PHP with the built extension mints tokens; Node's ws is a second client).
+test-rust: ext node-deps
+	$(CARGO) test --workspace
 
 test-vectors:
 	$(PHP) tests/vectors/check.php
@@ -67,10 +77,13 @@ test-stubs: ext-testclock
 test-install: ext
 	scripts/test-install-ext.sh
 
+test-packaging: build
+	scripts/test-packaging.sh target/release/tsugi-notifyd
+
 test-fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
-test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-fuzz-build
+test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-packaging test-fuzz-build
 	@echo "make test: all checks passed"
 
 # The extension under valgrind with PHP's allocator off: the PHPUnit suite must have no

@@ -232,4 +232,15 @@ mod tests {
             r#"{"iss":"w","lnk":"1","iat":100}"#
         );
     }
+
+    #[test]
+    fn repeated_keys_and_non_objects_are_refused() {
+        let dup = br#"{"iss":"a","iss":"b","lnk":"1","iat":1}"#;
+        assert!(object::<Incoming<'_>>(dup).is_none());
+        assert!(object::<Header<'_>>(br#"{"alg":"HS256","alg":"none"}"#).is_none());
+        assert!(object::<Header<'_>>(br#"["HS256","JWT"]"#).is_none());
+        assert!(object::<Header<'_>>(b" \n{\"alg\":\"HS256\"}").is_some());
+        let ok = br#"{"iss":"a","lnk":"1","iat":1,"extra":{"nested":[1,2]}}"#;
+        assert!(object::<Incoming<'_>>(ok).is_some());
+    }
 }

@@ -1,0 +1,227 @@
+//! Across components: tokens minted by PHP running the built extension (v1 and legacy),
+//! and legacy tokens minted by PHP's own openssl functions the way unmodified Tsugi does,
+//! open sockets on the daemon; a second, independent client library (Node's `ws`)
+//! talks to Rust clients through it.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tsugi_notifyd::{Config, Running, Server};
+
+const SECRET: &str = "cross-component-secret";
+const WWWROOT: &str = "https://tsugi.example.edu/tsugi";
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn extension() -> PathBuf {
+    let so = root().join("target/release/libtsugi_websocket.so");
+    assert!(
+        so.exists(),
+        "build the extension first (make test does: cargo build --release -p tsugi-websocket)"
+    );
+    so
+}
+
+/// Runs PHP with the extension and `$CFG` set; `code` prints its result.
+fn php(code: &str) -> String {
+    let prelude = format!(
+        "$CFG = new stdClass; $CFG->wwwroot = '{WWWROOT}'; $CFG->websocket_url = 'ws://127.0.0.1:2021'; \
+         $CFG->websocket_secret = '{SECRET}'; \
+         function launch($link, $ctx, $user) {{ return (object) ['link' => (object) ['id' => $link], \
+         'context' => (object) ['id' => $ctx], 'user' => (object) ['id' => $user]]; }} \
+         require '{}'; ",
+        root().join("tests/vectors/reference.php").display()
+    );
+    let out = Command::new("php")
+        .arg("-d")
+        .arg(format!("extension={}", extension().display()))
+        .arg("-r")
+        .arg(format!("{prelude}{code}"))
+        .output()
+        .expect("php is installed (make test installs php8.2-cli)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+async fn start() -> Running {
+    let config = Config::for_loopback(SECRET).unwrap();
+    Server::bind(config)
+        .await
+        .unwrap()
+        .start(CancellationToken::new())
+        .unwrap()
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+fn url(running: &Running, token: &str, room: &str) -> String {
+    format!(
+        "ws://{}/notify?token={}&room={}",
+        running.addr,
+        enc(token),
+        enc(room)
+    )
+}
+
+async fn next_text<S>(ws: &mut S) -> Option<String>
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn php_minted_tokens_of_every_kind_share_one_space() {
+    let running = start().await;
+    // v1 from WebSocket::getToken, legacy from the extension's legacy mode, and legacy
+    // exactly as tsugi-php mints it (openssl_encrypt + hash_hmac).
+    let tokens = php(
+        "$v1 = Tsugi\\Core\\WebSocket::getToken(launch(42, 7, 1)); \
+         $CFG->websocket_token_format = 'legacy'; \
+         $ext_legacy = Tsugi\\Core\\WebSocket::getToken(launch(42, 7, 2)); \
+         $php_legacy = TsugiNotifyReference\\legacy_seal($CFG->websocket_secret, $CFG->wwwroot . '::42::7::7', random_bytes(16)); \
+         $other = TsugiNotifyReference\\legacy_seal($CFG->websocket_secret, $CFG->wwwroot . '::43::7::7', random_bytes(16)); \
+         echo json_encode([$v1, $ext_legacy, $php_legacy, $other]);",
+    );
+    let tokens: Vec<String> = serde_json::from_str(&tokens).unwrap();
+    assert_eq!(tokens[0].matches('.').count(), 2);
+    assert!(!tokens[1].contains('.') && !tokens[2].contains('.'));
+    let mut socks = Vec::new();
+    for t in &tokens {
+        let (ws, _) = tokio_tungstenite::connect_async(url(&running, t, "room"))
+            .await
+            .expect("a PHP-minted token opens a socket");
+        socks.push(ws);
+    }
+    socks[0].send(Message::text("from v1")).await.unwrap();
+    assert_eq!(next_text(&mut socks[1]).await.as_deref(), Some("from v1"));
+    assert_eq!(next_text(&mut socks[2]).await.as_deref(), Some("from v1"));
+    socks[2]
+        .send(Message::text("from tsugi-php"))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_text(&mut socks[0]).await.as_deref(),
+        Some("from tsugi-php")
+    );
+    // Link 43 is another space: it hears nothing.
+    let mut other = socks.pop().unwrap();
+    let heard = tokio::time::timeout(Duration::from_millis(300), other.next()).await;
+    assert!(heard.is_err(), "{heard:?}");
+    // A token signed with another secret is refused.
+    let foreign = php(
+        "$CFG->websocket_secret = 'another-site'; echo Tsugi\\Core\\WebSocket::getToken(launch(42, 7, 1));",
+    );
+    match tokio_tungstenite::connect_async(url(&running, &foreign, "room")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
+
+/// Runs the Node `ws` client; returns its JSON events.
+async fn node_client(args: Vec<String>) -> Vec<serde_json::Value> {
+    let script = root().join("tests/node/client.mjs");
+    assert!(
+        root().join("tests/node/node_modules/ws").exists(),
+        "install the Node client first (make test does: npm ci --prefix tests/node)"
+    );
+    let out = tokio::process::Command::new("node")
+        .arg(script)
+        .args(args)
+        .output()
+        .await
+        .expect("node is installed");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn node_ws_client_and_rust_client_talk_through_the_daemon() {
+    let running = start().await;
+    let tokens: Vec<String> = serde_json::from_str(&php(
+        "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(5, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(5, 1, 2))]);",
+    ))
+    .unwrap();
+    let (mut rust, _) = tokio_tungstenite::connect_async(url(&running, &tokens[0], "r"))
+        .await
+        .unwrap();
+    // Node connects, sends a text and a binary message, and waits for one from Rust.
+    let node = tokio::spawn(node_client(vec![
+        url(&running, &tokens[1], "r"),
+        "--send".into(),
+        "hello from node".into(),
+        "--send-binary".into(),
+        "00ff10".into(),
+        "--expect".into(),
+        "1".into(),
+    ]));
+    assert_eq!(
+        next_text(&mut rust).await.as_deref(),
+        Some("hello from node")
+    );
+    let bin = loop {
+        match tokio::time::timeout(Duration::from_secs(5), rust.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => break b,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected binary, got {other:?}"),
+        }
+    };
+    assert_eq!(&bin[..], &[0x00, 0xff, 0x10]);
+    rust.send(Message::text("hello from rust")).await.unwrap();
+    let events = node.await.unwrap();
+    let messages: Vec<_> = events.iter().filter(|e| e["event"] == "message").collect();
+    assert_eq!(messages.len(), 1, "{events:?}");
+    assert_eq!(messages[0]["type"], "text");
+    assert_eq!(
+        messages[0]["data"], "hello from rust",
+        "no echo of node's own messages"
+    );
+    // Node sees a refusal as an HTTP status before any upgrade.
+    let refused = node_client(vec![url(&running, "bad-token", "r")]).await;
+    assert_eq!(refused[0]["event"], "refused");
+    assert_eq!(refused[0]["status"], 403);
+    // And the server's close code at shutdown.
+    let closing = tokio::spawn(node_client(vec![
+        url(&running, &tokens[1], "r"),
+        "--timeout".into(),
+        "5000".into(),
+    ]));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    running.shutdown();
+    let events = closing.await.unwrap();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "close" && e["code"] == 1001),
+        "{events:?}"
+    );
+}
