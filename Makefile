@@ -1,5 +1,6 @@
-# tsugi-notify. `make run` builds everything and starts it on an embedded default;
-# `make test` runs every check. Both first install what is missing (Debian, apt-get).
+# tsugi-notify. `make demo` builds everything and starts the daemon and a demo tool page;
+# `make run` the daemon alone; `make test` runs every check. Each first installs what is
+# missing (Debian, apt-get).
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,11 +16,15 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: run test setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+.PHONY: demo run test test-node setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
         test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
         valgrind-php bench-php fuzz clean
 
-# Builds everything and runs the daemon in development mode (Ctrl-C stops it).
+# The daemon and a small tool page that chats through it (Ctrl-C stops both).
+demo: setup build
+	scripts/demo.sh
+
+# Builds everything and runs the daemon alone in development mode (Ctrl-C stops it).
 run: setup build
 	@echo
 	@echo "PHP extension: $(CURDIR)/$(EXT)  (php -d extension=... or make install-ext)"
@@ -77,13 +82,18 @@ test-stubs: ext-testclock
 test-install: ext
 	scripts/test-install-ext.sh
 
+# The browser client's unit tests, and the demo in Debian's Chromium (Playwright).
+test-node: build node-deps
+	cd tests/node && node --test client.test.mjs browser.test.mjs
+
 test-packaging: build
 	scripts/test-packaging.sh target/release/tsugi-notifyd
 
 test-fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
-test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-packaging test-fuzz-build
+test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-node test-packaging \
+      test-fuzz-build
 	@echo "make test: all checks passed"
 
 # The extension under valgrind with PHP's allocator off: the PHPUnit suite must have no
