@@ -16,7 +16,7 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: demo run test test-node setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+.PHONY: demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
         test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
         valgrind-php bench-php fuzz clean
 
@@ -89,11 +89,19 @@ test-node: build node-deps
 test-packaging: build
 	scripts/test-packaging.sh target/release/tsugi-notifyd
 
+# The Debian package for the host's PHP (target/deb/tsugi-notify-php8.2_*.deb).
+deb: build
+	scripts/build-deb.sh $(EXT) php-config target/deb
+
+# dpkg -i the package, check PHP and systemd take it and the daemon runs, purge it.
+test-deb: deb
+	scripts/test-deb.sh target/deb/tsugi-notify-php$$(php-config --version | cut -d. -f1,2)_*.deb
+
 test-fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
 test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-node test-packaging \
-      test-fuzz-build
+      test-deb test-fuzz-build
 	@echo "make test: all checks passed"
 
 # The extension under valgrind with PHP's allocator off: the PHPUnit suite must have no
