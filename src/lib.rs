@@ -8,6 +8,7 @@
 #![allow(missing_debug_implementations)]
 
 mod php;
+mod post;
 
 use std::cell::RefCell;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -102,6 +103,8 @@ enum Need {
     Mint,
     /// `decodeToken()`: secret, legacy switch.
     Verify,
+    /// `publish()`: url, secret, proxyport.
+    Publish,
 }
 
 /// What `$CFG` says about notifications, as far as `need` goes; "not enabled" when
@@ -111,7 +114,7 @@ fn site(need: Need) -> Site<PhpClock> {
         return Site::new(None, None).with_clock(PhpClock);
     };
     let int = |name: &str| php::property(&cfg, name).and_then(|v| php::int_like(&v));
-    let url = if need == Need::Endpoint {
+    let url = if matches!(need, Need::Endpoint | Need::Publish) {
         php::property(&cfg, "websocket_url")
     } else {
         None
@@ -119,7 +122,7 @@ fn site(need: Need) -> Site<PhpClock> {
     let site =
         Site::new(url.as_ref().and_then(php::non_empty_str), keyring(&cfg)).with_clock(PhpClock);
     match need {
-        Need::Endpoint => site.with_proxyport(int("websocket_proxyport")),
+        Need::Endpoint | Need::Publish => site.with_proxyport(int("websocket_proxyport")),
         Need::Mint => site.with_ttl(int("websocket_token_ttl")).with_token_format(
             php::property(&cfg, "websocket_token_format")
                 .as_ref()
@@ -227,6 +230,44 @@ impl WebSocket {
             }
             let token = plaintext(launch).and_then(|p| site.mint_browser(&p).ok());
             string_or_false(token.as_deref())
+        })
+    }
+
+    /// A short-lived (300 s) token that authorizes the daemon's publish API for the
+    /// launch's space, for tools that post to `POST /publish` themselves.
+    ///
+    /// @param object $launch The LTI launch (needs `$launch->link->id`)
+    /// @return string|false The token, or false without a secret or a link id
+    pub fn get_publish_token(launch: &Zval) -> Zval {
+        guard(string_or_false(None), || {
+            let site = site(Need::Mint);
+            let token = plaintext(launch).and_then(|p| site.mint_publish(&p).ok());
+            string_or_false(token.as_deref())
+        })
+    }
+
+    /// Sends a message from the server to every browser of the launch's space and room
+    /// (through the daemon's publish API, at most 2 s).
+    ///
+    /// @param object $launch The LTI launch (needs `$launch->link->id`)
+    /// @param string $room The room ('' for the default room)
+    /// @param string $message The message, as the browsers will receive it
+    /// @return bool True when the daemon took it; false when notifications are off, the
+    ///   daemon is down or refused it
+    pub fn publish(launch: &Zval, room: &str, message: &str) -> bool {
+        guard(false, || {
+            let site = site(Need::Publish);
+            let (Some(url), Some(p)) = (site.publish_url(), plaintext(launch)) else {
+                return false;
+            };
+            let Ok(token) = site.mint_publish(&p) else {
+                return false;
+            };
+            post::publish(
+                &url,
+                &token,
+                &tsugi_notify_core::publish_body(room, message),
+            )
         })
     }
 

@@ -58,6 +58,15 @@ namespace Tsugi\Core {
         public static function getProxyPort(): ?int {}
 
         /**
+         * A short-lived (300 s) token that authorizes the daemon's publish API for the
+         * launch's space, for tools that post to `POST /publish` themselves.
+         *
+         * @param object $launch The LTI launch (needs `$launch->link->id`)
+         * @return string|false The token, or false without a secret or a link id
+         */
+        public static function getPublishToken(mixed $launch): mixed {}
+
+        /**
          * The space (`WWWROOT::LINK`) of a plaintext token.
          *
          * @param string $plain A plaintext as returned by decodeToken()
@@ -80,5 +89,21 @@ namespace Tsugi\Core {
          * @return string|false The plaintext, or false if no token can be made
          */
         public static function makeToken(mixed $launch): mixed {}
+
+        /**
+         * Sends a message from the server to every browser of the launch's space and room
+         * (through the daemon's publish API, at most 2 s).
+         *
+         * @param object $launch The LTI launch (needs `$launch->link->id`)
+         * @param string $room The room ('' for the default room)
+         * @param string $message The message, as the browsers will receive it
+         * @return bool True when the daemon took it; false when notifications are off, the
+         *   daemon is down or refused it
+         *
+         * @param string $room
+         * @param string $message
+         * @return bool
+         */
+        public static function publish(mixed $launch, string $room, string $message): bool {}
     }
 }

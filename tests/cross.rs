@@ -97,6 +97,37 @@ where
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_publish_reaches_the_browsers_of_the_room() {
+    let running = start().await;
+    let tokens: Vec<String> = serde_json::from_str(&php(
+        "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 2))]);",
+    ))
+    .unwrap();
+    let (mut a, _) = tokio_tungstenite::connect_async(url(&running, &tokens[0], "grades"))
+        .await
+        .unwrap();
+    let (mut b, _) = tokio_tungstenite::connect_async(url(&running, &tokens[1], "other"))
+        .await
+        .unwrap();
+    let port = running.addr.port();
+    let out = tokio::task::spawn_blocking(move || {
+        php(&format!(
+            "$CFG->websocket_url = 'ws://127.0.0.1:{port}'; \
+             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', '{{\"graded\":true}}'));"
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, "true");
+    assert_eq!(
+        next_text(&mut a).await.as_deref(),
+        Some("{\"graded\":true}")
+    );
+    let heard = tokio::time::timeout(Duration::from_millis(300), b.next()).await;
+    assert!(heard.is_err(), "another room hears nothing: {heard:?}");
+}
+
 #[tokio::test]
 async fn php_minted_tokens_of_every_kind_share_one_space() {
     let running = start().await;

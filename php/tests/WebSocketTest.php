@@ -40,7 +40,7 @@ final class WebSocketTest extends TestCase
         $this->assertTrue($class->isInternal());
         $this->assertSame('tsugi_websocket', $class->getExtensionName());
         foreach (['enabled', 'getPort', 'getProxyPort', 'getHost', 'makeToken', 'getToken',
-                  'decodeToken', 'getSpaceFromToken'] as $m) {
+                  'decodeToken', 'getSpaceFromToken', 'getPublishToken', 'publish'] as $m) {
             $this->assertTrue($class->getMethod($m)->isStatic(), $m);
             $this->assertTrue($class->getMethod($m)->isPublic(), $m);
         }
@@ -330,6 +330,50 @@ final class WebSocketTest extends TestCase
             $this->assertFalse(WebSocket::decodeToken($good));
         }
         fclose($fh);
+    }
+
+    public function testGetPublishTokenIsShortLivedAndScoped(): void
+    {
+        $t = WebSocket::getPublishToken(self::launch());
+        $this->assertIsString($t);
+        $claims = json_decode(Ref\unb64url(explode('.', $t)[1]), true);
+        $this->assertSame('publish', $claims['scp']);
+        $this->assertSame(300, $claims['exp'] - $claims['iat']);
+        [$plain, $why] = Ref\verify(['opensource'], $t, time(), true, 'publish');
+        $this->assertSame(self::WWW . '::42::7::9', $plain, (string) $why);
+        $this->assertFalse(WebSocket::decodeToken($t), 'a publish token opens no browser socket');
+        $this->assertFalse(WebSocket::getPublishToken(self::launch(null)));
+    }
+
+    public function testPublishAnswersFalseQuicklyWhenTheDaemonIsDown(): void
+    {
+        global $CFG;
+        $server = stream_socket_server('tcp://127.0.0.1:0');
+        $port = (int) explode(':', stream_socket_get_name($server, false))[1];
+        fclose($server); // nothing listens there now
+        $CFG->websocket_url = "ws://127.0.0.1:$port";
+        $t = microtime(true);
+        $this->assertFalse(WebSocket::publish(self::launch(), 'room', 'hello'));
+        $this->assertLessThan(2.5, microtime(true) - $t);
+        // A daemon that never answers: the 2 s bound holds.
+        $server = stream_socket_server('tcp://127.0.0.1:0');
+        $port = (int) explode(':', stream_socket_get_name($server, false))[1];
+        $CFG->websocket_url = "ws://127.0.0.1:$port";
+        $t = microtime(true);
+        $this->assertFalse(WebSocket::publish(self::launch(), 'room', 'hello'));
+        $this->assertLessThan(3.0, microtime(true) - $t);
+        fclose($server);
+        // Not configured, no link: false, no request.
+        $CFG->websocket_url = 'xyzzy';
+        $this->assertFalse(WebSocket::publish(self::launch(), '', 'x'));
+        $CFG->websocket_url = 'ws://127.0.0.1:1';
+        $this->assertFalse(WebSocket::publish(self::launch(null), '', 'x'));
+    }
+
+    public function testPublishArgumentsAreTyped(): void
+    {
+        $this->expectException(\TypeError::class);
+        WebSocket::publish(self::launch(), [], 'x');
     }
 
     public function testWrongArgumentCountIsPhpsOwnError(): void

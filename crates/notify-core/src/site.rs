@@ -8,6 +8,14 @@ use crate::secret::Keyring;
 use crate::token::{Format, Scope, Tokens, Verified, DEFAULT_TTL_SECS};
 use crate::url::WebsocketUrl;
 
+/// Lifetime of publish tokens: they authorize sending to a whole space.
+pub const PUBLISH_TTL_SECS: u64 = 300;
+
+/// The JSON body of a publish request.
+pub fn publish_body(room: &str, message: &str) -> String {
+    serde_json::json!({ "room": room, "message": message }).to_string()
+}
+
 /// What `$CFG` says about notifications.
 ///
 /// Enabled when `websocket_url` is a WebSocket URL with a host and a port and there is at
@@ -134,10 +142,29 @@ impl<C: Clock> Site<C> {
         }
     }
 
-    /// A v1 token for the publish API (always v1: legacy tokens carry no scope).
+    /// A short-lived v1 token for the publish API ([`PUBLISH_TTL_SECS`]; always v1:
+    /// legacy tokens carry no scope).
     pub fn mint_publish(&self, plaintext: &Plaintext) -> Result<String> {
         let tokens = self.tokens.as_ref().ok_or(Error::NoSecret)?;
-        tokens.mint(plaintext, Scope::Publish)
+        tokens.mint_with_ttl(plaintext, Scope::Publish, PUBLISH_TTL_SECS)
+    }
+
+    /// Where a Tsugi server posts to the daemon, when enabled: with a proxyport, the
+    /// daemon itself over plain HTTP on that port (behind the TLS proxy); otherwise
+    /// `http`/`https` for `ws`/`wss` on the URL's port. The URL's path is kept.
+    pub fn publish_url(&self) -> Option<String> {
+        let url = self.url()?;
+        let path = url.path().split(['?', '#']).next().unwrap_or("");
+        let path = path.trim_end_matches('/');
+        Some(match self.proxyport() {
+            Some(port) => format!("http://{}:{port}{path}/publish", url.host()),
+            None => format!(
+                "{}://{}:{}{path}/publish",
+                if url.is_secure() { "https" } else { "http" },
+                url.host(),
+                url.port()
+            ),
+        })
     }
 
     /// `decodeToken`: verifies a browser token.
@@ -176,6 +203,36 @@ mod tests {
         );
         let bad_proxy = Site::new(Some("ws://h:1"), keyring()).with_proxyport(Some(70000));
         assert_eq!(bad_proxy.proxyport(), None);
+    }
+
+    #[test]
+    fn publish_urls() {
+        let site = |url: &str, proxy: Option<i64>| {
+            Site::new(Some(url), keyring())
+                .with_proxyport(proxy)
+                .publish_url()
+        };
+        assert_eq!(
+            site("ws://h:2021", None).as_deref(),
+            Some("http://h:2021/publish")
+        );
+        assert_eq!(
+            site("wss://h", None).as_deref(),
+            Some("https://h:443/publish")
+        );
+        assert_eq!(
+            site("wss://h/sock/", Some(9000)).as_deref(),
+            Some("http://h:9000/sock/publish")
+        );
+        assert_eq!(
+            site("ws://[::1]:1", None).as_deref(),
+            Some("http://[::1]:1/publish")
+        );
+        assert_eq!(Site::new(Some("ws://h:1"), None).publish_url(), None);
+        assert_eq!(
+            publish_body("r", "a\"b"),
+            r#"{"message":"a\"b","room":"r"}"#
+        );
     }
 
     #[test]

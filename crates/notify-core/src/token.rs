@@ -116,12 +116,17 @@ impl<C: Clock> Tokens<C> {
 
     /// Mints a v1 token with the first secret.
     pub fn mint(&self, plaintext: &Plaintext, scope: Scope) -> Result<String> {
+        self.mint_with_ttl(plaintext, scope, self.ttl)
+    }
+
+    /// Mints a v1 token with the first secret and a lifetime of its own (0: none).
+    pub fn mint_with_ttl(&self, plaintext: &Plaintext, scope: Scope, ttl: u64) -> Result<String> {
         Ok(v1::mint(
             &self.keyring,
             plaintext,
             scope,
             self.clock.now(),
-            self.ttl,
+            ttl,
         ))
     }
 

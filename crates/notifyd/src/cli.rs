@@ -96,6 +96,9 @@ pub struct Settings {
     /// Lifetime of tokens minted by `token mint`, in seconds [default: 86400].
     #[arg(long)]
     pub token_ttl_secs: Option<u64>,
+    /// Redis for more than one node ([redis] url), e.g. redis://10.0.0.5:6379/.
+    #[arg(long)]
+    pub redis_url: Option<String>,
 }
 
 impl Settings {
@@ -159,6 +162,9 @@ impl Settings {
         );
         put("log_level", s(&self.log_level));
         put("token_ttl_secs", n(self.token_ttl_secs));
+        if let Some(url) = &self.redis_url {
+            crate::config::insert_key(&mut t, "redis_url".into(), Value::String(url.clone()));
+        }
         t
     }
 }

@@ -78,6 +78,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("log_format", Kind::Str),
     ("log_level", Kind::Str),
     ("token_ttl_secs", Kind::Int),
+    ("redis_url", Kind::Str),
 ];
 
 /// The settings as written, before validation.
@@ -105,6 +106,15 @@ struct Raw {
     log_format: Option<LogFormat>,
     log_level: Option<String>,
     token_ttl_secs: Option<u64>,
+    redis: Option<RedisRaw>,
+}
+
+/// `[redis]`: the backplane between nodes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedisRaw {
+    /// `redis://host:port/` (also `TSUGI_NOTIFY_REDIS_URL`, `--redis-url`).
+    url: Option<String>,
 }
 
 /// Log line format.
@@ -182,6 +192,8 @@ pub struct Config {
     pub token_ttl_secs: u64,
     /// Development mode (well-known secret).
     pub dev: bool,
+    /// Redis for the backplane between nodes, when configured.
+    pub redis_url: Option<String>,
 }
 
 impl Config {
@@ -294,10 +306,21 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<Table, E
                     .collect(),
             ),
         };
-        table.insert(key, parsed);
+        insert_key(&mut table, key, parsed);
     }
     check_types(&table, "environment")?;
     Ok(table)
+}
+
+/// Inserts a flat key; `redis_url` goes to `[redis] url`.
+pub(crate) fn insert_key(table: &mut Table, key: String, value: Value) {
+    if key == "redis_url" {
+        let mut redis = Table::new();
+        redis.insert("url".into(), value);
+        table.insert("redis".into(), Value::Table(redis));
+    } else {
+        table.insert(key, value);
+    }
 }
 
 fn read_secret_file(path: &Path) -> Result<Vec<String>, Error> {
@@ -434,6 +457,7 @@ fn validate(raw: Raw, dev: bool) -> Result<Config, Error> {
         log_level,
         token_ttl_secs: raw.token_ttl_secs.unwrap_or(86_400),
         dev,
+        redis_url: raw.redis.and_then(|r| r.url).filter(|u| !u.is_empty()),
     })
 }
 
@@ -460,6 +484,7 @@ impl Config {
              outbound_queue            {}\n\
              metrics_bind              {}\n\
              log                       {:?} {}\n\
+             redis                     {}\n\
              dev                       {}",
             if self.url.is_secure() { "wss" } else { "ws" },
             self.url.host(),
@@ -482,6 +507,11 @@ impl Config {
                 .map_or("off".to_owned(), |a| a.to_string()),
             self.log_format,
             self.log_level,
+            if self.redis_url.is_some() {
+                "configured"
+            } else {
+                "off (one node)"
+            },
             self.dev,
         )
     }

@@ -14,6 +14,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
+use crate::backplane::Backplane;
 use crate::config::Limits;
 use crate::hub::Membership;
 use crate::limits::{RateLimiter, Verdict};
@@ -40,6 +41,8 @@ pub struct Connection<'a, S> {
     pub limits: &'a Limits,
     /// Counters.
     pub metrics: &'a Metrics,
+    /// Other nodes, when there are any.
+    pub backplane: Option<&'a Backplane>,
 }
 
 /// How the loop ended.
@@ -113,11 +116,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                             self.metrics.received(msg.len());
                             match rate.check(last_seen) {
                                 Verdict::Allow => {
-                                    self.membership.room().deliver(
-                                        Some(self.membership.id()),
-                                        &msg,
-                                        self.metrics,
-                                    );
+                                    let m = &self.membership;
+                                    m.room().deliver(Some(m.id()), &msg, self.metrics);
+                                    if let Some(bp) = self.backplane {
+                                        bp.publish(m.space(), m.room_name(), m.id(), &msg);
+                                    }
                                 }
                                 Verdict::Drop => self.metrics.dropped(DropReason::RateLimit),
                                 Verdict::Close => {

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Room as RoomName, Space};
@@ -103,6 +103,8 @@ pub struct Hub {
     spaces: Mutex<HashMap<Space, SpaceEntry>>,
     max_per_space: usize,
     metrics: Arc<Metrics>,
+    /// Signalled when a space gains its first or loses its last member.
+    changes: Arc<Notify>,
 }
 
 impl Hub {
@@ -112,7 +114,19 @@ impl Hub {
             spaces: Mutex::new(HashMap::new()),
             max_per_space,
             metrics,
+            changes: Arc::new(Notify::new()),
         }
+    }
+
+    /// Signalled (one stored permit, never lost) when the set of spaces changes.
+    pub fn space_changes(&self) -> Arc<Notify> {
+        Arc::clone(&self.changes)
+    }
+
+    /// The spaces that have members now.
+    pub fn spaces(&self) -> Vec<Space> {
+        let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        spaces.keys().cloned().collect()
     }
 
     /// Adds a member to a room, or refuses when its space is full.
@@ -128,6 +142,7 @@ impl Hub {
             Some(e) => e,
             None => {
                 self.metrics.spaces(1);
+                self.changes.notify_one();
                 spaces.entry(space.clone()).or_default()
             }
         };
@@ -135,6 +150,7 @@ impl Hub {
             if entry.connections == 0 {
                 spaces.remove(&space);
                 self.metrics.spaces(-1);
+                self.changes.notify_one();
             }
             return Err(SpaceFull);
         }
@@ -192,6 +208,7 @@ impl Hub {
         if entry.connections == 0 {
             spaces.remove(space);
             self.metrics.spaces(-1);
+            self.changes.notify_one();
         }
     }
 }
@@ -210,6 +227,10 @@ impl Membership {
     /// The room joined.
     pub fn room(&self) -> &Room {
         &self.room
+    }
+    /// The room's name.
+    pub fn room_name(&self) -> &RoomName {
+        &self.room_name
     }
     /// The space joined.
     pub fn space(&self) -> &Space {

@@ -7,6 +7,7 @@
 //! rate, each receiver's queue (a reader that stops is closed, never waited for),
 //! connections in total and per space, handshake time.
 
+pub mod backplane;
 pub mod cli;
 pub mod config;
 mod connection;
@@ -15,6 +16,7 @@ pub mod hub;
 mod limits;
 mod listener;
 pub mod metrics;
+mod publish;
 mod server;
 pub mod shutdown;
 pub mod systemd;

@@ -10,18 +10,21 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info_span, warn, Instrument};
-use tsugi_notify_core::{Scope, Tokens};
+use tsugi_notify_core::{Room, Scope, Space, Tokens};
 
+use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::handshake::{self, ReadError, Request};
-use crate::hub::{Hub, Member};
+use crate::hub::{ConnId, Hub, Member};
 use crate::limits::ConnectionSlots;
 use crate::metrics::{Metrics, Refusal};
+use crate::publish;
 
 /// tungstenite's read buffer per connection: small, since connections are many and
 /// messages are small (it grows for a large message, within `max_message_bytes`).
@@ -41,25 +44,64 @@ pub struct Shared {
     pub slots: Arc<ConnectionSlots>,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
+    /// Redis between nodes, when configured.
+    pub backplane: Option<Arc<Backplane>>,
     next_id: AtomicU64,
 }
 
 impl Shared {
     /// State for a server with this configuration.
-    pub fn new(config: Config, metrics: Arc<Metrics>, shutdown: CancellationToken) -> Arc<Self> {
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
         let tokens = Tokens::new(config.keyring.clone()).accept_legacy(config.accept_legacy);
-        Arc::new(Shared {
-            hub: Arc::new(Hub::new(
-                config.limits.max_connections_per_space,
+        let hub = Arc::new(Hub::new(
+            config.limits.max_connections_per_space,
+            metrics.clone(),
+        ));
+        let backplane = match &config.redis_url {
+            Some(url) => Some(Backplane::start(
+                url,
+                Arc::clone(&hub),
                 metrics.clone(),
-            )),
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
+        Ok(Arc::new(Shared {
+            hub,
             slots: ConnectionSlots::new(config.limits.max_connections),
             tokens,
             metrics,
             shutdown,
+            backplane,
             config,
             next_id: AtomicU64::new(1),
-        })
+        }))
+    }
+
+    /// Sends a message to the other nodes, if there are any.
+    pub fn backplane_publish(
+        &self,
+        space: &Space,
+        room: &Room,
+        conn: Option<ConnId>,
+        msg: &Message,
+    ) {
+        if let Some(bp) = &self.backplane {
+            bp.publish(space, room, conn.unwrap_or(0), msg);
+        }
+    }
+
+    /// `/healthz`: always 200 while serving; says whether the backplane is up.
+    fn health(&self) -> String {
+        match &self.backplane {
+            None => "ok\n".to_owned(),
+            Some(bp) if bp.is_up() => "ok\nbackplane: up\n".to_owned(),
+            Some(_) => "ok\nbackplane: down\n".to_owned(),
+        }
     }
 
     fn ws_config(&self) -> WebSocketConfig {
@@ -135,8 +177,22 @@ async fn handle(mut stream: TcpStream, _peer: SocketAddr, shared: Arc<Shared>) {
     };
     match route(&req) {
         Route::Health => {
-            let body = "ok\n";
-            handshake::respond(&mut stream, 200, "OK", "text/plain; charset=utf-8", body).await;
+            let body = shared.health();
+            handshake::respond(&mut stream, 200, "OK", "text/plain; charset=utf-8", &body).await;
+        }
+        Route::Publish => {
+            let out = publish::handle(&mut stream, req, &shared).await;
+            if out.status != 200 {
+                debug!(status = out.status, "publish refused");
+            }
+            handshake::respond(
+                &mut stream,
+                out.status,
+                out.reason,
+                "application/json",
+                &out.body,
+            )
+            .await;
         }
         Route::Notify => {
             if let Err((why, mut stream)) = upgrade(stream, req, &shared).await {
@@ -156,6 +212,7 @@ async fn refuse(stream: &mut TcpStream, shared: &Shared, why: Refusal) {
 enum Route {
     Health,
     Notify,
+    Publish,
     Refuse(Refusal),
 }
 
@@ -164,6 +221,7 @@ fn route(req: &Request) -> Route {
         "/healthz" if req.method == "GET" || req.method == "HEAD" => Route::Health,
         "/healthz" => Route::Refuse(Refusal::Method),
         p if p == "/notify" || p.ends_with("/notify") => Route::Notify,
+        p if p == "/publish" || p.ends_with("/publish") => Route::Publish,
         _ => Route::Refuse(Refusal::NotFound),
     }
 }
@@ -236,6 +294,7 @@ async fn upgrade(
         shutdown: shared.shutdown.clone(),
         limits: &shared.config.limits,
         metrics: &shared.metrics,
+        backplane: shared.backplane.as_deref(),
     }
     .run()
     .await;

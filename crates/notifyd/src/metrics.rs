@@ -133,6 +133,11 @@ pub struct Metrics {
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     accept_errors: AtomicU64,
+    backplane_up: AtomicI64,
+    backplane_published: AtomicU64,
+    backplane_received: AtomicU64,
+    backplane_dropped: AtomicU64,
+    backplane_reconnects: AtomicU64,
 }
 
 impl Metrics {
@@ -204,6 +209,27 @@ impl Metrics {
     pub fn accept_error(&self) {
         self.accept_errors.fetch_add(1, Relaxed);
     }
+    /// The backplane came up (true) or went down (false).
+    pub fn backplane_up(&self, up: bool) {
+        self.backplane_up.store(i64::from(up), Relaxed);
+    }
+    /// A message went to Redis.
+    pub fn backplane_published(&self) {
+        self.backplane_published.fetch_add(1, Relaxed);
+    }
+    /// A message came from another node.
+    pub fn backplane_received(&self) {
+        self.backplane_received.fetch_add(1, Relaxed);
+    }
+    /// A message could not go to the other nodes (Redis down or slow).
+    pub fn backplane_dropped(&self) {
+        self.backplane_dropped.fetch_add(1, Relaxed);
+    }
+    /// The connection to Redis was lost.
+    pub fn backplane_reconnect(&self) {
+        self.backplane_reconnects.fetch_add(1, Relaxed);
+    }
+
     /// Messages received from clients so far.
     pub fn received_count(&self) -> u64 {
         self.received.load(Relaxed)

@@ -75,7 +75,7 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let metrics = Arc::new(Metrics::default());
-        let shared = Shared::new(self.config, metrics.clone(), shutdown.clone());
+        let shared = Shared::new(self.config, metrics.clone(), shutdown.clone())?;
         let tracker = TaskTracker::new();
         if let Some(l) = self.metrics_listener {
             tokio::spawn(serve_metrics(l, metrics.clone(), shutdown.clone()));

@@ -482,3 +482,96 @@ async fn metrics_count_what_happened() {
     }
     assert!(!text.contains(SECRET));
 }
+
+fn publish_token(link: &str) -> String {
+    tokens()
+        .mint(
+            &Plaintext::new("https://site.example", link, None, None).unwrap(),
+            Scope::Publish,
+        )
+        .unwrap()
+}
+
+async fn post_publish(addr: std::net::SocketAddr, auth: Option<&str>, body: &str) -> (u16, String) {
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST /publish HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_http(addr, req.as_bytes()).await
+}
+
+#[tokio::test]
+async fn publish_api_reaches_every_member_of_the_room() {
+    let mut cfg = config();
+    cfg.limits.max_message_bytes = 1000;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    let mut a = connect(addr, &token("9", "a"), Some("q")).await;
+    let mut b = connect(addr, &token("9", "b"), Some("q")).await;
+    let mut other_room = connect(addr, &token("9", "c"), Some("r")).await;
+    let mut other_link = connect(addr, &token("10", "d"), Some("q")).await;
+    let (status, body) = post_publish(
+        addr,
+        Some(&publish_token("9")),
+        r#"{"room":"q","message":"graded \u00e9"}"#,
+    )
+    .await;
+    assert_eq!((status, body.as_str()), (200, "{\"delivered\":2}\n"));
+    assert_eq!(recv(&mut a).await, Message::text("graded é"));
+    assert_eq!(recv(&mut b).await, Message::text("graded é"));
+    assert_eq!(recv_within(&mut other_room, QUIET).await, None);
+    assert_eq!(recv_within(&mut other_link, QUIET).await, None);
+    // Refusals, each with a short reason.
+    let pt = publish_token("9");
+    assert_eq!(post_publish(addr, None, r#"{"message":"x"}"#).await.0, 401);
+    assert_eq!(
+        post_publish(addr, Some(&token("9", "a")), r#"{"message":"x"}"#)
+            .await
+            .0,
+        403,
+        "browser token"
+    );
+    assert_eq!(
+        post_publish(addr, Some("garbage"), r#"{"message":"x"}"#)
+            .await
+            .0,
+        403
+    );
+    let big = format!(r#"{{"message":"{}"}}"#, "x".repeat(1001));
+    assert_eq!(post_publish(addr, Some(&pt), &big).await.0, 413);
+    let huge = format!(r#"{{"message":"{}"}}"#, "x".repeat(8000));
+    assert_eq!(post_publish(addr, Some(&pt), &huge).await.0, 413);
+    assert_eq!(post_publish(addr, Some(&pt), "not json").await.0, 400);
+    assert_eq!(
+        post_publish(addr, Some(&pt), r#"{"room":5,"message":"x"}"#)
+            .await
+            .0,
+        400
+    );
+    let long_room = format!(r#"{{"room":"{}","message":"x"}}"#, "r".repeat(257));
+    assert_eq!(post_publish(addr, Some(&pt), &long_room).await.0, 400);
+    let (status, body) = raw_http(
+        addr,
+        format!("POST /publish HTTP/1.1\r\nAuthorization: Bearer {pt}\r\n\r\n").as_bytes(),
+    )
+    .await;
+    assert_eq!(status, 411, "{body}");
+    assert_eq!(
+        raw_http(addr, b"GET /publish HTTP/1.1\r\n\r\n").await.0,
+        405
+    );
+    // Nothing else reached anyone.
+    assert_eq!(recv_within(&mut a, QUIET).await, None);
+    // The default room is the empty name.
+    let mut d = connect(addr, &token("9", "e"), None).await;
+    assert_eq!(
+        post_publish(addr, Some(&pt), r#"{"message":"to default"}"#)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(recv(&mut d).await, Message::text("to default"));
+}

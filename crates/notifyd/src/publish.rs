@@ -1,0 +1,139 @@
+//! `POST /publish`: a Tsugi server sends a message to every browser of a space and room.
+//!
+//! Authorized by a v1 token with `"scp":"publish"` for that space, sent as
+//! `Authorization: Bearer <token>`, with the JSON body `{"room": "...", "message": "..."}`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio_tungstenite::tungstenite::Message;
+use tracing::debug;
+use tsugi_notify_core::{Room, Scope, Space};
+
+use crate::handshake::Request;
+use crate::listener::Shared;
+
+/// The answer to a publish request.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Outcome {
+    /// HTTP status.
+    pub status: u16,
+    /// Reason phrase.
+    pub reason: &'static str,
+    /// JSON body.
+    pub body: String,
+}
+
+fn error(status: u16, reason: &'static str, message: &str) -> Outcome {
+    Outcome {
+        status,
+        reason,
+        body: serde_json::json!({ "error": message }).to_string() + "\n",
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Body {
+    #[serde(default)]
+    room: String,
+    message: String,
+}
+
+/// Reads the body (bounded) and delivers it. `local` delivers to this node's members
+/// and returns how many were reached.
+pub async fn handle<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    req: Request,
+    shared: &Arc<Shared>,
+) -> Outcome {
+    let max = shared.config.limits.max_message_bytes;
+    // The JSON encoding of a message can be up to 6 bytes per byte (\u00XX).
+    let max_body = max.saturating_mul(6).saturating_add(1024);
+    if req.method != "POST" {
+        return error(405, "Method Not Allowed", "use POST");
+    }
+    let Some(token) = req
+        .header("authorization")
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+    else {
+        return error(
+            401,
+            "Unauthorized",
+            "missing Authorization: Bearer <publish token>",
+        );
+    };
+    let verified = match shared.tokens.verify(token, Scope::Publish) {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(r) = e.rejection() {
+                shared.metrics.token_rejected(r.code());
+                debug!(check = r.code(), "publish token refused");
+            }
+            return error(403, "Forbidden", "invalid token");
+        }
+    };
+    let Some(len) = req
+        .header("content-length")
+        .and_then(|v| v.parse::<usize>().ok())
+    else {
+        return error(411, "Length Required", "Content-Length required");
+    };
+    if len > max_body {
+        return error(413, "Payload Too Large", "body too large");
+    }
+    let mut body = req.rest;
+    if body.len() < len {
+        let mut rest = vec![0u8; len - body.len()];
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut rest)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            return error(400, "Bad Request", "incomplete body");
+        }
+        body.extend_from_slice(&rest);
+    }
+    body.truncate(len);
+    let Ok(parsed) = serde_json::from_slice::<Body>(&body) else {
+        return error(
+            400,
+            "Bad Request",
+            r#"expected {"room": "...", "message": "..."}"#,
+        );
+    };
+    if parsed.message.len() > max {
+        return error(
+            413,
+            "Payload Too Large",
+            "message larger than max_message_bytes",
+        );
+    }
+    let Ok(room) = Room::new(&parsed.room) else {
+        return error(400, "Bad Request", "room name longer than 256 bytes");
+    };
+    let space = verified.plaintext.space();
+    let delivered = deliver(shared, &space, &room, parsed.message);
+    Outcome {
+        status: 200,
+        reason: "OK",
+        body: serde_json::json!({ "delivered": delivered }).to_string() + "\n",
+    }
+}
+
+/// Delivers a server-side message to this node's members of a room.
+fn deliver(shared: &Shared, space: &Space, room: &Room, message: String) -> u64 {
+    shared.metrics.received(message.len());
+    let msg = Message::text(message);
+    let local = shared
+        .hub
+        .room(space, room)
+        .map_or(0, |r| r.deliver(None, &msg, &shared.metrics).delivered);
+    shared.backplane_publish(space, room, None, &msg);
+    local
+}
