@@ -196,6 +196,7 @@ async fn run(
             s = session(&client, &bp, &hub, &mut rx, &changes, &shutdown) => s,
         };
         bp.set_up(false);
+        bp.metrics.backplane_channels(0);
         match session {
             Ok(()) => return, // shutdown
             Err(e) => {
@@ -243,7 +244,7 @@ async fn session(
     let pubsub = timed("subscribe connection", client.get_async_pubsub()).await?;
     let (mut sink, mut stream) = pubsub.split();
     let mut subscribed: HashMap<String, Space> = HashMap::new();
-    sync_subscriptions(hub, &mut sink, &mut subscribed).await?;
+    sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
     bp.set_up(true);
     info!(
         node = format_args!("{:016x}", bp.node),
@@ -255,7 +256,7 @@ async fn session(
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
-            () = changes.notified() => sync_subscriptions(hub, &mut sink, &mut subscribed).await?,
+            () = changes.notified() => sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?,
             msg = stream.next() => {
                 let Some(msg) = msg else { anyhow::bail!("subscription connection closed") };
                 let Some(space) = subscribed.get(msg.get_channel_name()) else { continue };
@@ -286,6 +287,7 @@ async fn session(
 /// Subscribes to the spaces that have local members and unsubscribes from the others.
 async fn sync_subscriptions(
     hub: &Hub,
+    metrics: &Metrics,
     sink: &mut redis::aio::PubSubSink,
     subscribed: &mut HashMap<String, Space>,
 ) -> anyhow::Result<()> {
@@ -305,6 +307,7 @@ async fn sync_subscriptions(
             slot.insert(space);
         }
     }
+    metrics.backplane_channels(subscribed.len());
     Ok(())
 }
 

@@ -138,6 +138,7 @@ pub struct Metrics {
     backplane_received: AtomicU64,
     backplane_dropped: AtomicU64,
     backplane_reconnects: AtomicU64,
+    backplane_channels: AtomicI64,
 }
 
 impl Metrics {
@@ -224,6 +225,18 @@ impl Metrics {
     /// A message could not go to the other nodes (Redis down or slow).
     pub fn backplane_dropped(&self) {
         self.backplane_dropped.fetch_add(1, Relaxed);
+    }
+    /// Redis channels (spaces) subscribed now.
+    pub fn backplane_channels(&self, n: usize) {
+        self.backplane_channels.store(n as i64, Relaxed);
+    }
+    /// Redis channels subscribed now.
+    pub fn backplane_channel_count(&self) -> i64 {
+        self.backplane_channels.load(Relaxed)
+    }
+    /// Whether the backplane is connected.
+    pub fn backplane_is_up(&self) -> bool {
+        self.backplane_up.load(Relaxed) == 1
     }
     /// The connection to Redis was lost.
     pub fn backplane_reconnect(&self) {
