@@ -192,9 +192,9 @@ async fn three_nodes_exactly_once_survive_redis_restart_and_take_php_publish() {
         wait_until("backplane down", || !n.metrics.backplane_is_up()).await;
         assert_eq!(health(n.addr).await, "ok\nbackplane: down\n");
     }
-    for node_ix in 0..3 {
-        let mut a = connect(nodes[node_ix].addr, &token("3", "x"), "local").await;
-        let mut b = connect(nodes[node_ix].addr, &token("3", "y"), "local").await;
+    for n in &nodes {
+        let mut a = connect(n.addr, &token("3", "x"), "local").await;
+        let mut b = connect(n.addr, &token("3", "y"), "local").await;
         a.send(Message::text("local only")).await.unwrap();
         assert_eq!(
             next(&mut b, Duration::from_secs(5)).await.as_deref(),
