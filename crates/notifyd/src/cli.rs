@@ -81,9 +81,12 @@ pub struct Settings {
     /// Seconds between server pings [default: 25].
     #[arg(long)]
     pub ping_interval_secs: Option<u64>,
-    /// Messages queued per connection before it counts as not reading [default: 256].
+    /// Messages queued per connection before it counts as not reading [default: 4096].
     #[arg(long)]
     pub outbound_queue: Option<usize>,
+    /// Bytes queued per connection before it counts as not reading [default: 262144].
+    #[arg(long)]
+    pub outbound_queue_bytes: Option<usize>,
     /// Address of /metrics, or "off" [default: 127.0.0.1:9102].
     #[arg(long)]
     pub metrics_bind: Option<String>,
@@ -150,6 +153,10 @@ impl Settings {
         put("idle_timeout_secs", n(self.idle_timeout_secs));
         put("ping_interval_secs", n(self.ping_interval_secs));
         put("outbound_queue", n(self.outbound_queue.map(|v| v as u64)));
+        put(
+            "outbound_queue_bytes",
+            n(self.outbound_queue_bytes.map(|v| v as u64)),
+        );
         put("metrics_bind", s(&self.metrics_bind));
         put(
             "log_format",

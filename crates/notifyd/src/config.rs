@@ -74,6 +74,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("idle_timeout_secs", Kind::Int),
     ("ping_interval_secs", Kind::Int),
     ("outbound_queue", Kind::Int),
+    ("outbound_queue_bytes", Kind::Int),
     ("metrics_bind", Kind::Str),
     ("log_format", Kind::Str),
     ("log_level", Kind::Str),
@@ -102,6 +103,7 @@ struct Raw {
     idle_timeout_secs: Option<u64>,
     ping_interval_secs: Option<u64>,
     outbound_queue: Option<usize>,
+    outbound_queue_bytes: Option<usize>,
     metrics_bind: Option<String>,
     log_format: Option<LogFormat>,
     log_level: Option<String>,
@@ -149,6 +151,8 @@ pub struct Limits {
     pub ping_interval: Duration,
     /// Messages queued for a connection before it counts as a slow reader (closed 1008).
     pub outbound_queue: usize,
+    /// Bytes queued for a connection before it counts as a slow reader (closed 1008).
+    pub outbound_queue_bytes: usize,
 }
 
 impl Default for Limits {
@@ -162,7 +166,8 @@ impl Default for Limits {
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             ping_interval: Duration::from_secs(25),
-            outbound_queue: 256,
+            outbound_queue: 4096,
+            outbound_queue_bytes: 256 * 1024,
         }
     }
 }
@@ -415,6 +420,11 @@ fn validate(raw: Raw, dev: bool) -> Result<Config, Error> {
             raw.outbound_queue.map(|v| v as u64),
             d.outbound_queue as u64,
         )? as usize,
+        outbound_queue_bytes: positive(
+            "outbound_queue_bytes",
+            raw.outbound_queue_bytes.map(|v| v as u64),
+            d.outbound_queue_bytes as u64,
+        )? as usize,
     };
     if limits.max_message_bytes > 16 * 1024 * 1024 {
         return Err(setting("max_message_bytes may be at most 16 MiB".into()));
@@ -481,7 +491,7 @@ impl Config {
              max_connections           {} ({} per space)\n\
              handshake_timeout_secs    {}\n\
              idle_timeout_secs         {} (ping every {} s)\n\
-             outbound_queue            {}\n\
+             outbound_queue            {} messages, {} bytes\n\
              metrics_bind              {}\n\
              log                       {:?} {}\n\
              redis                     {}\n\
@@ -503,6 +513,7 @@ impl Config {
             l.idle_timeout.as_secs(),
             l.ping_interval.as_secs(),
             l.outbound_queue,
+            l.outbound_queue_bytes,
             self.metrics_bind
                 .map_or("off".to_owned(), |a| a.to_string()),
             self.log_format,

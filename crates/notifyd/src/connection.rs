@@ -1,11 +1,11 @@
 //! One WebSocket connection: read and fan out its messages, write what the room sends
 //! it, ping it, and close it with the right code.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -16,7 +16,7 @@ use tracing::debug;
 
 use crate::backplane::Backplane;
 use crate::config::Limits;
-use crate::hub::Membership;
+use crate::hub::{Membership, Outbox};
 use crate::limits::{RateLimiter, Verdict};
 use crate::metrics::{Close, Drop as DropReason, Metrics};
 
@@ -32,7 +32,7 @@ pub struct Connection<'a, S> {
     /// Its place in a room.
     pub membership: Membership,
     /// Its outbound queue.
-    pub rx: mpsc::Receiver<Message>,
+    pub outbox: Arc<Outbox>,
     /// Cancelled by the hub when its queue overflows.
     pub slow: CancellationToken,
     /// Cancelled when the server shuts down.
@@ -57,6 +57,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     /// Runs until the connection ends.
     pub async fn run(mut self) {
         let end = self.serve().await;
+        self.outbox.close();
         if let End::Server(reason) = end {
             self.metrics.closed(reason);
             let (code, text) = match reason {
@@ -93,14 +94,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             limits.ping_interval,
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Created once: re-arming these on every turn of the loop is measurable.
+        let shutdown = self.shutdown.clone();
+        let slow = self.slow.clone();
+        let stop = async {
+            tokio::select! {
+                () = shutdown.cancelled() => Close::GoingAway,
+                () = slow.cancelled() => Close::SlowConsumer,
+            }
+        };
+        tokio::pin!(stop);
         loop {
             tokio::select! {
                 biased;
-                () = self.shutdown.cancelled() => return End::Server(Close::GoingAway),
-                () = self.slow.cancelled() => return End::Server(Close::SlowConsumer),
-                out = self.rx.recv() => {
-                    let Some(first) = out else { return End::Client };
-                    if let Some(end) = self.write_batch(first).await {
+                why = &mut stop => return End::Server(why),
+                () = self.outbox.ready() => {
+                    if let Some(end) = self.write_queued().await {
                         return end;
                     }
                 }
@@ -152,20 +161,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then flushes once.
-    /// A client too slow to take it is closed when the hub marks it slow.
-    async fn write_batch(&mut self, first: Message) -> Option<End> {
+    /// Writes what is queued, a batch at a time, each batch with one flush. A client
+    /// too slow to take it is closed when the hub marks it slow.
+    async fn write_queued(&mut self) -> Option<End> {
         let ws = &mut self.ws;
-        let rx = &mut self.rx;
+        let outbox = &self.outbox;
         let write = async {
-            ws.feed(first).await?;
-            for _ in 1..WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(m) => ws.feed(m).await?,
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            while outbox.take(&mut batch, WRITE_BATCH) > 0 {
+                for m in batch.drain(..) {
+                    ws.feed(m).await?;
                 }
+                ws.flush().await?;
             }
-            ws.flush().await
+            Ok::<_, WsError>(())
         };
         tokio::select! {
             biased;

@@ -7,9 +7,10 @@
 //! of its receivers.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Room as RoomName, Space};
@@ -19,14 +20,107 @@ use crate::metrics::{Drop as DropReason, Metrics};
 /// Identifies one connection.
 pub type ConnId = u64;
 
-/// One receiver in a room: its bounded outbound queue and the switch that closes it
-/// when the queue overflows.
+/// A connection's outbound queue, bounded in messages and in bytes. It allocates only
+/// while it holds messages, so an idle connection costs nothing here.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    queue: VecDeque<Message>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// What became of a message offered to an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// The queue is full: its reader is not keeping up.
+    Full,
+    /// The connection is closing.
+    Closed,
+}
+
+impl Outbox {
+    /// An empty queue with these bounds (a single message larger than `max_bytes` is
+    /// still taken when the queue is empty).
+    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState::default()),
+            ready: Notify::new(),
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Offers a message (a reference-counted clone). Never waits.
+    pub fn push(&self, msg: &Message) -> Push {
+        let mut st = self.lock();
+        if st.closed {
+            return Push::Closed;
+        }
+        let len = msg.len();
+        let over = st.queue.len() >= self.max_messages
+            || (!st.queue.is_empty() && st.bytes + len > self.max_bytes);
+        if over {
+            return Push::Full;
+        }
+        st.queue.push_back(msg.clone());
+        st.bytes += len;
+        drop(st);
+        self.ready.notify_one();
+        Push::Queued
+    }
+
+    /// Moves up to `max` queued messages into `out`; returns how many.
+    pub fn take(&self, out: &mut Vec<Message>, max: usize) -> usize {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let n = st.queue.len().min(max);
+        for m in st.queue.drain(..n) {
+            st.bytes -= m.len();
+            out.push(m);
+        }
+        // Give back the memory of a burst once it has gone out.
+        if st.queue.is_empty() && st.queue.capacity() > 64 {
+            st.queue = VecDeque::new();
+        }
+        n
+    }
+
+    /// Waits until something may be queued.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Refuses further messages and drops the queued ones.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue = VecDeque::new();
+        st.bytes = 0;
+    }
+}
+
+/// One receiver in a room: its outbound queue and the switch that closes it when the
+/// queue overflows.
 #[derive(Debug)]
 pub struct Member {
     /// The connection.
     pub id: ConnId,
     /// Its outbound queue.
-    pub tx: mpsc::Sender<Message>,
+    pub outbox: Arc<Outbox>,
     /// Cancelled when it stops reading (queue full): it then closes with 1008.
     pub slow: CancellationToken,
 }
@@ -56,9 +150,9 @@ impl Room {
             if Some(m.id) == from {
                 continue;
             }
-            match m.tx.try_send(msg.clone()) {
-                Ok(()) => d.delivered += 1,
-                Err(mpsc::error::TrySendError::Full(_)) => {
+            match m.outbox.push(msg) {
+                Push::Queued => d.delivered += 1,
+                Push::Full => {
                     if !m.slow.is_cancelled() {
                         m.slow.cancel();
                     }
@@ -66,7 +160,7 @@ impl Room {
                     d.slow += 1;
                 }
                 // The receiver is on its way out.
-                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Push::Closed => {}
             }
         }
         metrics.delivered(d.delivered, msg.len());
@@ -260,18 +354,21 @@ mod tests {
             .space()
     }
 
-    fn member(id: ConnId, cap: usize) -> (Member, mpsc::Receiver<Message>, CancellationToken) {
-        let (tx, rx) = mpsc::channel(cap);
+    fn member(id: ConnId, cap: usize) -> (Member, Arc<Outbox>, CancellationToken) {
+        let outbox = Arc::new(Outbox::new(cap, 1 << 20));
         let slow = CancellationToken::new();
-        (
-            Member {
-                id,
-                tx,
-                slow: slow.clone(),
-            },
-            rx,
-            slow,
-        )
+        let m = Member {
+            id,
+            outbox: outbox.clone(),
+            slow: slow.clone(),
+        };
+        (m, outbox, slow)
+    }
+
+    fn take_all(o: &Outbox) -> Vec<Message> {
+        let mut v = Vec::new();
+        o.take(&mut v, usize::MAX);
+        v
     }
 
     #[test]
@@ -279,10 +376,10 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, metrics.clone()));
         let r = |s: &str| RoomName::new(s).unwrap();
-        let (m1, mut rx1, _) = member(1, 4);
-        let (m2, mut rx2, _) = member(2, 4);
-        let (m3, mut rx3, _) = member(3, 4);
-        let (m4, mut rx4, _) = member(4, 4);
+        let (m1, rx1, _) = member(1, 4);
+        let (m2, rx2, _) = member(2, 4);
+        let (m3, rx3, _) = member(3, 4);
+        let (m4, rx4, _) = member(4, 4);
         let a = hub.join(space("1"), r("x"), m1).unwrap();
         let _b = hub.join(space("1"), r("x"), m2).unwrap();
         let _c = hub.join(space("1"), r("01"), m3).unwrap();
@@ -295,8 +392,10 @@ mod tests {
                 slow: 0
             }
         );
-        assert_eq!(rx2.try_recv().unwrap(), Message::text("hi"));
-        assert!(rx1.try_recv().is_err() && rx3.try_recv().is_err() && rx4.try_recv().is_err());
+        assert_eq!(take_all(&rx2), vec![Message::text("hi")]);
+        assert!(
+            take_all(&rx1).is_empty() && take_all(&rx3).is_empty() && take_all(&rx4).is_empty()
+        );
         assert!(metrics.render().contains("tsugi_notify_rooms 3"));
     }
 
@@ -305,7 +404,7 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, metrics.clone()));
         let (m1, _rx1, slow1) = member(1, 1);
-        let (m2, mut rx2, _) = member(2, 8);
+        let (m2, rx2, _) = member(2, 8);
         let a = hub.join(space("1"), RoomName::default(), m1).unwrap();
         let b = hub.join(space("1"), RoomName::default(), m2).unwrap();
         for _ in 0..3 {
@@ -313,7 +412,37 @@ mod tests {
             a.room().deliver(None, &Message::text("n"), &metrics);
         }
         assert!(slow1.is_cancelled());
-        assert_eq!(std::iter::from_fn(|| rx2.try_recv().ok()).count(), 3);
+        assert_eq!(take_all(&rx2).len(), 3);
+    }
+
+    #[test]
+    fn outbox_bounds_messages_and_bytes_and_frees_bursts() {
+        let o = Outbox::new(3, 10);
+        assert_eq!(
+            o.push(&Message::text("0123456789abc")),
+            Push::Queued,
+            "one big message fits an empty queue"
+        );
+        assert_eq!(
+            o.push(&Message::text("x")),
+            Push::Full,
+            "over the byte bound"
+        );
+        assert_eq!(take_all(&o).len(), 1);
+        for _ in 0..3 {
+            assert_eq!(o.push(&Message::text("x")), Push::Queued);
+        }
+        assert_eq!(
+            o.push(&Message::text("x")),
+            Push::Full,
+            "over the message bound"
+        );
+        let mut v = Vec::new();
+        assert_eq!(o.take(&mut v, 2), 2);
+        assert_eq!(o.push(&Message::text("y")), Push::Queued);
+        o.close();
+        assert_eq!(o.push(&Message::text("z")), Push::Closed);
+        assert!(take_all(&o).is_empty());
     }
 
     #[test]

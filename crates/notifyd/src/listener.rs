@@ -8,27 +8,26 @@ use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::{debug, info_span, warn, Instrument};
+use tracing::{debug, debug_span, warn, Instrument};
 use tsugi_notify_core::{Room, Scope, Space, Tokens};
 
 use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::connection::Connection;
 use crate::handshake::{self, ReadError, Request};
-use crate::hub::{ConnId, Hub, Member};
+use crate::hub::{ConnId, Hub, Member, Outbox};
 use crate::limits::ConnectionSlots;
 use crate::metrics::{Metrics, Refusal};
 use crate::publish;
 
 /// tungstenite's read buffer per connection: small, since connections are many and
 /// messages are small (it grows for a large message, within `max_message_bytes`).
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 /// What every connection task shares.
 pub struct Shared {
@@ -46,6 +45,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Redis between nodes, when configured.
     pub backplane: Option<Arc<Backplane>>,
+    /// Every connection task, for the drain at shutdown.
+    pub tracker: TaskTracker,
     next_id: AtomicU64,
 }
 
@@ -55,6 +56,7 @@ impl Shared {
         config: Config,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
+        tracker: TaskTracker,
     ) -> anyhow::Result<Arc<Self>> {
         let tokens = Tokens::new(config.keyring.clone()).accept_legacy(config.accept_legacy);
         let hub = Arc::new(Hub::new(
@@ -77,6 +79,7 @@ impl Shared {
             metrics,
             shutdown,
             backplane,
+            tracker,
             config,
             next_id: AtomicU64::new(1),
         }))
@@ -108,12 +111,16 @@ impl Shared {
         let max = self.config.limits.max_message_bytes;
         WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
-            .write_buffer_size(0)
+            .write_buffer_size(WRITE_BUFFER)
             .max_write_buffer_size(max.saturating_mul(WRITE_BUFFER_MESSAGES))
             .max_message_size(Some(max))
             .max_frame_size(Some(max))
     }
 }
+
+/// Bytes gathered before a write to the socket (a batch of queued messages goes out in
+/// few system calls; the final flush writes the rest).
+const WRITE_BUFFER: usize = 16 * 1024;
 
 /// Largest write backlog, in messages, before writes fail (the hub closes slow readers
 /// long before).
@@ -121,7 +128,8 @@ const WRITE_BUFFER_MESSAGES: usize = 128;
 
 /// Accepts until shutdown. Accept errors such as running out of file descriptors back
 /// off and retry; they never end the server.
-pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: TaskTracker) {
+pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
+    let tracker = shared.tracker.clone();
     let mut backoff = Duration::from_millis(5);
     loop {
         let accepted = tokio::select! {
@@ -133,7 +141,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, tracker: Ta
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
-                let span = info_span!("conn", %peer);
+                // Debug level: at the default level no span is allocated per connection.
+                let span = debug_span!("conn", %peer);
                 tracker.spawn(handle(stream, peer, shared).instrument(span));
             }
             Err(e) => {
@@ -262,16 +271,22 @@ async fn upgrade(
         return Err((Refusal::Capacity, stream));
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let (tx, rx) = mpsc::channel(shared.config.limits.outbound_queue);
+    let limits = &shared.config.limits;
+    let outbox = Arc::new(Outbox::new(
+        limits.outbound_queue,
+        limits.outbound_queue_bytes,
+    ));
     let slow = CancellationToken::new();
     let member = Member {
         id,
-        tx,
+        outbox: outbox.clone(),
         slow: slow.clone(),
     };
     let Ok(membership) = shared.hub.join(space, room, member) else {
         return Err((Refusal::SpaceCapacity, stream));
     };
+    // Only the bytes a client sent past its request head are kept.
+    let rest = req.rest;
     let response = handshake::switching_protocols(&accept);
     if stream.write_all(response.as_bytes()).await.is_err() {
         return Ok(());
@@ -279,27 +294,36 @@ async fn upgrade(
     shared.metrics.accepted();
     shared.metrics.connections(1);
     debug!(space = %membership.space(), "connected");
-    let ws = WebSocketStream::from_partially_read(
-        stream,
-        req.rest,
-        Role::Server,
-        Some(shared.ws_config()),
-    )
-    .await;
-    Connection {
-        ws,
-        membership,
-        rx,
-        slow,
-        shutdown: shared.shutdown.clone(),
-        limits: &shared.config.limits,
-        metrics: &shared.metrics,
-        backplane: shared.backplane.as_deref(),
-    }
-    .run()
-    .await;
-    shared.metrics.connections(-1);
-    drop(slot);
-    debug!("disconnected");
+    // The connection runs as a task of its own, so that what the handshake needed is
+    // freed now rather than held for the connection's lifetime.
+    let shared = Arc::clone(shared);
+    let tracker = shared.tracker.clone();
+    tracker.spawn(
+        async move {
+            let ws = WebSocketStream::from_partially_read(
+                stream,
+                rest,
+                Role::Server,
+                Some(shared.ws_config()),
+            )
+            .await;
+            Connection {
+                ws,
+                membership,
+                outbox,
+                slow,
+                shutdown: shared.shutdown.clone(),
+                limits: &shared.config.limits,
+                metrics: &shared.metrics,
+                backplane: shared.backplane.as_deref(),
+            }
+            .run()
+            .await;
+            shared.metrics.connections(-1);
+            drop(slot);
+            debug!("disconnected");
+        }
+        .in_current_span(),
+    );
     Ok(())
 }

@@ -75,12 +75,17 @@ impl Server {
             .map(TcpListener::local_addr)
             .transpose()?;
         let metrics = Arc::new(Metrics::default());
-        let shared = Shared::new(self.config, metrics.clone(), shutdown.clone())?;
         let tracker = TaskTracker::new();
+        let shared = Shared::new(
+            self.config,
+            metrics.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        )?;
         if let Some(l) = self.metrics_listener {
             tokio::spawn(serve_metrics(l, metrics.clone(), shutdown.clone()));
         }
-        let accept = accept_loop(self.listener, shared, tracker.clone());
+        let accept = accept_loop(self.listener, shared);
         let done = tokio::spawn(async move {
             accept.await;
             tracker.close();

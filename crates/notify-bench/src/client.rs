@@ -1,0 +1,73 @@
+//! Opening WebSocket connections from chosen source addresses.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The next source port to try (per process; processes use different source addresses).
+static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
+
+use anyhow::Context as _;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::WebSocketStream;
+use tsugi_notify_core::{Keyring, Plaintext, Scope, Tokens};
+
+use crate::Target;
+
+/// A client connection.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// The token for a space: minted with the secret, or the space name itself.
+pub fn token(target: &Target, space: &str, user: usize) -> String {
+    match &target.secret {
+        Some(secret) => {
+            let tokens = Tokens::new(Keyring::new([secret]).expect("non-empty secret")).with_ttl(0);
+            let p = Plaintext::new(
+                "https://bench.example",
+                space,
+                None,
+                Some(&user.to_string()),
+            )
+            .expect("bench ids fit in a token");
+            tokens.mint(&p, Scope::Browser).expect("mint")
+        }
+        None => space.to_owned(),
+    }
+}
+
+/// Connects from `source` and upgrades to `/notify?token=..&room=..`.
+pub async fn connect(
+    addr: SocketAddr,
+    source: IpAddr,
+    token: &str,
+    room: &str,
+) -> anyhow::Result<Ws> {
+    let socket = match addr {
+        SocketAddr::V4(_) => TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => TcpSocket::new_v6()?,
+    };
+    // Picking the source port here keeps bind() O(1): with tens of thousands of sockets,
+    // the kernel's own search for a free port on bind(port 0) dominates the client.
+    // Ports left in TIME_WAIT by an earlier run may be bound again.
+    socket.set_reuseaddr(true)?;
+    let mut bound = false;
+    for _ in 0..256 {
+        let port = NEXT_PORT.fetch_add(1, Ordering::Relaxed) + std::process::id() * 7919;
+        let port = 10_000 + (port % 55_000) as u16;
+        if socket.bind(SocketAddr::new(source, port)).is_ok() {
+            bound = true;
+            break;
+        }
+    }
+    anyhow::ensure!(bound, "no free source port on {source}");
+    let stream = socket.connect(addr).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let url = format!("ws://{addr}/notify?token={token}&room={room}");
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("handshake")?;
+    Ok(ws)
+}

@@ -1,0 +1,500 @@
+//! The scenarios. Each returns its JSON report line.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::stream::FuturesUnordered;
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::client::{connect, token, Ws};
+use crate::procfs;
+use crate::Target;
+
+/// Opens `n` connections, `concurrency` at a time; `spec(i)` gives space and room.
+async fn open_many(
+    target: &Target,
+    n: usize,
+    spec: impl Fn(usize) -> (String, String),
+) -> anyhow::Result<Vec<Ws>> {
+    let mut out: Vec<Option<Ws>> = (0..n).map(|_| None).collect();
+    let mut pending = FuturesUnordered::new();
+    let mut next = 0;
+    while next < n || !pending.is_empty() {
+        while next < n && pending.len() < target.concurrency {
+            let (space, room) = spec(next);
+            let tok = token(target, &space, next);
+            let source = target.sources[next % target.sources.len()];
+            let addr = target.addr;
+            let i = next;
+            pending.push(async move { (i, connect(addr, source, &tok, &room).await) });
+            next += 1;
+        }
+        if let Some((i, ws)) = pending.next().await {
+            out[i] = Some(ws?);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}
+
+fn server_rss(target: &Target) -> Option<u64> {
+    target.server_pid.and_then(procfs::rss_bytes)
+}
+
+fn server_cpu(target: &Target) -> Option<f64> {
+    target.server_pid.and_then(procfs::cpu_secs)
+}
+
+/// Keeps connections answering pings until `stop`.
+fn hold(conns: Vec<Ws>, stop: Arc<Notify>) -> Vec<tokio::task::JoinHandle<()>> {
+    conns
+        .into_iter()
+        .map(|mut ws| {
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = stop.notified() => {}
+                    () = async { while let Some(Ok(_)) = ws.next().await {} } => {}
+                }
+            })
+        })
+        .collect()
+}
+
+pub async fn idle_worker(target: &Target, connections: usize) -> anyhow::Result<Option<String>> {
+    let started = Instant::now();
+    let conns = open_many(target, connections, |i| {
+        (format!("idle{}", i % 100), String::new())
+    })
+    .await?;
+    let secs = started.elapsed().as_secs_f64();
+    println!("ready {} {secs}", conns.len());
+    std::io::stdout().flush()?;
+    let stop = Arc::new(Notify::new());
+    let tasks = hold(conns, stop.clone());
+    // Hold until the parent closes stdin.
+    tokio::task::spawn_blocking(|| {
+        let mut line = String::new();
+        while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {}
+    })
+    .await?;
+    stop.notify_waiters();
+    for t in tasks {
+        t.abort();
+    }
+    Ok(None)
+}
+
+pub async fn idle(
+    target: &Target,
+    connections: usize,
+    workers: usize,
+    settle_secs: u64,
+) -> anyhow::Result<Option<String>> {
+    let before = server_rss(target);
+    let cpu0 = procfs::own_cpu_secs();
+    let workers = workers.max(1);
+    let exe = std::env::current_exe()?;
+    let mut children = Vec::new();
+    for w in 0..workers {
+        let n = connections / workers + usize::from(w < connections % workers);
+        let sources: Vec<String> = target
+            .sources
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| target.sources.len() < workers || i % workers == w)
+            .map(|(_, s)| s.to_string())
+            .collect();
+        let mut cmd = Command::new(&exe);
+        cmd.args(["idle", "--worker", "--connections", &n.to_string()])
+            .args([
+                "--addr",
+                &target.addr.to_string(),
+                "--sources",
+                &sources.join(","),
+            ])
+            .args(["--concurrency", &target.concurrency.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped());
+        if let Some(s) = &target.secret {
+            cmd.args(["--secret", s]);
+        }
+        children.push(cmd.spawn()?);
+    }
+    let mut held = 0usize;
+    let mut connect_secs: f64 = 0.0;
+    let mut client_cpu = 0.0;
+    for child in &mut children {
+        let out = child.stdout.take().expect("piped");
+        let mut line = String::new();
+        BufReader::new(out).read_line(&mut line)?;
+        let mut parts = line.split_whitespace();
+        anyhow::ensure!(parts.next() == Some("ready"), "a worker failed: {line:?}");
+        held += parts.next().unwrap_or("0").parse::<usize>()?;
+        connect_secs = connect_secs.max(parts.next().unwrap_or("0").parse()?);
+        client_cpu += procfs::cpu_secs(child.id()).unwrap_or(0.0);
+    }
+    tokio::time::sleep(Duration::from_secs(settle_secs)).await;
+    let after = server_rss(target);
+    for mut child in children {
+        drop(child.stdin.take());
+        let _ = child.wait();
+    }
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) if held > 0 => Some((a.saturating_sub(b)) as f64 / held as f64),
+        _ => None,
+    };
+    let report = json!({
+        "scenario": "idle",
+        "connections": held,
+        "handshakes_per_sec": held as f64 / connect_secs.max(1e-9),
+        "connect_secs": connect_secs,
+        "server_rss_before": before,
+        "server_rss_after": after,
+        "server_bytes_per_connection": per_conn,
+        "client_cpu_secs": client_cpu + procfs::own_cpu_secs() - cpu0,
+    });
+    eprintln!(
+        "idle: {held} connections in {connect_secs:.2} s ({:.0} handshakes/s); server RSS {} -> {} ({} per connection)",
+        held as f64 / connect_secs.max(1e-9),
+        mib(before),
+        mib(after),
+        per_conn.map_or("?".into(), |b| format!("{:.0} B", b)),
+    );
+    Ok(Some(report.to_string()))
+}
+
+fn mib(b: Option<u64>) -> String {
+    b.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
+}
+
+/// A fan-out run.
+#[derive(Debug, Clone, Copy)]
+pub struct Fanout {
+    pub rooms: usize,
+    pub subscribers: usize,
+    pub senders: usize,
+    pub messages: usize,
+    pub size: usize,
+    pub rate: f64,
+}
+
+/// What one receiving connection saw.
+#[derive(Debug, Default)]
+struct Seen {
+    received: u64,
+    latencies_us: Vec<u32>,
+    duplicates: u64,
+    leaks: u64,
+    echoes: u64,
+    last: Option<Instant>,
+    malformed: u64,
+}
+
+/// Payload: `s<sender> r<room> q<seq> t<ns>` padded with `.` to the size.
+fn payload(sender: usize, room: usize, seq: usize, ns: u64, size: usize) -> String {
+    let mut s = format!("s{sender} r{room} q{seq} t{ns} ");
+    while s.len() < size {
+        s.push('.');
+    }
+    s
+}
+
+fn parse(p: &str) -> Option<(usize, usize, usize, u64)> {
+    let mut it = p.split(' ');
+    let s = it.next()?.strip_prefix('s')?.parse().ok()?;
+    let r = it.next()?.strip_prefix('r')?.parse().ok()?;
+    let q = it.next()?.strip_prefix('q')?.parse().ok()?;
+    let t = it.next()?.strip_prefix('t')?.parse().ok()?;
+    Some((s, r, q, t))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn receive(
+    mut stream: futures_util::stream::SplitStream<Ws>,
+    me: usize,
+    room: usize,
+    senders_in_room: std::ops::Range<usize>,
+    expected: u64,
+    messages: usize,
+    base: Instant,
+    stop: Arc<Notify>,
+    activity: Arc<AtomicU64>,
+) -> Seen {
+    let mut seen = Seen::default();
+    let width = senders_in_room.len();
+    let mut bits = vec![0u64; (width * messages).div_ceil(64)];
+    let stopped = stop.notified();
+    tokio::pin!(stopped);
+    loop {
+        if seen.received >= expected && expected > 0 {
+            break;
+        }
+        let msg = tokio::select! {
+            () = &mut stopped => break,
+            m = stream.next() => m,
+        };
+        let text = match msg {
+            Some(Ok(Message::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            _ => break,
+        };
+        let now = Instant::now();
+        activity.fetch_max(
+            now.duration_since(base).as_nanos() as u64,
+            Ordering::Relaxed,
+        );
+        let Some((s, r, q, t)) = parse(&text) else {
+            seen.malformed += 1;
+            continue;
+        };
+        seen.received += 1;
+        seen.last = Some(now);
+        let sent = base + Duration::from_nanos(t);
+        seen.latencies_us.push(
+            now.saturating_duration_since(sent)
+                .as_micros()
+                .min(u128::from(u32::MAX)) as u32,
+        );
+        if s == me {
+            seen.echoes += 1;
+        }
+        if r != room || !senders_in_room.contains(&s) || q >= messages {
+            seen.leaks += 1;
+            continue;
+        }
+        let bit = (s - senders_in_room.start) * messages + q;
+        if bits[bit / 64] & (1 << (bit % 64)) != 0 {
+            seen.duplicates += 1;
+        }
+        bits[bit / 64] |= 1 << (bit % 64);
+    }
+    seen
+}
+
+fn percentile(sorted: &[u32], p: f64) -> u32 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+pub async fn fanout(target: &Target, f: Fanout) -> anyhow::Result<Option<String>> {
+    let (r_n, m_n, s_n) = (f.rooms, f.subscribers, f.senders);
+    let subs_total = r_n * m_n;
+    // Subscribers first (ids 0..R*M), then senders (ids R*M..): sender s of room r is
+    // id R*M + r*S + s.
+    let total = subs_total + r_n * s_n;
+    let room_of = move |i: usize| {
+        if i < subs_total {
+            i / m_n
+        } else {
+            (i - subs_total) / s_n
+        }
+    };
+    let t0 = Instant::now();
+    let conns = open_many(target, total, |i| {
+        let r = room_of(i);
+        (format!("bench{r}"), format!("r{r}"))
+    })
+    .await?;
+    let connect_secs = t0.elapsed().as_secs_f64();
+    eprintln!("fanout: {total} connections open in {connect_secs:.2} s");
+    let base = Instant::now();
+    let stop = Arc::new(Notify::new());
+    let activity = Arc::new(AtomicU64::new(0));
+    let mut receivers = Vec::new();
+    let mut sinks = Vec::new();
+    for (i, ws) in conns.into_iter().enumerate() {
+        let r = room_of(i);
+        let (sink, stream) = ws.split();
+        let senders = subs_total + r * s_n..subs_total + (r + 1) * s_n;
+        let is_sender = i >= subs_total;
+        let expected = ((s_n - usize::from(is_sender)) * f.messages) as u64;
+        receivers.push(tokio::spawn(receive(
+            stream,
+            i,
+            r,
+            senders,
+            expected,
+            f.messages,
+            base,
+            stop.clone(),
+            activity.clone(),
+        )));
+        if is_sender {
+            sinks.push((i, r, sink));
+        }
+    }
+    // Give every connection a moment to be joined before the first message.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let cpu_server0 = server_cpu(target);
+    let cpu_client0 = procfs::own_cpu_secs();
+    let send_start = Instant::now();
+    let mut send_tasks = Vec::new();
+    for (id, r, mut sink) in sinks {
+        let (messages, size, rate) = (f.messages, f.size, f.rate);
+        send_tasks.push(tokio::spawn(async move {
+            let mut tick = (rate > 0.0).then(|| {
+                let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            for q in 0..messages {
+                if let Some(t) = tick.as_mut() {
+                    t.tick().await;
+                }
+                let ns = base.elapsed().as_nanos() as u64;
+                let msg = Message::text(payload(id, r, q, ns, size));
+                let paced = tick.is_some();
+                let res = if paced || q % 32 == 31 || q + 1 == messages {
+                    sink.send(msg).await
+                } else {
+                    sink.feed(msg).await
+                };
+                if res.is_err() {
+                    return (q, sink);
+                }
+            }
+            (messages, sink)
+        }));
+    }
+    let mut sent = 0usize;
+    let mut keep = Vec::new();
+    for t in send_tasks {
+        let (n, sink) = t.await?;
+        sent += n;
+        keep.push(sink);
+    }
+    let send_secs = send_start.elapsed().as_secs_f64();
+    // Let deliveries drain: receivers stop when complete, or when nothing has arrived
+    // anywhere for 3 s.
+    let quiet = tokio::spawn({
+        let stop = stop.clone();
+        let activity = activity.clone();
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                let last = Duration::from_nanos(activity.load(Ordering::Relaxed));
+                let idle = base
+                    .elapsed()
+                    .saturating_sub(last.max(send_start.duration_since(base)));
+                if idle > Duration::from_secs(3) {
+                    stop.notify_waiters();
+                    return;
+                }
+            }
+        }
+    });
+    let mut all = Seen::default();
+    let mut last = send_start;
+    for r in receivers {
+        let s = r.await?;
+        all.received += s.received;
+        all.duplicates += s.duplicates;
+        all.leaks += s.leaks;
+        all.echoes += s.echoes;
+        all.malformed += s.malformed;
+        all.latencies_us.extend(s.latencies_us);
+        if let Some(l) = s.last {
+            last = last.max(l);
+        }
+    }
+    quiet.abort();
+    let cpu_server = server_cpu(target).zip(cpu_server0).map(|(a, b)| a - b);
+    let cpu_client = procfs::own_cpu_secs() - cpu_client0;
+    drop(keep);
+    let expected = (r_n * s_n * f.messages * (m_n + s_n - 1)) as u64;
+    let secs = last
+        .saturating_duration_since(send_start)
+        .as_secs_f64()
+        .max(1e-9);
+    all.latencies_us.sort_unstable();
+    let l = &all.latencies_us;
+    let per_delivery_us = cpu_server.map(|c| c * 1e6 / all.received.max(1) as f64);
+    let report = json!({
+        "scenario": "fanout",
+        "rooms": r_n, "subscribers": m_n, "senders": s_n, "messages": f.messages,
+        "size": f.size, "rate": f.rate,
+        "sent": sent,
+        "deliveries": all.received,
+        "expected": expected,
+        "loss": expected.saturating_sub(all.received),
+        "duplicates": all.duplicates,
+        "leaks": all.leaks,
+        "echoes": all.echoes,
+        "malformed": all.malformed,
+        "seconds": secs,
+        "send_seconds": send_secs,
+        "deliveries_per_sec": all.received as f64 / secs,
+        "latency_us": {
+            "p50": percentile(l, 0.50), "p90": percentile(l, 0.90),
+            "p99": percentile(l, 0.99), "max": l.last().copied().unwrap_or(0),
+        },
+        "server_cpu_secs": cpu_server,
+        "server_cpu_us_per_delivery": per_delivery_us,
+        "client_cpu_secs": cpu_client,
+        "client_cpu_share": cpu_client / secs,
+    });
+    eprintln!(
+        "fanout: {} of {expected} deliveries in {secs:.2} s = {:.0}/s; p50 {} us, p99 {} us; loss {}, dup {}, leaks {}, echoes {}; server CPU {} us/delivery; client CPU {:.0}%",
+        all.received,
+        all.received as f64 / secs,
+        percentile(l, 0.5),
+        percentile(l, 0.99),
+        expected.saturating_sub(all.received),
+        all.duplicates,
+        all.leaks,
+        all.echoes,
+        per_delivery_us.map_or("?".into(), |u| format!("{u:.2}")),
+        100.0 * cpu_client / secs,
+    );
+    Ok(Some(report.to_string()))
+}
+
+pub async fn churn(
+    target: &Target,
+    connections: usize,
+    rounds: usize,
+) -> anyhow::Result<Option<String>> {
+    let before = server_rss(target);
+    let cpu0 = procfs::own_cpu_secs();
+    let t0 = Instant::now();
+    let mut opened = 0;
+    for round in 0..rounds {
+        let conns = open_many(target, connections, |i| {
+            (format!("churn{}", i % 50), format!("{}", i % 7))
+        })
+        .await?;
+        opened += conns.len();
+        // Everyone leaves at once, as after a restart or a class ending.
+        drop(conns);
+        if round + 1 < rounds {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = server_rss(target);
+    let report = json!({
+        "scenario": "churn",
+        "connections": connections, "rounds": rounds, "opened": opened,
+        "seconds": secs,
+        "handshakes_per_sec": opened as f64 / secs,
+        "server_rss_before": before, "server_rss_after": after,
+        "client_cpu_secs": procfs::own_cpu_secs() - cpu0,
+    });
+    eprintln!(
+        "churn: {opened} handshakes in {secs:.2} s = {:.0}/s; server RSS {} -> {}",
+        opened as f64 / secs,
+        mib(before),
+        mib(after)
+    );
+    Ok(Some(report.to_string()))
+}
