@@ -27,7 +27,9 @@ if TSUGI_NOTIFY_SECRET_FILE="$tmp/secret" "$bin" --config packaging/tsugi-notify
 # Every key the daemon knows is documented in the example.
 for key in $("$bin" --help | grep -oE -- '--[a-z-]+' | sed 's/^--//' | sort -u); do
     case $key in config|check-config|dev|help|version) continue;; esac
-    grep -q "^#\? \?${key//-/_} =" packaging/tsugi-notifyd.toml && ok || fail "example config lacks ${key//-/_}"
+    name=${key//-/_}
+    [ "$name" = redis_url ] && name=url   # [redis] url
+    grep -q "^#\? \?$name =" packaging/tsugi-notifyd.toml && ok || fail "example config lacks $name"
 done
 echo "packaging: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]
