@@ -16,7 +16,7 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+.PHONY: bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
         test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
         valgrind-php bench-php fuzz clean
 
@@ -119,6 +119,12 @@ valgrind-php: ext
 # Build against the PHP of PHP_CONFIG (default: the php-config on PATH) and enable it.
 install-ext:
 	scripts/install-ext.sh "$(PHP_CONFIG)"
+
+# Every scenario of notify-bench against tsugi-notifyd and the Node ws reference;
+# writes BENCHMARKS.md. Takes a few minutes.
+bench: setup build
+	npm ci --prefix bench/node-ws --no-audit --no-fund --loglevel=error
+	python3 bench/run.py
 
 bench-php: ext
 	$(PHP) -d extension=$(CURDIR)/$(EXT) php/bench/tokens.php | tee target/bench-php.txt

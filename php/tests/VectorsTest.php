@@ -31,6 +31,7 @@ final class VectorsTest extends TestCase
     }
 
     /** @dataProvider cases */
+    #[\PHPUnit\Framework\Attributes\DataProvider('cases')]
     public function testVector(array $c): void
     {
         self::assertClockAt($c['now']);

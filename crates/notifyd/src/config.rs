@@ -247,6 +247,18 @@ impl Config {
         Config::from_table(table, dev)
     }
 
+    /// A configuration from TOML text alone (no environment, no flags): what a file
+    /// holds. Used by `--check-config`'s checks and the config fuzz target.
+    pub fn from_toml_str(text: &str) -> Result<Config, Error> {
+        let invalid = |e: toml::de::Error| Error::Invalid {
+            origin: "configuration".into(),
+            message: e.to_string().trim_end().to_owned(),
+        };
+        let table: Table = text.parse().map_err(invalid)?;
+        toml::from_str::<Raw>(text).map_err(invalid)?;
+        Config::from_table(table, false)
+    }
+
     fn from_table(table: Table, dev: bool) -> Result<Config, Error> {
         let raw = Raw::deserialize(Value::Table(table)).map_err(|e| Error::Invalid {
             origin: "configuration".into(),

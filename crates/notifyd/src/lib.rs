@@ -11,7 +11,7 @@ pub mod backplane;
 pub mod cli;
 pub mod config;
 mod connection;
-mod handshake;
+pub mod handshake;
 pub mod hub;
 mod limits;
 mod listener;

@@ -383,3 +383,52 @@ async fn eleven_hundred_then_ten_thousand_concurrent_connections() {
     let log = d.log.lock().unwrap().clone();
     assert!(!log.contains("accept failed"), "{log}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
+    // The daemon under a hard limit of 128 open files: connections beyond it fail, the
+    // daemon keeps running, and serves again once clients leave (Ratchet stopped for good).
+    let mut child = Command::new("prlimit")
+        .args(["--nofile=128:128", "--", BIN])
+        .args(["--url", "ws://127.0.0.1:2021", "--bind", "127.0.0.1", "--proxyport", "0"])
+        .args(["--metrics-bind", "off", "--secret", SECRET])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(a) = line.split("addr=").nth(1) {
+                let _ = tx.send(a.split_whitespace().next().unwrap().to_owned());
+            }
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(10)).unwrap().parse().unwrap();
+    let mut held = Vec::new();
+    for i in 0..160 {
+        let attempt = tokio::time::timeout(
+            Duration::from_millis(300),
+            tokio_tungstenite::connect_async(url(addr, &token("1", &format!("{i}")), None)),
+        )
+        .await;
+        if let Ok(Ok((ws, _))) = attempt {
+            held.push(ws);
+        }
+    }
+    assert!(held.len() < 128, "the limit bites: {} held", held.len());
+    assert!(child.try_wait().unwrap().is_none(), "the daemon is still running");
+    let log_now = log.lock().unwrap().clone();
+    assert!(log_now.contains("out of resources"), "{log_now}");
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut a = connect(addr, &token("9", "a"), None).await;
+    let mut b = connect(addr, &token("9", "b"), None).await;
+    a.send(Message::text("recovered")).await.unwrap();
+    assert_eq!(recv(&mut b).await, Message::text("recovered"));
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,47 @@
+//! The delivery hot path: one message queued for every member of a room.
+//! `cargo bench -p tsugi-notifyd`.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+use std::sync::Arc;
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use tsugi_notify_core::{Plaintext, Room};
+use tsugi_notifyd::hub::{Hub, Member, Outbox};
+use tsugi_notifyd::metrics::Metrics;
+
+fn fanout(c: &mut Criterion) {
+    let mut group = c.benchmark_group("room deliver");
+    for members in [10usize, 1000] {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(usize::MAX, metrics.clone()));
+        let space = Plaintext::new("https://w", "1", None, None).unwrap().space();
+        let mut outboxes = Vec::new();
+        let mut memberships = Vec::new();
+        for id in 0..members as u64 {
+            let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+            outboxes.push(outbox.clone());
+            let m = Member { id, outbox, slow: CancellationToken::new() };
+            memberships.push(hub.join(space.clone(), Room::default(), m).unwrap());
+        }
+        let msg = Message::text("x".repeat(64));
+        let room = memberships[0].room();
+        let mut sink = Vec::new();
+        group.throughput(Throughput::Elements(members as u64 - 1));
+        group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
+            b.iter(|| {
+                room.deliver(Some(0), &msg, &metrics);
+                // Drain as the writers would, so queues stay short.
+                for o in &outboxes {
+                    o.take(&mut sink, usize::MAX);
+                }
+                sink.clear();
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, fanout);
+criterion_main!(benches);

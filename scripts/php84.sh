@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# PHP 8.4, what current Tsugi requires, next to the host's PHP 8.2: a Debian 13 root made
+# with debootstrap and cached outside the repository (rebuilt when missing), wrappers
+# that point ext-php-rs at its php8.4 and php-config8.4, and the extension built against
+# it in its own target directory.
+#
+#   scripts/php84.sh root          make (or reuse) the Debian 13 root; print its path
+#   scripts/php84.sh build         also build the extension (release, and a test-clock
+#                                  debug build for the known-answer vectors)
+#   scripts/php84.sh test          also run the PHPUnit suite on PHP 8.4 in the root
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$PWD
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/tsugi-notify
+root=$cache/php84-trixie
+target=$repo/target/php8.4
+wrappers=$cache/php84-bin
+[ "$(id -u)" -eq 0 ] && sudo=() || sudo=(sudo)
+
+make_root() {
+    if [ -x "$root/usr/bin/php8.4" ] && [ -x "$root/usr/bin/php-config8.4" ] && [ -e "$root/usr/bin/phpunit" ]; then
+        return
+    fi
+    command -v debootstrap >/dev/null || { "${sudo[@]}" apt-get update -qq; "${sudo[@]}" apt-get install -y -qq debootstrap >/dev/null; }
+    # The mirror this machine already uses for Debian's packages.
+    mirror=$(grep -rhoE '(http|https)://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v security | head -1)
+    [ -n "$mirror" ] || { echo "php84: no Debian mirror found in /etc/apt" >&2; exit 1; }
+    echo "php84: creating the Debian 13 root in $root (once; cached)"
+    "${sudo[@]}" rm -rf "$root"
+    mkdir -p "$cache"
+    "${sudo[@]}" debootstrap --variant=minbase \
+        --include=php8.4-cli,php8.4-dev,php8.4-xml,php8.4-mbstring,phpunit trixie "$root" "$mirror" >/dev/null
+}
+
+make_wrappers() {
+    mkdir -p "$wrappers"
+    cat > "$wrappers/php" <<TXT
+#!/bin/sh
+exec ${sudo[*]} chroot "$root" php8.4 "\$@"
+TXT
+    cat > "$wrappers/php-config" <<TXT
+#!/bin/sh
+${sudo[*]} chroot "$root" php-config8.4 "\$@" | sed -e "s|-I/usr/|-I$root/usr/|g"
+TXT
+    chmod +x "$wrappers/php" "$wrappers/php-config"
+}
+
+build() {
+    export PHP=$wrappers/php PHP_CONFIG=$wrappers/php-config CARGO_TARGET_DIR=$target
+    cargo build --release -p tsugi-websocket
+    cargo build -p tsugi-websocket --features test-clock
+}
+
+run_tests() {
+    # The suite runs inside the root: copy what it reads there.
+    work=$root/work/tsugi-notify
+    "${sudo[@]}" rm -rf "$work"
+    "${sudo[@]}" mkdir -p "$work/ext" "$work/tests"
+    "${sudo[@]}" cp -r php stubs composer.json "$work/"
+    "${sudo[@]}" cp -r tests/vectors "$work/tests/"
+    "${sudo[@]}" cp "$target/release/libtsugi_websocket.so" "$work/ext/release.so"
+    "${sudo[@]}" cp "$target/debug/libtsugi_websocket.so" "$work/ext/testclock.so"
+    in_root() { "${sudo[@]}" chroot "$root" env -i PATH=/usr/bin:/bin HOME=/tmp "$@"; }
+    in_root php8.4 -r 'echo "PHP ", PHP_VERSION, "\n";'
+    in_root sh -c "cd /work/tsugi-notify && TSUGI_MEMORY_CALLS=${TSUGI_MEMORY_CALLS:-1000000} \
+        php8.4 -d extension=/work/tsugi-notify/ext/release.so /usr/bin/phpunit -c php/phpunit11.xml --testsuite extension"
+    in_root sh -c "cd /work/tsugi-notify && TSUGI_WEBSOCKET_TEST_NOW=1767225600 \
+        php8.4 -d extension=/work/tsugi-notify/ext/testclock.so /usr/bin/phpunit -c php/phpunit11.xml --testsuite vectors"
+}
+
+case ${1:-test} in
+    root) make_root; echo "$root" ;;
+    build) make_root; make_wrappers; build ;;
+    test) make_root; make_wrappers; build; run_tests ;;
+    *) echo "usage: $0 root|build|test" >&2; exit 2 ;;
+esac
