@@ -23,8 +23,10 @@ make_root() {
     fi
     command -v debootstrap >/dev/null || { "${sudo[@]}" apt-get update -qq; "${sudo[@]}" apt-get install -y -qq debootstrap >/dev/null; }
     # The mirror this machine already uses for Debian's packages.
-    mirror=$(grep -rhoE '(http|https)://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
-        | grep -v security | head -1)
+    # (A live mirror before a snapshot archive, which may predate PHP 8.4 in Debian 13.)
+    mirrors=$(grep -rhoE '(http|https)://[^ ]*debian[^ ]*' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v security || true)
+    mirror=$( (echo "$mirrors" | grep -v snapshot; echo "$mirrors") | grep . | head -1 || true)
     [ -n "$mirror" ] || { echo "php84: no Debian mirror found in /etc/apt" >&2; exit 1; }
     echo "php84: creating the Debian 13 root in $root (once; cached)"
     "${sudo[@]}" rm -rf "$root"

@@ -16,13 +16,19 @@ fn fanout(c: &mut Criterion) {
     for members in [10usize, 1000] {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(usize::MAX, metrics.clone()));
-        let space = Plaintext::new("https://w", "1", None, None).unwrap().space();
+        let space = Plaintext::new("https://w", "1", None, None)
+            .unwrap()
+            .space();
         let mut outboxes = Vec::new();
         let mut memberships = Vec::new();
         for id in 0..members as u64 {
             let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
             outboxes.push(outbox.clone());
-            let m = Member { id, outbox, slow: CancellationToken::new() };
+            let m = Member {
+                id,
+                outbox,
+                slow: CancellationToken::new(),
+            };
             memberships.push(hub.join(space.clone(), Room::default(), m).unwrap());
         }
         let msg = Message::text("x".repeat(64));

@@ -390,7 +390,14 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
     // daemon keeps running, and serves again once clients leave (Ratchet stopped for good).
     let mut child = Command::new("prlimit")
         .args(["--nofile=128:128", "--", BIN])
-        .args(["--url", "ws://127.0.0.1:2021", "--bind", "127.0.0.1", "--proxyport", "0"])
+        .args([
+            "--url",
+            "ws://127.0.0.1:2021",
+            "--bind",
+            "127.0.0.1",
+            "--proxyport",
+            "0",
+        ])
         .args(["--metrics-bind", "off", "--secret", SECRET])
         .stderr(Stdio::piped())
         .spawn()
@@ -407,7 +414,11 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
             sink.lock().unwrap().push_str(&(line + "\n"));
         }
     });
-    let addr: SocketAddr = rx.recv_timeout(Duration::from_secs(10)).unwrap().parse().unwrap();
+    let addr: SocketAddr = rx
+        .recv_timeout(Duration::from_secs(10))
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut held = Vec::new();
     for i in 0..160 {
         let attempt = tokio::time::timeout(
@@ -420,7 +431,10 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
         }
     }
     assert!(held.len() < 128, "the limit bites: {} held", held.len());
-    assert!(child.try_wait().unwrap().is_none(), "the daemon is still running");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the daemon is still running"
+    );
     let log_now = log.lock().unwrap().clone();
     assert!(log_now.contains("out of resources"), "{log_now}");
     drop(held);
