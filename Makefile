@@ -16,7 +16,7 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+.PHONY: test-php84 deb-php84 test-phpize bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
         test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
         valgrind-php bench-php fuzz clean
 
@@ -97,11 +97,23 @@ deb: build
 test-deb: deb
 	scripts/test-deb.sh target/deb/tsugi-notify-php$$(php-config --version | cut -d. -f1,2)_*.deb
 
+# The whole PHPUnit suite on PHP 8.4 too (a Debian 13 root, cached in ~/.cache).
+test-php84:
+	scripts/php84.sh test
+
+# The Debian package for PHP 8.4 (target/deb/tsugi-notify-php8.4_*.deb), checked in the root.
+deb-php84: build
+	scripts/php84.sh deb
+
+# phpize && ./configure && make from a clean copy of the source (the path PIE takes).
+test-phpize:
+	scripts/test-phpize.sh
+
 test-fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins
 
 test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-node test-packaging \
-      test-deb test-fuzz-build
+      test-deb test-phpize test-php84 deb-php84 test-fuzz-build
 	@echo "make test: all checks passed"
 
 # The extension under valgrind with PHP's allocator off: the PHPUnit suite must have no

@@ -8,6 +8,8 @@
 #   scripts/php84.sh build         also build the extension (release, and a test-clock
 #                                  debug build for the known-answer vectors)
 #   scripts/php84.sh test          also run the PHPUnit suite on PHP 8.4 in the root
+#   scripts/php84.sh deb           build, then the Debian package for PHP 8.4 (installed
+#                                  and checked in the root, then purged)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$PWD
@@ -59,11 +61,16 @@ run_tests() {
     work=$root/work/tsugi-notify
     "${sudo[@]}" rm -rf "$work"
     "${sudo[@]}" mkdir -p "$work/ext" "$work/tests"
-    "${sudo[@]}" cp -r php stubs composer.json "$work/"
+    "${sudo[@]}" cp -r php stubs ext composer.json "$work/"
     "${sudo[@]}" cp -r tests/vectors "$work/tests/"
     "${sudo[@]}" cp "$target/release/libtsugi_websocket.so" "$work/ext/release.so"
     "${sudo[@]}" cp "$target/debug/libtsugi_websocket.so" "$work/ext/testclock.so"
     in_root() { "${sudo[@]}" chroot "$root" env -i PATH=/usr/bin:/bin HOME=/tmp "$@"; }
+    # The memory test reads /proc/self/status.
+    if ! mountpoint -q "$root/proc"; then
+        "${sudo[@]}" mount -t proc proc "$root/proc"
+        trap '"${sudo[@]}" umount "$root/proc" 2>/dev/null || true' EXIT
+    fi
     in_root php8.4 -r 'echo "PHP ", PHP_VERSION, "\n";'
     in_root sh -c "cd /work/tsugi-notify && TSUGI_MEMORY_CALLS=${TSUGI_MEMORY_CALLS:-1000000} \
         php8.4 -d extension=/work/tsugi-notify/ext/release.so /usr/bin/phpunit -c php/phpunit11.xml --testsuite extension"
@@ -71,8 +78,25 @@ run_tests() {
         php8.4 -d extension=/work/tsugi-notify/ext/testclock.so /usr/bin/phpunit -c php/phpunit11.xml --testsuite vectors"
 }
 
+# The Debian package for PHP 8.4, installed and checked inside the Debian 13 root.
+deb() {
+    deb=$(scripts/build-deb.sh "$target/release/libtsugi_websocket.so" "$wrappers/php-config" target/deb)
+    echo "$deb"
+    in_root() { "${sudo[@]}" chroot "$root" env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp "$@"; }
+    "${sudo[@]}" cp "$deb" "$root/tmp/"
+    in_root dpkg --purge "$(dpkg-deb -f "$deb" Package)" >/dev/null 2>&1 || true
+    in_root dpkg -i "/tmp/$(basename "$deb")" >/dev/null
+    if in_root php8.4 -m | grep -x tsugi_websocket >/dev/null; then
+        echo "deb-php8.4: 1 passed, 0 failed"
+    else
+        echo "deb-php8.4: 0 passed, 1 failed (php8.4 -m does not list tsugi_websocket)"; exit 1
+    fi
+    in_root dpkg --purge "$(dpkg-deb -f "$deb" Package)" >/dev/null
+}
+
 case ${1:-test} in
     root) make_root; echo "$root" ;;
+    deb) make_root; make_wrappers; build; deb ;;
     build) make_root; make_wrappers; build ;;
     test) make_root; make_wrappers; build; run_tests ;;
     *) echo "usage: $0 root|build|test" >&2; exit 2 ;;

@@ -16,8 +16,18 @@ final class StubsTest extends TestCase
 
     public function testComposerShipsTheStubsWithoutAutoloadingThem(): void
     {
-        $composer = json_decode(file_get_contents(__DIR__ . '/../../composer.json'), true);
+        $composer = json_decode(file_get_contents(__DIR__ . '/../../stubs/composer.json'), true);
+        $this->assertSame('tsugi/notify-stubs', $composer['name']);
         $this->assertArrayNotHasKey('autoload', $composer);
-        $this->assertContains('stubs/tsugi_websocket.stubs.php', $composer['extra']['stubs'] ?? []);
+        $this->assertContains('tsugi_websocket.stubs.php', $composer['extra']['stubs'] ?? []);
+        $this->assertFileExists(__DIR__ . '/../../stubs/' . $composer['extra']['phpstan']['includes'][0]);
+    }
+
+    public function testTheRootPackageDescribesTheExtensionForPie(): void
+    {
+        $composer = json_decode(file_get_contents(__DIR__ . '/../../composer.json'), true);
+        $this->assertSame('php-ext', $composer['type']);
+        $this->assertSame('tsugi_websocket', $composer['php-ext']['extension-name']);
+        $this->assertFileExists(__DIR__ . '/../../' . $composer['php-ext']['build-path'] . '/config.m4');
     }
 }
