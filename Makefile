@@ -16,7 +16,7 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: test-php84 deb-php84 test-phpize bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+.PHONY: soak test-php84 deb-php84 test-phpize bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
         test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
         valgrind-php bench-php fuzz clean
 
@@ -60,7 +60,9 @@ lint:
 # Rust unit and integration tests, the daemon's, and the cross-component tests in
 # tests/ (PHP with the built extension mints tokens; Node's ws is a second client).
 test-rust: ext node-deps
+	rm -rf target/tmp/daemon-logs
 	$(CARGO) test --workspace
+	scripts/check-logs.sh target/tmp/daemon-logs
 
 test-vectors:
 	$(PHP) tests/vectors/check.php
@@ -137,6 +139,12 @@ install-ext:
 bench: setup build
 	npm ci --prefix bench/node-ws --no-audit --no-fund --loglevel=error
 	python3 bench/run.py
+
+# 10,000 connections, steady traffic and churn, SOAK_SECONDS (default 600); RSS plot in
+# docs/soak.png.
+soak: setup build
+	@dpkg-query -W python3-matplotlib >/dev/null 2>&1 || scripts/setup-debian.sh soak
+	scripts/soak.sh
 
 bench-php: ext
 	$(PHP) -d extension=$(CURDIR)/$(EXT) php/bench/tokens.php | tee target/bench-php.txt

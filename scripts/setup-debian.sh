@@ -12,6 +12,10 @@ if [ "${1:-build}" = test ]; then
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi
 
+if [ "${1:-build}" = soak ]; then
+    want+=(python3-matplotlib)
+fi
+
 missing=()
 for p in "${want[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -8,6 +8,7 @@
 mod client;
 mod procfs;
 mod scenario;
+mod soak;
 
 use clap::{Args, Parser, Subcommand};
 
@@ -77,6 +78,28 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
     },
+    /// Hold N connections with steady traffic and churn for a while; sample server RSS.
+    Soak {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long, default_value_t = 10_000)]
+        connections: usize,
+        /// Seconds to run.
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        /// Messages per second in all (one stable sender per room of 10).
+        #[arg(long, default_value_t = 200.0)]
+        rate: f64,
+        /// Connections closed and reopened per second.
+        #[arg(long, default_value_t = 50)]
+        churn: usize,
+        /// Seconds between RSS samples.
+        #[arg(long, default_value_t = 10)]
+        sample_secs: u64,
+        /// CSV file for the samples (seconds, server RSS bytes, connections).
+        #[arg(long)]
+        csv: Option<std::path::PathBuf>,
+    },
     /// Connect N, disconnect all, R times: handshakes per second under churn.
     Churn {
         #[command(flatten)]
@@ -136,6 +159,28 @@ fn main() -> anyhow::Result<()> {
                 connections,
                 rounds,
             } => scenario::churn(&target, connections, rounds).await,
+            Command::Soak {
+                target,
+                connections,
+                seconds,
+                rate,
+                churn,
+                sample_secs,
+                csv,
+            } => {
+                crate::soak::run(
+                    &target,
+                    crate::soak::Soak {
+                        connections,
+                        seconds,
+                        rate,
+                        churn,
+                        sample_secs,
+                        csv,
+                    },
+                )
+                .await
+            }
         }
     })?;
     if let Some(report) = report {

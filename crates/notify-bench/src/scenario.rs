@@ -17,7 +17,7 @@ use crate::procfs;
 use crate::Target;
 
 /// Opens `n` connections, `concurrency` at a time; `spec(i)` gives space and room.
-async fn open_many(
+pub(crate) async fn open_many(
     target: &Target,
     n: usize,
     spec: impl Fn(usize) -> (String, String),
