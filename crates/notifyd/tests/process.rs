@@ -452,3 +452,65 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
+    raise_fd_limit();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let args = |p: u16| {
+        vec![
+            "--url".to_owned(), "ws://127.0.0.1:2021".into(), "--bind".into(), "127.0.0.1".into(),
+            "--proxyport".into(), p.to_string(), "--metrics-bind".into(), "off".into(),
+            "--secret".into(), SECRET.into(),
+        ]
+    };
+    let argv = args(port);
+    let d = Daemon::start_with(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let addr = d.addr;
+    let n = 500;
+    let reconnected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let reconnected = reconnected.clone();
+        let t = token(&format!("{}", i % 10), &format!("u{i}"));
+        tasks.push(tokio::spawn(async move {
+            let mut ws = connect(addr, &t, None).await;
+            // Read until the daemon dies, then reconnect with full-jitter backoff.
+            while recv_within(&mut ws, Duration::from_secs(60)).await.is_some() {}
+            let mut ceiling = 50u64;
+            loop {
+                let wait = rand::random::<u64>() % ceiling;
+                tokio::time::sleep(Duration::from_millis(wait)).await;
+                if let Ok((ws, _)) = tokio_tungstenite::connect_async(url(addr, &t, None)).await {
+                    reconnected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    return ws;
+                }
+                ceiling = (ceiling * 2).min(2000);
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    d.signal("KILL");
+    drop(d);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let d2 = Daemon::start_with(&argv.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut clients = Vec::new();
+    for t in tasks {
+        clients.push(tokio::time::timeout(Duration::from_secs(60), t).await.expect("reconnected").unwrap());
+    }
+    assert_eq!(reconnected.load(std::sync::atomic::Ordering::Relaxed), n);
+    // They all work: one message per link reaches the other 49 members.
+    for c in clients.iter_mut().take(10) {
+        c.send(Message::text("back")).await.unwrap();
+    }
+    let mut got = 0;
+    for c in clients.iter_mut().skip(10) {
+        if matches!(recv_within(c, Duration::from_secs(10)).await, Some(Message::Text(t)) if t == "back") {
+            got += 1;
+        }
+    }
+    assert_eq!(got, n - 10);
+    let rss = std::fs::read_to_string(format!("/proc/{}/status", d2.child.id())).unwrap();
+    let kb: u64 = rss.lines().find(|l| l.starts_with("VmRSS")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(kb < 64 * 1024, "daemon RSS {kb} kB after the reconnect storm");
+}
