@@ -77,6 +77,9 @@ enum Command {
         /// Messages per second per sender; 0 sends unpaced.
         #[arg(long, default_value_t = 0.0)]
         rate: f64,
+        /// Connect the senders to this server instead (another node: cross-node delivery).
+        #[arg(long)]
+        sender_addr: Option<std::net::SocketAddr>,
     },
     /// Hold N connections with steady traffic and churn for a while; sample server RSS.
     Soak {
@@ -140,6 +143,7 @@ fn main() -> anyhow::Result<()> {
                 messages,
                 size,
                 rate,
+                sender_addr,
             } => {
                 scenario::fanout(
                     &target,
@@ -150,6 +154,7 @@ fn main() -> anyhow::Result<()> {
                         messages,
                         size: size.max(48),
                         rate,
+                        sender_addr,
                     },
                 )
                 .await

@@ -182,6 +182,7 @@ pub struct Fanout {
     pub messages: usize,
     pub size: usize,
     pub rate: f64,
+    pub sender_addr: Option<std::net::SocketAddr>,
 }
 
 /// What one receiving connection saw.
@@ -299,11 +300,16 @@ pub async fn fanout(target: &Target, f: Fanout) -> anyhow::Result<Option<String>
         }
     };
     let t0 = Instant::now();
-    let conns = open_many(target, total, |i| {
+    let spec = |i: usize| {
         let r = room_of(i);
         (format!("bench{r}"), format!("r{r}"))
-    })
-    .await?;
+    };
+    let mut conns = open_many(target, subs_total, spec).await?;
+    let mut sender_target = target.clone();
+    if let Some(a) = f.sender_addr {
+        sender_target.addr = a;
+    }
+    conns.extend(open_many(&sender_target, r_n * s_n, |i| spec(subs_total + i)).await?);
     let connect_secs = t0.elapsed().as_secs_f64();
     eprintln!("fanout: {total} connections open in {connect_secs:.2} s");
     let base = Instant::now();
