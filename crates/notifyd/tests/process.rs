@@ -62,7 +62,20 @@ impl Daemon {
     }
 
     fn start_with(args: &[&str]) -> Daemon {
-        let mut child = Command::new(BIN)
+        Daemon::start_under(&[], args)
+    }
+
+    /// Starts the daemon through a wrapper command (e.g. `prlimit ... --`).
+    fn start_under(wrapper: &[&str], args: &[&str]) -> Daemon {
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(BIN);
+                c
+            }
+            None => Command::new(BIN),
+        };
+        let mut child = cmd
             .args(args)
             .env_remove("RUST_LOG")
             .stdout(Stdio::null())
@@ -394,37 +407,22 @@ async fn eleven_hundred_then_ten_thousand_concurrent_connections() {
 async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
     // The daemon under a hard limit of 128 open files: connections beyond it fail, the
     // daemon keeps running, and serves again once clients leave (Ratchet stopped for good).
-    let mut child = Command::new("prlimit")
-        .args(["--nofile=128:128", "--", BIN])
-        .args([
+    let d = Daemon::start_under(
+        &["prlimit", "--nofile=128:128", "--"],
+        &[
             "--url",
             "ws://127.0.0.1:2021",
             "--bind",
             "127.0.0.1",
             "--proxyport",
             "0",
-        ])
-        .args(["--metrics-bind", "off", "--secret", SECRET])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(a) = line.split("addr=").nth(1) {
-                let _ = tx.send(a.split_whitespace().next().unwrap().to_owned());
-            }
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let addr: SocketAddr = rx
-        .recv_timeout(Duration::from_secs(10))
-        .unwrap()
-        .parse()
-        .unwrap();
+            "--metrics-bind",
+            "off",
+            "--secret",
+            SECRET,
+        ],
+    );
+    let addr = d.addr;
     let mut held = Vec::new();
     for i in 0..160 {
         let attempt = tokio::time::timeout(
@@ -437,11 +435,12 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
         }
     }
     assert!(held.len() < 128, "the limit bites: {} held", held.len());
+    let mut d = d;
     assert!(
-        child.try_wait().unwrap().is_none(),
+        d.child.try_wait().unwrap().is_none(),
         "the daemon is still running"
     );
-    let log_now = log.lock().unwrap().clone();
+    let log_now = d.log.lock().unwrap().clone();
     assert!(log_now.contains("out of resources"), "{log_now}");
     drop(held);
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -449,19 +448,28 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
     let mut b = connect(addr, &token("9", "b"), None).await;
     a.send(Message::text("recovered")).await.unwrap();
     assert_eq!(recv(&mut b).await, Message::text("recovered"));
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
     raise_fd_limit();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let args = |p: u16| {
         vec![
-            "--url".to_owned(), "ws://127.0.0.1:2021".into(), "--bind".into(), "127.0.0.1".into(),
-            "--proxyport".into(), p.to_string(), "--metrics-bind".into(), "off".into(),
-            "--secret".into(), SECRET.into(),
+            "--url".to_owned(),
+            "ws://127.0.0.1:2021".into(),
+            "--bind".into(),
+            "127.0.0.1".into(),
+            "--proxyport".into(),
+            p.to_string(),
+            "--metrics-bind".into(),
+            "off".into(),
+            "--secret".into(),
+            SECRET.into(),
         ]
     };
     let argv = args(port);
@@ -476,7 +484,10 @@ async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
         tasks.push(tokio::spawn(async move {
             let mut ws = connect(addr, &t, None).await;
             // Read until the daemon dies, then reconnect with full-jitter backoff.
-            while recv_within(&mut ws, Duration::from_secs(60)).await.is_some() {}
+            while recv_within(&mut ws, Duration::from_secs(60))
+                .await
+                .is_some()
+            {}
             let mut ceiling = 50u64;
             loop {
                 let wait = rand::random::<u64>() % ceiling;
@@ -496,7 +507,12 @@ async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
     let d2 = Daemon::start_with(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     let mut clients = Vec::new();
     for t in tasks {
-        clients.push(tokio::time::timeout(Duration::from_secs(60), t).await.expect("reconnected").unwrap());
+        clients.push(
+            tokio::time::timeout(Duration::from_secs(60), t)
+                .await
+                .expect("reconnected")
+                .unwrap(),
+        );
     }
     assert_eq!(reconnected.load(std::sync::atomic::Ordering::Relaxed), n);
     // They all work: one message per link reaches the other 49 members.
@@ -505,12 +521,24 @@ async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
     }
     let mut got = 0;
     for c in clients.iter_mut().skip(10) {
-        if matches!(recv_within(c, Duration::from_secs(10)).await, Some(Message::Text(t)) if t == "back") {
+        if matches!(recv_within(c, Duration::from_secs(10)).await, Some(Message::Text(t)) if t == "back")
+        {
             got += 1;
         }
     }
     assert_eq!(got, n - 10);
     let rss = std::fs::read_to_string(format!("/proc/{}/status", d2.child.id())).unwrap();
-    let kb: u64 = rss.lines().find(|l| l.starts_with("VmRSS")).unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
-    assert!(kb < 64 * 1024, "daemon RSS {kb} kB after the reconnect storm");
+    let kb: u64 = rss
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        kb < 64 * 1024,
+        "daemon RSS {kb} kB after the reconnect storm"
+    );
 }
