@@ -285,10 +285,30 @@ async fn sigterm_closes_every_client_with_1001_and_exits_within_5_s() {
     for i in 0..100 {
         clients.push(connect(d.addr, &token(&format!("{}", i % 5), "u"), None).await);
     }
+    // Under load: ten more clients send a message every millisecond until the server
+    // closes them (paced so that the idle receivers' queues cannot fill before SIGTERM).
+    let mut senders = Vec::new();
+    for i in 0..10 {
+        let mut ws = connect(d.addr, &token(&format!("{}", i % 5), "s"), None).await;
+        senders.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while ws.send(Message::text(format!("load {n}"))).await.is_ok() {
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            close_code(&mut ws).await
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     d.signal("TERM");
     let codes = futures_util::future::join_all(clients.iter_mut().map(close_code)).await;
     assert!(codes.iter().all(|c| *c == Some(1001)), "{codes:?}");
+    for s in senders {
+        // A sender learns of the close through its failed send; 1001 or a gone socket.
+        let code = s.await.unwrap();
+        assert!(matches!(code, Some(1001) | None), "{code:?}");
+    }
     let status = tokio::task::spawn_blocking(move || {
         let s = d.wait_exit(Duration::from_secs(5));
         (s, d)
