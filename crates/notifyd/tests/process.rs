@@ -40,25 +40,25 @@ struct Daemon {
     log: Arc<Mutex<String>>,
 }
 
+/// A daemon on loopback, any free port, no metrics listener, the tests' secret.
+const LOOPBACK: [&str; 10] = [
+    "--url",
+    "ws://127.0.0.1:2021",
+    "--bind",
+    "127.0.0.1",
+    "--proxyport",
+    "0",
+    "--metrics-bind",
+    "off",
+    "--secret",
+    SECRET,
+];
+
 impl Daemon {
+    /// On loopback with the rate limit lifted, plus `extra`.
     fn start(extra: &[&str]) -> Daemon {
-        let base = [
-            "--url",
-            "ws://127.0.0.1:2021",
-            "--bind",
-            "127.0.0.1",
-            "--proxyport",
-            "0",
-            "--metrics-bind",
-            "off",
-            "--secret",
-            SECRET,
-            "--messages-per-second",
-            "100000",
-            "--burst",
-            "100000",
-        ];
-        Daemon::start_with(&[&base[..], extra].concat())
+        let unlimited = ["--messages-per-second", "100000", "--burst", "100000"];
+        Daemon::start_with(&[&LOOPBACK[..], &unlimited, extra].concat())
     }
 
     fn start_with(args: &[&str]) -> Daemon {
@@ -427,21 +427,7 @@ async fn eleven_hundred_then_ten_thousand_concurrent_connections() {
 async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
     // The daemon under a hard limit of 128 open files: connections beyond it fail, the
     // daemon keeps running, and serves again once clients leave (Ratchet stopped for good).
-    let d = Daemon::start_under(
-        &["prlimit", "--nofile=128:128", "--"],
-        &[
-            "--url",
-            "ws://127.0.0.1:2021",
-            "--bind",
-            "127.0.0.1",
-            "--proxyport",
-            "0",
-            "--metrics-bind",
-            "off",
-            "--secret",
-            SECRET,
-        ],
-    );
+    let d = Daemon::start_under(&["prlimit", "--nofile=128:128", "--"], &LOOPBACK);
     let addr = d.addr;
     let mut held = Vec::new();
     for i in 0..160 {
