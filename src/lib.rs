@@ -95,57 +95,70 @@ fn keyring(cfg: &Zval) -> Option<Keyring> {
 }
 
 /// Which `$CFG` settings a method needs: each reads only those.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Need {
-    /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`: url, secret, proxyport.
-    Endpoint,
-    /// `getToken()`: secret, TTL, token format.
-    Mint,
-    /// `decodeToken()`: secret, legacy switch.
-    Verify,
-    /// `publish()`: url, secret, proxyport.
-    Publish,
+#[derive(Clone, Copy)]
+struct Need {
+    /// `websocket_url` and `websocket_proxyport`.
+    endpoint: bool,
+    /// `websocket_token_ttl` and `websocket_token_format`.
+    mint: bool,
+    /// `websocket_accept_legacy`.
+    verify: bool,
 }
 
-/// What `$CFG` says about notifications, as far as `need` goes; "not enabled" when
-/// `$CFG` is missing.
-fn site(need: Need) -> Site<PhpClock> {
+impl Need {
+    /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`, `publish()`.
+    const ENDPOINT: Need = Need {
+        endpoint: true,
+        mint: false,
+        verify: false,
+    };
+    /// `getToken()`, `getPublishToken()`.
+    const MINT: Need = Need {
+        endpoint: false,
+        mint: true,
+        verify: false,
+    };
+    /// `decodeToken()`.
+    const VERIFY: Need = Need {
+        endpoint: false,
+        mint: false,
+        verify: true,
+    };
+    /// `php --ri`.
+    const ALL: Need = Need {
+        endpoint: true,
+        mint: true,
+        verify: true,
+    };
+}
+
+/// `$CFG` (when it is an object) and what it says about notifications, as far as
+/// `need` goes (the secret always); "not enabled" when `$CFG` is missing.
+fn site(need: Need) -> (Option<Zval>, Site<PhpClock>) {
     let Some(cfg) = php::global_cfg() else {
-        return Site::new(None, None).with_clock(PhpClock);
+        return (None, Site::new(None, None).with_clock(PhpClock));
     };
     let int = |name: &str| php::property(&cfg, name).and_then(|v| php::int_like(&v));
-    let url = if matches!(need, Need::Endpoint | Need::Publish) {
-        php::property(&cfg, "websocket_url")
-    } else {
-        None
-    };
-    let site =
+    let url = need
+        .endpoint
+        .then(|| php::property(&cfg, "websocket_url"))
+        .flatten();
+    let mut site =
         Site::new(url.as_ref().and_then(php::non_empty_str), keyring(&cfg)).with_clock(PhpClock);
-    match need {
-        Need::Endpoint | Need::Publish => site.with_proxyport(int("websocket_proxyport")),
-        Need::Mint => site.with_ttl(int("websocket_token_ttl")).with_token_format(
-            php::property(&cfg, "websocket_token_format")
-                .as_ref()
-                .and_then(Zval::str),
-        ),
-        Need::Verify => site.with_accept_legacy(
-            !php::property(&cfg, "websocket_accept_legacy").is_some_and(|v| v.is_false()),
-        ),
+    if need.endpoint {
+        site = site.with_proxyport(int("websocket_proxyport"));
     }
-}
-
-/// Every setting, for `php --ri`.
-fn full_site() -> Site<PhpClock> {
-    let endpoint = site(Need::Endpoint);
-    let mint = site(Need::Mint);
-    let verify = site(Need::Verify);
-    endpoint
-        .with_ttl(Some(i64::try_from(mint.ttl()).unwrap_or(i64::MAX)))
-        .with_token_format(match mint.mint_format() {
-            Format::Legacy => Some("legacy"),
-            _ => None,
-        })
-        .with_accept_legacy(verify.accepts_legacy())
+    if need.mint {
+        let format = php::property(&cfg, "websocket_token_format");
+        site = site
+            .with_ttl(int("websocket_token_ttl"))
+            .with_token_format(format.as_ref().and_then(Zval::str));
+    }
+    if need.verify {
+        let accept = php::property(&cfg, "websocket_accept_legacy");
+        site = site.with_accept_legacy(!accept.is_some_and(|v| v.is_false()));
+    }
+    (Some(cfg), site)
 }
 
 /// `$launch->link->id` etc. `Ok(None)` when not set; `Err` when set to something that
@@ -158,12 +171,11 @@ fn launch_id(launch: &Zval, part: &str) -> Result<Option<String>, ()> {
 }
 
 /// The plaintext of a launch, from `$CFG->wwwroot` and the launch's ids.
-fn plaintext(launch: &Zval) -> Option<Plaintext> {
+fn plaintext(cfg: Option<&Zval>, launch: &Zval) -> Option<Plaintext> {
     let link = launch_id(launch, "link").ok()??;
     let context = launch_id(launch, "context").ok()?;
     let user = launch_id(launch, "user").ok()?;
-    let cfg = php::global_cfg()?;
-    let wwwroot = php::property(&cfg, "wwwroot")?;
+    let wwwroot = php::property(cfg?, "wwwroot")?;
     Plaintext::new(
         php::non_empty_str(&wwwroot)?,
         &link,
@@ -189,23 +201,23 @@ impl WebSocket {
     /// Whether this server is configured for notifications: `websocket_url` has a host
     /// and a port (ws: 80, wss: 443 when absent) and `websocket_secret` is non-empty.
     pub fn enabled() -> bool {
-        guard(false, || site(Need::Endpoint).enabled())
+        guard(false, || site(Need::ENDPOINT).1.enabled())
     }
 
     /// The port of the configured socket server, or null when not enabled.
     pub fn get_port() -> Option<i64> {
-        guard(None, || site(Need::Endpoint).port().map(i64::from))
+        guard(None, || site(Need::ENDPOINT).1.port().map(i64::from))
     }
 
     /// The port the socket server listens on behind a proxy (`websocket_proxyport`),
     /// or null when not enabled or not set.
     pub fn get_proxy_port() -> Option<i64> {
-        guard(None, || site(Need::Endpoint).proxyport().map(i64::from))
+        guard(None, || site(Need::ENDPOINT).1.proxyport().map(i64::from))
     }
 
     /// The host of the configured socket server, or null when not enabled.
     pub fn get_host() -> Option<String> {
-        guard(None, || site(Need::Endpoint).host().map(str::to_owned))
+        guard(None, || site(Need::ENDPOINT).1.host().map(str::to_owned))
     }
 
     /// The plaintext token of a launch: `WWWROOT::LINK::CONTEXT::USER`.
@@ -214,7 +226,12 @@ impl WebSocket {
     /// @return string|false The plaintext, or false if no token can be made
     pub fn make_token(launch: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            string_or_false(plaintext(launch).as_ref().map(Plaintext::as_str))
+            let cfg = php::global_cfg();
+            string_or_false(
+                plaintext(cfg.as_ref(), launch)
+                    .as_ref()
+                    .map(Plaintext::as_str),
+            )
         })
     }
 
@@ -224,11 +241,11 @@ impl WebSocket {
     /// @return string|false The token, or false without a secret or a link id
     pub fn get_token(launch: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            let site = site(Need::Mint);
+            let (cfg, site) = site(Need::MINT);
             if !site.has_secret() {
                 return string_or_false(None);
             }
-            let token = plaintext(launch).and_then(|p| site.mint_browser(&p).ok());
+            let token = plaintext(cfg.as_ref(), launch).and_then(|p| site.mint_browser(&p).ok());
             string_or_false(token.as_deref())
         })
     }
@@ -240,8 +257,8 @@ impl WebSocket {
     /// @return string|false The token, or false without a secret or a link id
     pub fn get_publish_token(launch: &Zval) -> Zval {
         guard(string_or_false(None), || {
-            let site = site(Need::Mint);
-            let token = plaintext(launch).and_then(|p| site.mint_publish(&p).ok());
+            let (cfg, site) = site(Need::MINT);
+            let token = plaintext(cfg.as_ref(), launch).and_then(|p| site.mint_publish(&p).ok());
             string_or_false(token.as_deref())
         })
     }
@@ -256,8 +273,8 @@ impl WebSocket {
     ///   daemon is down or refused it
     pub fn publish(launch: &Zval, room: &str, message: &str) -> bool {
         guard(false, || {
-            let site = site(Need::Publish);
-            let (Some(url), Some(p)) = (site.publish_url(), plaintext(launch)) else {
+            let (cfg, site) = site(Need::ENDPOINT);
+            let (Some(url), Some(p)) = (site.publish_url(), plaintext(cfg.as_ref(), launch)) else {
                 return false;
             };
             let Ok(token) = site.mint_publish(&p) else {
@@ -279,7 +296,7 @@ impl WebSocket {
         guard(string_or_false(None), || {
             let verified = token
                 .str()
-                .and_then(|t| site(Need::Verify).verify(t, Scope::Browser).ok());
+                .and_then(|t| site(Need::VERIFY).1.verify(t, Scope::Browser).ok());
             string_or_false(verified.as_ref().map(|v| v.plaintext.as_str()))
         })
     }
@@ -299,7 +316,7 @@ impl WebSocket {
 /// `php --ri tsugi_websocket` and `phpinfo()`: never shows a secret.
 pub extern "C" fn module_info(_module: *mut ModuleEntry) {
     let rows = guard(Vec::new(), || {
-        let site = full_site();
+        let (_, site) = site(Need::ALL);
         let yes_no = |b: bool| if b { "yes" } else { "no" };
         vec![
             ("version", env!("CARGO_PKG_VERSION").to_owned()),
