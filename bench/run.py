@@ -110,8 +110,6 @@ def write(r, held):
         for p in ("p50", "p99"):
             a, b = get(key, "tsugi-notifyd", "latency_us", p), get(key, "node-ws", "latency_us", p)
             row(title, f"latency {p}", a and a / 1000, b and b / 1000, " ms", 1, better="low")
-        for k in ("tsugi-notifyd", "node-ws"):
-            pass
         lost = [get(key, k, f) for k in ("tsugi-notifyd", "node-ws") for f in ("loss", "duplicates", "leaks", "echoes")]
         lines.append(f"| {title} | loss / dup / leak / echo | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | {lost[4]} / {lost[5]} / {lost[6]} / {lost[7]} | |")
         row(title, "client CPU share", get(key, "tsugi-notifyd", "client_cpu_share"), get(key, "node-ws", "client_cpu_share"), "", 2)

@@ -36,7 +36,7 @@ mod v1;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, Rejection, Result};
 pub use model::{Plaintext, Room, Space, MAX_ROOM_BYTES};
-pub use secret::{Keyring, Secret};
+pub use secret::Keyring;
 pub use site::{publish_body, Site, PUBLISH_TTL_SECS};
 pub use token::{Format, Scope, Tokens, Verified, DEFAULT_TTL_SECS, LEEWAY_SECS, MAX_TOKEN_BYTES};
 pub use url::WebsocketUrl;

@@ -1,4 +1,4 @@
-//! Secrets and the keyed MAC state derived from them.
+//! Secrets, kept only as the keyed MAC state derived from them (never printed).
 
 use std::fmt;
 use std::sync::Arc;
@@ -9,42 +9,6 @@ use sha2::{Digest, Sha256};
 use crate::error::{Error, Result};
 
 pub(crate) type HmacSha256 = Hmac<Sha256>;
-
-/// A shared secret (`$CFG->websocket_secret`), used as raw bytes.
-///
-/// Its `Debug` prints `MASKED`, so a secret cannot leak into a log through a
-/// `{:?}` of a configuration struct.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(Vec<u8>);
-
-impl Secret {
-    /// Wraps secret bytes.
-    pub fn new(bytes: impl Into<Vec<u8>>) -> Self {
-        Secret(bytes.into())
-    }
-
-    /// The secret's bytes. Handle with care: never log them.
-    pub fn expose(&self) -> &[u8] {
-        &self.0
-    }
-
-    /// True when the secret has no bytes (which no keyring accepts).
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(MASKED)")
-    }
-}
-
-impl AsRef<[u8]> for Secret {
-    fn as_ref(&self) -> &[u8] {
-        &self.0
-    }
-}
 
 /// The MAC state of one secret, keyed once and cloned for each use.
 #[derive(Clone)]
@@ -129,8 +93,6 @@ mod tests {
 
     #[test]
     fn debug_never_shows_secret_bytes() {
-        let s = Secret::new("hunter2");
-        assert_eq!(format!("{s:?}"), "Secret(MASKED)");
         let k = Keyring::new(["hunter2", "older"]).unwrap();
         let shown = format!("{k:?}");
         assert!(

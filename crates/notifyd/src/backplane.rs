@@ -144,11 +144,6 @@ impl Backplane {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// This node's id in envelopes.
-    pub fn node(&self) -> u64 {
-        self.node
-    }
-
     /// Sends a message to the other nodes (never waits; dropped and counted when the
     /// queue to Redis is full or Redis is down).
     pub fn publish(&self, space: &Space, room: &Room, conn: ConnId, message: &Message) {

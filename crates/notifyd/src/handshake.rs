@@ -1,7 +1,6 @@
 //! The HTTP side of a connection: read one request within bounds, route it, and either
 //! answer it (`/healthz`, refusals) or accept the WebSocket upgrade on `/notify`.
 
-use std::borrow::Cow;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -153,7 +152,7 @@ pub struct NotifyQuery {
 /// Parses the query of `/notify`. Unknown parameters are ignored; a repeated `token`
 /// or `room`, a bad escape, or too many parameters is a bad request.
 pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
-    let mut token: Option<Cow<'_, str>> = None;
+    let mut token: Option<String> = None;
     let mut room: Option<String> = None;
     let query = query.unwrap_or("");
     for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
@@ -167,9 +166,7 @@ pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
                     return Err(Refusal::BadRequest);
                 }
                 let raw = percent_decode(value).ok_or(Refusal::BadRequest)?;
-                token = Some(Cow::Owned(
-                    String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?,
-                ));
+                token = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
             }
             "room" => {
                 if room.is_some() {
@@ -185,7 +182,7 @@ pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
         }
     }
     Ok(NotifyQuery {
-        token: token.map(Cow::into_owned).unwrap_or_default(),
+        token: token.unwrap_or_default(),
         room: Room::new(room.as_deref().unwrap_or("")).map_err(|_| Refusal::RoomTooLong)?,
     })
 }

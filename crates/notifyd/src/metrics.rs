@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
-/// Why a handshake was refused.
+/// Why a handshake was refused. (Its discriminant indexes the counters; `ALL` lists
+/// the variants in discriminant order.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refusal {
     /// 403: missing, bad or expired token.
@@ -73,7 +74,8 @@ pub enum Drop {
     SlowConsumer,
 }
 
-/// Why the server closed a connection.
+/// Why the server closed a connection. (Its discriminant indexes the counters; `ALL`
+/// lists the variants in discriminant order.)
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Close {
     /// 1001: shutting down.
@@ -146,10 +148,6 @@ impl Metrics {
     pub fn connections(&self, delta: i64) {
         self.connections.fetch_add(delta, Relaxed);
     }
-    /// Open connections now.
-    pub fn open_connections(&self) -> i64 {
-        self.connections.load(Relaxed)
-    }
     /// A space gained its first (+1) or lost its last (-1) member.
     pub fn spaces(&self, delta: i64) {
         self.spaces.fetch_add(delta, Relaxed);
@@ -164,13 +162,11 @@ impl Metrics {
     }
     /// A handshake was refused.
     pub fn refused(&self, why: Refusal) {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.refused[i].fetch_add(1, Relaxed);
+        self.refused[why as usize].fetch_add(1, Relaxed);
     }
     /// How many handshakes were refused for this reason.
     pub fn refused_count(&self, why: Refusal) -> u64 {
-        let i = Refusal::ALL.iter().position(|r| *r == why).unwrap_or(0);
-        self.refused[i].load(Relaxed)
+        self.refused[why as usize].load(Relaxed)
     }
     /// Which token check failed (the code of `Rejection`; never any token content).
     pub fn token_rejected(&self, code: &'static str) {
@@ -198,13 +194,11 @@ impl Metrics {
     }
     /// The server closed a connection.
     pub fn closed(&self, why: Close) {
-        let i = Close::ALL.iter().position(|c| *c == why).unwrap_or(0);
-        self.closes[i].fetch_add(1, Relaxed);
+        self.closes[why as usize].fetch_add(1, Relaxed);
     }
     /// How many connections were closed for this reason.
     pub fn closed_count(&self, why: Close) -> u64 {
-        let i = Close::ALL.iter().position(|c| *c == why).unwrap_or(0);
-        self.closes[i].load(Relaxed)
+        self.closes[why as usize].load(Relaxed)
     }
     /// `accept()` failed (e.g. out of file descriptors).
     pub fn accept_error(&self) {
@@ -241,15 +235,6 @@ impl Metrics {
     /// The connection to Redis was lost.
     pub fn backplane_reconnect(&self) {
         self.backplane_reconnects.fetch_add(1, Relaxed);
-    }
-
-    /// Messages received from clients so far.
-    pub fn received_count(&self) -> u64 {
-        self.received.load(Relaxed)
-    }
-    /// Deliveries queued so far.
-    pub fn delivered_count(&self) -> u64 {
-        self.delivered.load(Relaxed)
     }
 
     /// Prometheus text exposition format.
@@ -377,5 +362,20 @@ impl Metrics {
             &counter(&self.accept_errors),
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variant_lists_follow_discriminants() {
+        for (i, r) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(*r as usize, i);
+        }
+        for (i, c) in Close::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i);
+        }
     }
 }
