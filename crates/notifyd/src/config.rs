@@ -354,6 +354,19 @@ fn read_secret_file(path: &Path) -> Result<Vec<String>, Error> {
         .collect())
 }
 
+/// A count or duration that must be at least 1; `default` when not given.
+fn at_least_one<T: Copy + Default + PartialEq>(
+    name: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, Error> {
+    match value {
+        Some(v) if v == T::default() => Err(Error::Setting(format!("{name} must be at least 1"))),
+        Some(v) => Ok(v),
+        None => Ok(default),
+    }
+}
+
 fn validate(raw: Raw, dev: bool) -> Result<Config, Error> {
     let setting = |m: String| Error::Setting(m);
     let url_text = raw
@@ -383,60 +396,44 @@ fn validate(raw: Raw, dev: bool) -> Result<Config, Error> {
     let bind = raw.bind.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
     let port = raw.proxyport.unwrap_or_else(|| url.port());
     let d = Limits::default();
-    let positive = |name: &str, v: Option<u64>, default: u64| -> Result<u64, Error> {
-        match v {
-            Some(0) => Err(setting(format!("{name} must be at least 1"))),
-            Some(n) => Ok(n),
-            None => Ok(default),
-        }
+    let secs = |name: &str, v: Option<u64>, default: Duration| {
+        at_least_one(name, v, default.as_secs()).map(Duration::from_secs)
     };
     let limits = Limits {
-        max_message_bytes: positive(
+        max_message_bytes: at_least_one(
             "max_message_bytes",
-            raw.max_message_bytes.map(|v| v as u64),
-            d.max_message_bytes as u64,
-        )? as usize,
-        messages_per_second: positive(
+            raw.max_message_bytes,
+            d.max_message_bytes,
+        )?,
+        messages_per_second: at_least_one(
             "messages_per_second",
-            raw.messages_per_second.map(u64::from),
-            u64::from(d.messages_per_second),
-        )? as u32,
-        burst: positive("burst", raw.burst.map(u64::from), u64::from(d.burst))? as u32,
-        max_connections: positive(
-            "max_connections",
-            raw.max_connections.map(|v| v as u64),
-            d.max_connections as u64,
-        )? as usize,
-        max_connections_per_space: positive(
+            raw.messages_per_second,
+            d.messages_per_second,
+        )?,
+        burst: at_least_one("burst", raw.burst, d.burst)?,
+        max_connections: at_least_one("max_connections", raw.max_connections, d.max_connections)?,
+        max_connections_per_space: at_least_one(
             "max_connections_per_space",
-            raw.max_connections_per_space.map(|v| v as u64),
-            d.max_connections_per_space as u64,
-        )? as usize,
-        handshake_timeout: Duration::from_secs(positive(
+            raw.max_connections_per_space,
+            d.max_connections_per_space,
+        )?,
+        handshake_timeout: secs(
             "handshake_timeout_secs",
             raw.handshake_timeout_secs,
-            d.handshake_timeout.as_secs(),
-        )?),
-        idle_timeout: Duration::from_secs(positive(
-            "idle_timeout_secs",
-            raw.idle_timeout_secs,
-            d.idle_timeout.as_secs(),
-        )?),
-        ping_interval: Duration::from_secs(positive(
+            d.handshake_timeout,
+        )?,
+        idle_timeout: secs("idle_timeout_secs", raw.idle_timeout_secs, d.idle_timeout)?,
+        ping_interval: secs(
             "ping_interval_secs",
             raw.ping_interval_secs,
-            d.ping_interval.as_secs(),
-        )?),
-        outbound_queue: positive(
-            "outbound_queue",
-            raw.outbound_queue.map(|v| v as u64),
-            d.outbound_queue as u64,
-        )? as usize,
-        outbound_queue_bytes: positive(
+            d.ping_interval,
+        )?,
+        outbound_queue: at_least_one("outbound_queue", raw.outbound_queue, d.outbound_queue)?,
+        outbound_queue_bytes: at_least_one(
             "outbound_queue_bytes",
-            raw.outbound_queue_bytes.map(|v| v as u64),
-            d.outbound_queue_bytes as u64,
-        )? as usize,
+            raw.outbound_queue_bytes,
+            d.outbound_queue_bytes,
+        )?,
     };
     if limits.max_message_bytes > 16 * 1024 * 1024 {
         return Err(setting("max_message_bytes may be at most 16 MiB".into()));
