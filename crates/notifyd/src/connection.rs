@@ -109,8 +109,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 biased;
                 why = &mut stop => return End::Server(why),
                 () = self.outbox.ready() => {
-                    if let Some(end) = self.write_queued().await {
-                        return end;
+                    // The same stop future bounds the write: a reader too slow to take
+                    // it is closed when the hub marks it slow.
+                    tokio::select! {
+                        biased;
+                        why = &mut stop => return End::Server(why),
+                        written = write_queued(&mut self.ws, &self.outbox) => {
+                            if written.is_err() {
+                                return End::Client;
+                            }
+                        }
                     }
                 }
                 incoming = self.ws.next() => {
@@ -161,29 +169,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         }
     }
 
-    /// Writes what is queued, a batch at a time, each batch with one flush. A client
-    /// too slow to take it is closed when the hub marks it slow.
-    async fn write_queued(&mut self) -> Option<End> {
-        let ws = &mut self.ws;
-        let outbox = &self.outbox;
-        let write = async {
-            let mut batch = Vec::new();
-            while outbox.take(&mut batch, WRITE_BATCH) > 0 {
-                for m in batch.drain(..) {
-                    ws.feed(m).await?;
-                }
-                ws.flush().await?;
-            }
-            Ok::<_, WsError>(())
-        };
-        tokio::select! {
-            biased;
-            () = self.shutdown.cancelled() => Some(End::Server(Close::GoingAway)),
-            () = self.slow.cancelled() => Some(End::Server(Close::SlowConsumer)),
-            r = write => r.err().map(|_| End::Client),
-        }
-    }
-
     fn read_error(e: WsError) -> End {
         match e {
             WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
@@ -198,4 +183,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             _ => End::Client,
         }
     }
+}
+
+/// Writes what is queued, a batch at a time, each batch with one flush.
+async fn write_queued<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut WebSocketStream<S>,
+    outbox: &Outbox,
+) -> Result<(), WsError> {
+    let mut batch = Vec::new();
+    while outbox.take(&mut batch, WRITE_BATCH) > 0 {
+        for m in batch.drain(..) {
+            ws.feed(m).await?;
+        }
+        ws.flush().await?;
+    }
+    Ok(())
 }
