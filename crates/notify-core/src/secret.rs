@@ -19,7 +19,14 @@ pub(crate) struct Key {
     pub(crate) legacy_key: [u8; 32],
     /// HMAC-SHA256 keyed with `legacy_key`: legacy MACs.
     pub(crate) legacy_mac: HmacSha256,
+    /// HMAC-SHA256 keyed with HMAC-SHA256(secret, [`BACKPLANE_KEY_LABEL`]): messages
+    /// between daemons. A key of its own, so that no backplane MAC can ever stand for
+    /// a token signature or the other way round.
+    pub(crate) backplane: HmacSha256,
 }
+
+/// What the backplane key is derived under.
+pub(crate) const BACKPLANE_KEY_LABEL: &[u8] = b"tsugi-notify backplane envelope v1";
 
 impl Key {
     fn new(secret: &[u8]) -> Result<Self> {
@@ -27,10 +34,17 @@ impl Key {
             return Err(Error::NoSecret);
         }
         let legacy_key: [u8; 32] = Sha256::digest(secret).into();
+        let v1 = HmacSha256::new_from_slice(secret).map_err(|_| Error::NoSecret)?;
+        let derived = v1
+            .clone()
+            .chain_update(BACKPLANE_KEY_LABEL)
+            .finalize()
+            .into_bytes();
         Ok(Key {
-            v1: HmacSha256::new_from_slice(secret).map_err(|_| Error::NoSecret)?,
+            v1,
             legacy_key,
             legacy_mac: HmacSha256::new_from_slice(&legacy_key).map_err(|_| Error::NoSecret)?,
+            backplane: HmacSha256::new_from_slice(&derived).map_err(|_| Error::NoSecret)?,
         })
     }
 }
@@ -79,6 +93,26 @@ impl Keyring {
     pub(crate) fn keys(&self) -> &[Key] {
         &self.keys
     }
+
+    /// The backplane MAC of `parts` (concatenated) under the first secret's derived key.
+    pub fn sign_backplane(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = self.minting().backplane.clone();
+        for p in parts {
+            mac.update(p);
+        }
+        mac.finalize().into_bytes().into()
+    }
+
+    /// Whether `tag` is the backplane MAC of `parts` under any secret (constant time).
+    pub fn verify_backplane(&self, parts: &[&[u8]], tag: &[u8]) -> bool {
+        self.keys.iter().any(|k| {
+            let mut mac = k.backplane.clone();
+            for p in parts {
+                mac.update(p);
+            }
+            mac.verify_slice(tag).is_ok()
+        })
+    }
 }
 
 impl fmt::Debug for Keyring {
@@ -99,6 +133,26 @@ mod tests {
             !shown.contains("hunter2") && !shown.contains("older"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn backplane_macs_rotate_and_differ_from_token_macs() {
+        let old = Keyring::new(["old"]).unwrap();
+        let both = Keyring::new(["new", "old"]).unwrap();
+        let tag = old.sign_backplane(&[b"chan", b"body"]);
+        assert!(both.verify_backplane(&[b"chan", b"body"], &tag));
+        assert!(!both.verify_backplane(&[b"chan", b"bodz"], &tag));
+        assert!(!Keyring::new(["new"])
+            .unwrap()
+            .verify_backplane(&[b"chan", b"body"], &tag));
+        let v1: [u8; 32] = HmacSha256::new_from_slice(b"old")
+            .unwrap()
+            .chain_update(b"chanbody")
+            .finalize()
+            .into_bytes()
+            .into();
+        assert_ne!(v1, tag, "a key of its own");
+        assert!(!both.verify_backplane(&[b"chan", b"body"], &tag[..31]));
     }
 
     #[test]

@@ -7,13 +7,20 @@
 //! gets a message exactly once. While Redis is away, local delivery goes on; the node
 //! reconnects with capped exponential backoff and jitter, resubscribes, and reports the
 //! backplane down in `/healthz` and the metrics meanwhile.
+//!
+//! Redis is not trusted: anyone who can `PUBLISH` on it (a Redis shared with other
+//! software) could otherwise write into any room. Every envelope carries an HMAC under
+//! a key derived from the site's secret, over its channel and its bytes, so it cannot
+//! be forged, moved to another space, or altered; it carries its node's sequence number
+//! and time, so a recorded one cannot be played again; and one larger than a message
+//! may be is refused before anything else is done with it. Each refusal is counted.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -22,15 +29,23 @@ use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
-use tsugi_notify_core::{Room, Space};
+use tsugi_notify_core::{Keyring, Room, Space, MAX_ROOM_BYTES};
 
+use crate::config::Redis;
 use crate::hub::{ConnId, Hub};
-use crate::metrics::Metrics;
+use crate::metrics::{Envelope as Refused, Metrics};
 
 /// Channel name prefix; the rest is the space.
 const CHANNEL_PREFIX: &str = "tsugi-notify:";
-/// Envelope format version.
-const VERSION: u8 = 1;
+/// Envelope format version (2: authenticated).
+const VERSION: u8 = 2;
+/// Bytes before the room: version, node, sequence, time, connection, opcode, room length.
+const HEADER: usize = 1 + 8 + 8 + 8 + 8 + 1 + 2;
+/// The MAC at the end.
+const TAG: usize = 32;
+/// How far an envelope's time may be from this node's clock (recording window, and the
+/// clock difference between nodes that is tolerated).
+const WINDOW: Duration = Duration::from_secs(60);
 /// Messages waiting to be published; more are dropped (and counted) while Redis is slow.
 const PUBLISH_QUEUE: usize = 8192;
 /// Time allowed for one Redis operation.
@@ -46,6 +61,10 @@ const PING_EVERY: Duration = Duration::from_secs(2);
 pub struct Envelope {
     /// The node it came from.
     pub node: u64,
+    /// Its place in the node's sequence (strictly rising per node).
+    pub seq: u64,
+    /// When it was sent, in Unix milliseconds.
+    pub sent_ms: u64,
     /// The connection it came from (0 for the publish API).
     pub conn: ConnId,
     /// The room.
@@ -55,7 +74,13 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// `[version][node u64][conn u64][opcode][room len u16][room][payload]`, big-endian.
+    /// The largest envelope for messages of at most `max_message_bytes`.
+    pub fn max_len(max_message_bytes: usize) -> usize {
+        HEADER + MAX_ROOM_BYTES + max_message_bytes + TAG
+    }
+
+    /// `[version][node][seq][sent_ms][conn][opcode][room len u16][room][payload]`,
+    /// integers big-endian; without the MAC.
     pub fn encode(&self) -> Option<Vec<u8>> {
         let (opcode, payload): (u8, &[u8]) = match &self.message {
             Message::Text(t) => (1, t.as_bytes()),
@@ -63,9 +88,11 @@ impl Envelope {
             _ => return None,
         };
         let room = self.room.as_str().as_bytes();
-        let mut out = Vec::with_capacity(20 + room.len() + payload.len());
+        let mut out = Vec::with_capacity(HEADER + room.len() + payload.len() + TAG);
         out.push(VERSION);
         out.extend_from_slice(&self.node.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.sent_ms.to_be_bytes());
         out.extend_from_slice(&self.conn.to_be_bytes());
         out.push(opcode);
         out.extend_from_slice(&u16::try_from(room.len()).ok()?.to_be_bytes());
@@ -74,17 +101,17 @@ impl Envelope {
         Some(out)
     }
 
-    /// Decodes; `None` for anything malformed (never panics on what Redis hands over).
+    /// Decodes what [`Envelope::encode`] makes; `None` for anything malformed (never
+    /// panics on any input).
     pub fn decode(bytes: &[u8]) -> Option<Envelope> {
-        let (&version, rest) = bytes.split_first()?;
-        if version != VERSION || rest.len() < 19 {
+        if bytes.len() < HEADER || bytes[0] != VERSION {
             return None;
         }
-        let node = u64::from_be_bytes(rest[0..8].try_into().ok()?);
-        let conn = u64::from_be_bytes(rest[8..16].try_into().ok()?);
-        let opcode = rest[16];
-        let room_len = usize::from(u16::from_be_bytes(rest[17..19].try_into().ok()?));
-        let rest = &rest[19..];
+        let u64_at = |i: usize| bytes.get(i..i + 8)?.try_into().ok().map(u64::from_be_bytes);
+        let (node, seq, sent_ms, conn) = (u64_at(1)?, u64_at(9)?, u64_at(17)?, u64_at(25)?);
+        let opcode = bytes[33];
+        let room_len = usize::from(u16::from_be_bytes(bytes.get(34..36)?.try_into().ok()?));
+        let rest = &bytes[HEADER..];
         if rest.len() < room_len {
             return None;
         }
@@ -97,10 +124,98 @@ impl Envelope {
         };
         Some(Envelope {
             node,
+            seq,
+            sent_ms,
             conn,
             room,
             message,
         })
+    }
+
+    /// The encoded envelope followed by its MAC over the channel and the bytes.
+    pub fn seal(&self, channel: &str, keyring: &Keyring) -> Option<Vec<u8>> {
+        let mut bytes = self.encode()?;
+        let len = channel_len(channel);
+        let tag = keyring.sign_backplane(&[&len, channel.as_bytes(), &bytes]);
+        bytes.extend_from_slice(&tag);
+        Some(bytes)
+    }
+
+    /// Checks and decodes an envelope that arrived on `channel`: its size first (before
+    /// any work), then its MAC under any secret, then its form.
+    pub fn open(
+        bytes: &[u8],
+        channel: &str,
+        keyring: &Keyring,
+        max_message_bytes: usize,
+    ) -> Result<Envelope, Refused> {
+        if bytes.len() > Envelope::max_len(max_message_bytes) {
+            return Err(Refused::TooBig);
+        }
+        let Some(split) = bytes.len().checked_sub(TAG) else {
+            return Err(Refused::BadMac);
+        };
+        let (body, tag) = bytes.split_at(split);
+        let len = channel_len(channel);
+        if !keyring.verify_backplane(&[&len, channel.as_bytes(), body], tag) {
+            return Err(Refused::BadMac);
+        }
+        let env = Envelope::decode(body).ok_or(Refused::Malformed)?;
+        if env.message.len() > max_message_bytes {
+            return Err(Refused::TooBig);
+        }
+        Ok(env)
+    }
+}
+
+/// The length of a channel name as the MAC input starts with it, so that no two
+/// channel/body pairs give the same input.
+fn channel_len(channel: &str) -> [u8; 4] {
+    u32::try_from(channel.len())
+        .unwrap_or(u32::MAX)
+        .to_be_bytes()
+}
+
+/// Unix time now in milliseconds.
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The highest sequence seen from each node lately, to refuse envelopes played again.
+/// Only authentic envelopes (MAC checked) enter it, so it holds one entry per real node
+/// seen within the window.
+#[derive(Debug, Default)]
+struct Seen {
+    nodes: HashMap<u64, (u64, Instant)>,
+}
+
+impl Seen {
+    /// Accepts an envelope sent at `sent_ms` (Unix ms) with `seq` from `node`, or says
+    /// why not; `now_ms` is this node's clock.
+    fn check(&mut self, node: u64, seq: u64, sent_ms: u64, now_ms: u64) -> Result<(), Refused> {
+        let window = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
+        if sent_ms.abs_diff(now_ms) > window {
+            return Err(Refused::Stale);
+        }
+        let now = Instant::now();
+        if self.nodes.len() > 64 {
+            self.nodes
+                .retain(|_, (_, at)| now.saturating_duration_since(*at) < WINDOW * 2);
+        }
+        match self.nodes.entry(node) {
+            Entry::Occupied(mut e) => {
+                if seq <= e.get().0 {
+                    return Err(Refused::Replayed);
+                }
+                e.insert((seq, now));
+            }
+            Entry::Vacant(e) => {
+                e.insert((seq, now));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -109,31 +224,69 @@ fn channel(space: &Space) -> String {
     format!("{CHANNEL_PREFIX}{space}")
 }
 
+/// A message waiting to go to Redis; it gets its sequence, time and MAC when it is
+/// sent, so that sequences rise in the order Redis sees them.
+type Outgoing = (Space, Envelope);
+
 /// This node's handle on the backplane.
 #[derive(Debug)]
 pub struct Backplane {
     node: u64,
     up: AtomicBool,
-    queue: mpsc::Sender<(Space, Vec<u8>)>,
+    queue: mpsc::Sender<Outgoing>,
     metrics: Arc<Metrics>,
+    keyring: Keyring,
+    max_message_bytes: usize,
+}
+
+/// A Redis client for these settings: the URL's own user and password, or the password
+/// from `password_file`; for `rediss://`, the system's CA store or `ca_file`.
+fn client(redis: &Redis) -> anyhow::Result<redis::Client> {
+    use redis::IntoConnectionInfo;
+    // The error text of a bad URL is not shown: it could quote the password.
+    let bad = |_| anyhow::anyhow!("[redis] url is not a valid Redis URL");
+    let mut info = redis.url.as_str().into_connection_info().map_err(bad)?;
+    if let Some(pw) = &redis.password {
+        let settings = info.redis_settings().clone().set_password(pw);
+        info = info.set_redis_settings(settings);
+    }
+    let client = match &redis.ca_pem {
+        Some(pem) => redis::Client::build_with_tls(
+            info,
+            redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem.clone()),
+            },
+        ),
+        None => redis::Client::open(info),
+    };
+    client.map_err(|e| anyhow::anyhow!("[redis]: {:?}", e.kind()))
 }
 
 impl Backplane {
-    /// Starts the backplane task for `url`; it runs until `shutdown`.
+    /// Starts the backplane task; it runs until `shutdown`. Envelopes are signed with
+    /// the first secret of `keyring` and accepted under any.
     pub fn start(
-        url: &str,
+        redis: &Redis,
+        keyring: Keyring,
+        max_message_bytes: usize,
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Arc<Backplane>> {
-        let client = redis::Client::open(url).map_err(|e| anyhow::anyhow!("redis url: {e}"))?;
-        let node = RandomState::new().hash_one((std::process::id(), std::time::SystemTime::now()));
+        // rustls (for rediss://) needs a process-wide provider; ring, as the extension's
+        // HTTPS client uses. Installing twice is harmless (the first one stays).
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = client(redis)?;
+        let node = RandomState::new().hash_one((std::process::id(), SystemTime::now()));
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         let bp = Arc::new(Backplane {
             node,
             up: AtomicBool::new(false),
             queue,
             metrics,
+            keyring,
+            max_message_bytes,
         });
         tokio::spawn(run(client, Arc::clone(&bp), hub, rx, shutdown));
         Ok(bp)
@@ -153,13 +306,35 @@ impl Backplane {
         }
         let env = Envelope {
             node: self.node,
+            seq: 0,
+            sent_ms: 0,
             conn,
             room: room.clone(),
             message: message.clone(),
         };
-        let Some(bytes) = env.encode() else { return };
-        if self.queue.try_send((space.clone(), bytes)).is_err() {
+        if self.queue.try_send((space.clone(), env)).is_err() {
             self.metrics.backplane_dropped();
+        }
+    }
+
+    /// An envelope from `channel` to deliver, or `None` (counted) when it is forged,
+    /// altered, too big, replayed, out of its time window, or this node's own.
+    fn accept(&self, channel: &str, bytes: &[u8], seen: &mut Seen) -> Option<Envelope> {
+        let checked = Envelope::open(bytes, channel, &self.keyring, self.max_message_bytes)
+            .and_then(|env| {
+                if env.node == self.node {
+                    return Ok(None);
+                }
+                seen.check(env.node, env.seq, env.sent_ms, unix_ms())?;
+                Ok(Some(env))
+            });
+        match checked {
+            Ok(env) => env,
+            Err(why) => {
+                self.metrics.envelope_refused(why);
+                debug!(?why, "envelope from Redis refused");
+                None
+            }
         }
     }
 
@@ -180,15 +355,16 @@ async fn run(
     client: redis::Client,
     bp: Arc<Backplane>,
     hub: Arc<Hub>,
-    mut rx: mpsc::Receiver<(Space, Vec<u8>)>,
+    mut rx: mpsc::Receiver<Outgoing>,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
     let changes = hub.space_changes();
+    let mut state = State::default();
     loop {
         let session = tokio::select! {
             () = shutdown.cancelled() => return,
-            s = session(&client, &bp, &hub, &mut rx, &changes, &shutdown) => s,
+            s = session(&client, &bp, &hub, &mut rx, &changes, &shutdown, &mut state) => s,
         };
         bp.set_up(false);
         bp.metrics.backplane_channels(0);
@@ -226,14 +402,22 @@ async fn timed<T>(
     }
 }
 
+/// What outlives one Redis session: this node's sequence, and what other nodes sent.
+#[derive(Debug, Default)]
+struct State {
+    seq: u64,
+    seen: Seen,
+}
+
 /// One connected session: returns Ok at shutdown, Err when Redis is lost.
 async fn session(
     client: &redis::Client,
     bp: &Backplane,
     hub: &Hub,
-    rx: &mut mpsc::Receiver<(Space, Vec<u8>)>,
+    rx: &mut mpsc::Receiver<Outgoing>,
     changes: &Notify,
     shutdown: &CancellationToken,
+    state: &mut State,
 ) -> anyhow::Result<()> {
     let mut conn = timed("connect", client.get_multiplexed_async_connection()).await?;
     let pubsub = timed("subscribe connection", client.get_async_pubsub()).await?;
@@ -254,22 +438,23 @@ async fn session(
             () = changes.notified() => sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?,
             msg = stream.next() => {
                 let Some(msg) = msg else { anyhow::bail!("subscription connection closed") };
-                let Some(space) = subscribed.get(msg.get_channel_name()) else { continue };
-                let Some(env) = Envelope::decode(msg.get_payload_bytes()) else {
-                    debug!("malformed envelope ignored");
-                    continue;
-                };
-                if env.node == bp.node {
-                    continue;
-                }
-                bp.metrics.backplane_received();
-                if let Some(room) = hub.room(space, &env.room) {
-                    room.deliver(None, &env.message, &bp.metrics);
+                let name = msg.get_channel_name();
+                let Some(space) = subscribed.get(name) else { continue };
+                if let Some(env) = bp.accept(name, msg.get_payload_bytes(), &mut state.seen) {
+                    bp.metrics.backplane_received();
+                    if let Some(room) = hub.room(space, &env.room) {
+                        room.deliver(None, &env.message, &bp.metrics);
+                    }
                 }
             }
             out = rx.recv() => {
-                let Some((space, bytes)) = out else { return Ok(()) };
-                let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(channel(&space)).arg(bytes).query_async(&mut conn)).await?;
+                let Some((space, mut env)) = out else { return Ok(()) };
+                state.seq += 1;
+                env.seq = state.seq;
+                env.sent_ms = unix_ms();
+                let channel = channel(&space);
+                let Some(bytes) = env.seal(&channel, &bp.keyring) else { continue };
+                let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
                 bp.metrics.backplane_published();
             }
             _ = ping.tick() => {
@@ -310,25 +495,24 @@ async fn sync_subscriptions(
 mod tests {
     use super::*;
 
+    fn env(message: Message) -> Envelope {
+        Envelope {
+            node: 7,
+            seq: 3,
+            sent_ms: unix_ms(),
+            conn: 9,
+            room: Room::new("r ü").unwrap(),
+            message,
+        }
+    }
+
     #[test]
     fn envelopes_round_trip_and_garbage_is_refused() {
         for message in [Message::text("héllo"), Message::binary(vec![0u8, 255, 7])] {
-            let e = Envelope {
-                node: 7,
-                conn: 9,
-                room: Room::new("r ü").unwrap(),
-                message,
-            };
+            let e = env(message);
             assert_eq!(Envelope::decode(&e.encode().unwrap()), Some(e));
         }
-        let good = Envelope {
-            node: 1,
-            conn: 2,
-            room: Room::default(),
-            message: Message::text("x"),
-        }
-        .encode()
-        .unwrap();
+        let good = env(Message::text("x")).encode().unwrap();
         for n in 0..good.len() {
             let _ = Envelope::decode(&good[..n]);
         }
@@ -336,6 +520,75 @@ mod tests {
         *bad_utf8.last_mut().unwrap() = 0xff;
         assert_eq!(Envelope::decode(&bad_utf8), None);
         assert_eq!(Envelope::decode(b""), None);
-        assert_eq!(Envelope::decode(&[2; 40]), None);
+        assert_eq!(
+            Envelope::decode(&[1; 40]),
+            None,
+            "version 1 (unsigned) is gone"
+        );
+    }
+
+    #[test]
+    fn only_sealed_envelopes_open_on_their_own_channel() {
+        let keys = Keyring::new(["site-secret"]).unwrap();
+        let e = env(Message::text("hello"));
+        let sealed = e.seal("tsugi-notify:a", &keys).unwrap();
+        assert_eq!(
+            Envelope::open(&sealed, "tsugi-notify:a", &keys, 100),
+            Ok(e.clone())
+        );
+        // Another space's channel, another secret, one changed byte, no MAC at all.
+        assert_eq!(
+            Envelope::open(&sealed, "tsugi-notify:b", &keys, 100),
+            Err(Refused::BadMac)
+        );
+        let other = Keyring::new(["other"]).unwrap();
+        assert_eq!(
+            Envelope::open(&sealed, "tsugi-notify:a", &other, 100),
+            Err(Refused::BadMac)
+        );
+        for i in 0..sealed.len() {
+            let mut forged = sealed.clone();
+            forged[i] ^= 1;
+            assert_eq!(
+                Envelope::open(&forged, "tsugi-notify:a", &keys, 100),
+                Err(Refused::BadMac),
+                "byte {i}"
+            );
+        }
+        let plain = e.encode().unwrap();
+        assert_eq!(
+            Envelope::open(&plain, "tsugi-notify:a", &keys, 100),
+            Err(Refused::BadMac)
+        );
+        // Rotation: sealed under the old secret, opened by a node holding both.
+        let rotated = Keyring::new(["new-secret", "site-secret"]).unwrap();
+        assert!(Envelope::open(&sealed, "tsugi-notify:a", &rotated, 100).is_ok());
+        // Too big is refused before the MAC is even looked at.
+        let big = env(Message::text("x".repeat(200)))
+            .seal("tsugi-notify:a", &keys)
+            .unwrap();
+        assert_eq!(
+            Envelope::open(&big, "tsugi-notify:a", &keys, 100),
+            Err(Refused::TooBig)
+        );
+        let huge = vec![0u8; Envelope::max_len(100) + 1];
+        assert_eq!(
+            Envelope::open(&huge, "tsugi-notify:a", &keys, 100),
+            Err(Refused::TooBig)
+        );
+    }
+
+    #[test]
+    fn replays_and_stale_envelopes_are_refused() {
+        let mut seen = Seen::default();
+        let now = unix_ms();
+        assert_eq!(seen.check(1, 5, now, now), Ok(()));
+        assert_eq!(seen.check(1, 5, now, now), Err(Refused::Replayed));
+        assert_eq!(seen.check(1, 4, now, now), Err(Refused::Replayed));
+        assert_eq!(seen.check(1, 6, now, now), Ok(()));
+        assert_eq!(seen.check(2, 1, now, now), Ok(()), "nodes are apart");
+        assert_eq!(seen.check(3, 1, now - 61_000, now), Err(Refused::Stale));
+        assert_eq!(seen.check(3, 1, now + 61_000, now), Err(Refused::Stale));
+        assert_eq!(seen.check(3, 1, now - 59_000, now), Ok(()));
     }
 }

@@ -66,12 +66,24 @@ pub struct Settings {
     /// Messages a connection may send at once above its rate [default: 40].
     #[arg(long)]
     pub burst: Option<u32>,
+    /// Sustained payload bytes per second per connection [default: 65536].
+    #[arg(long)]
+    pub bytes_per_second: Option<usize>,
+    /// Payload bytes a connection may send at once above its rate [default: 262144].
+    #[arg(long)]
+    pub burst_bytes: Option<usize>,
     /// Connections in total; more get 503 [default: 19000].
     #[arg(long)]
     pub max_connections: Option<usize>,
     /// Connections per space (link); more get 503 [default: 5000].
     #[arg(long)]
     pub max_connections_per_space: Option<usize>,
+    /// Connections opened with one token (one page render); more get 429 [default: 8].
+    #[arg(long)]
+    pub max_connections_per_token: Option<usize>,
+    /// Sockets not through their handshake; past it the oldest is closed [default: 1024].
+    #[arg(long)]
+    pub max_pending_handshakes: Option<usize>,
     /// Seconds a client has to send its request [default: 10].
     #[arg(long)]
     pub handshake_timeout_secs: Option<u64>,
@@ -81,10 +93,14 @@ pub struct Settings {
     /// Seconds between server pings [default: 25].
     #[arg(long)]
     pub ping_interval_secs: Option<u64>,
+    /// Seconds a reader is given: no byte taken while output waits, or a queued message
+    /// this old, closes it as not reading [default: 10].
+    #[arg(long)]
+    pub write_timeout_secs: Option<u64>,
     /// Messages queued per connection before it counts as not reading [default: 4096].
     #[arg(long)]
     pub outbound_queue: Option<usize>,
-    /// Bytes queued per connection before it counts as not reading [default: 262144].
+    /// Bytes queued per connection before it counts as not reading [default: 1048576].
     #[arg(long)]
     pub outbound_queue_bytes: Option<usize>,
     /// Address of /metrics, or "off" [default: 127.0.0.1:9102].
@@ -99,9 +115,16 @@ pub struct Settings {
     /// Lifetime of tokens minted by `token mint`, in seconds [default: 86400].
     #[arg(long)]
     pub token_ttl_secs: Option<u64>,
-    /// Redis for more than one node ([redis] url), e.g. redis://10.0.0.5:6379/.
+    /// Redis for more than one node ([redis] url), e.g. redis://10.0.0.5:6379/ or
+    /// rediss://user@10.0.0.5:6380/ (TLS).
     #[arg(long)]
     pub redis_url: Option<String>,
+    /// File whose first line is the Redis password ([redis] password_file).
+    #[arg(long, value_name = "FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM file of the CA to trust for rediss:// ([redis] ca_file) [default: the system's].
+    #[arg(long, value_name = "FILE")]
+    pub redis_ca_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -144,14 +167,28 @@ impl Settings {
             n(self.messages_per_second.map(u64::from)),
         );
         put("burst", n(self.burst.map(u64::from)));
+        put(
+            "bytes_per_second",
+            n(self.bytes_per_second.map(|v| v as u64)),
+        );
+        put("burst_bytes", n(self.burst_bytes.map(|v| v as u64)));
         put("max_connections", n(self.max_connections.map(|v| v as u64)));
         put(
             "max_connections_per_space",
             n(self.max_connections_per_space.map(|v| v as u64)),
         );
+        put(
+            "max_connections_per_token",
+            n(self.max_connections_per_token.map(|v| v as u64)),
+        );
+        put(
+            "max_pending_handshakes",
+            n(self.max_pending_handshakes.map(|v| v as u64)),
+        );
         put("handshake_timeout_secs", n(self.handshake_timeout_secs));
         put("idle_timeout_secs", n(self.idle_timeout_secs));
         put("ping_interval_secs", n(self.ping_interval_secs));
+        put("write_timeout_secs", n(self.write_timeout_secs));
         put("outbound_queue", n(self.outbound_queue.map(|v| v as u64)));
         put(
             "outbound_queue_bytes",
@@ -169,8 +206,15 @@ impl Settings {
         );
         put("log_level", s(&self.log_level));
         put("token_ttl_secs", n(self.token_ttl_secs));
-        if let Some(url) = &self.redis_url {
-            crate::config::insert_key(&mut t, "redis_url".into(), Value::String(url.clone()));
+        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::String(p.display().to_string()));
+        for (key, value) in [
+            ("redis_url", s(&self.redis_url)),
+            ("redis_password_file", path(&self.redis_password_file)),
+            ("redis_ca_file", path(&self.redis_ca_file)),
+        ] {
+            if let Some(v) = value {
+                crate::config::insert_key(&mut t, key.into(), v);
+            }
         }
         t
     }

@@ -1,11 +1,19 @@
 //! One WebSocket connection: read and fan out its messages, write what the room sends
 //! it, ping it, and close it with the right code.
+//!
+//! Every write is bounded twice: by the stop future (shutdown, or the hub marking the
+//! reader slow) and by `write_timeout`, counted from the last byte the socket took. A
+//! client that reads nothing is closed and its slot freed, whatever else it does.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
@@ -28,7 +36,9 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Everything one connection task needs.
 pub struct Connection<'a, S> {
     /// The upgraded socket.
-    pub ws: WebSocketStream<S>,
+    pub ws: WebSocketStream<Tracked<S>>,
+    /// When the socket last refused to take bytes (shared with `ws`'s stream).
+    pub progress: Arc<Progress>,
     /// Its place in a room.
     pub membership: Membership,
     /// Its outbound queue.
@@ -64,7 +74,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Close::GoingAway => (CloseCode::Away, "server shutting down"),
                 Close::InvalidUtf8 => (CloseCode::Invalid, "invalid UTF-8"),
                 Close::RateLimit => (CloseCode::Policy, "too many messages"),
-                Close::SlowConsumer => (CloseCode::Policy, "not reading"),
+                Close::SlowConsumer | Close::WriteTimeout => (CloseCode::Policy, "not reading"),
                 Close::TooBig => (CloseCode::Size, "message too big"),
                 Close::Protocol => (CloseCode::Protocol, "protocol error"),
                 Close::Idle => (CloseCode::Away, "idle"),
@@ -87,7 +97,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     async fn serve(&mut self) -> End {
         let limits = self.limits;
-        let mut rate = RateLimiter::new(limits.messages_per_second, limits.burst, Instant::now());
+        let mut rate = RateLimiter::new(
+            limits.messages_per_second,
+            limits.burst,
+            limits.bytes_per_second,
+            limits.burst_bytes,
+            Instant::now(),
+        );
+        let progress = Arc::clone(&self.progress);
         let mut last_seen = Instant::now();
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ping_interval,
@@ -109,16 +126,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 biased;
                 why = &mut stop => return End::Server(why),
                 () = self.outbox.ready() => {
-                    // The same stop future bounds the write: a reader too slow to take
-                    // it is closed when the hub marks it slow.
-                    tokio::select! {
-                        biased;
-                        why = &mut stop => return End::Server(why),
-                        written = write_queued(&mut self.ws, &self.outbox) => {
-                            if written.is_err() {
-                                return End::Client;
-                            }
-                        }
+                    let write = write_queued(&mut self.ws, &self.outbox);
+                    if let Some(end) = bounded(&mut stop, &progress, limits.write_timeout, write).await {
+                        return end;
                     }
                 }
                 incoming = self.ws.next() => {
@@ -128,10 +138,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Some(Err(e)) => return Self::read_error(e),
                     };
                     last_seen = Instant::now();
+                    // A client that keeps sending (pings, say) while it reads nothing has
+                    // its answers stuck: reading on must not keep it open.
+                    if progress.stalled_for(last_seen) >= limits.write_timeout {
+                        return End::Server(Close::WriteTimeout);
+                    }
                     match msg {
                         Message::Text(_) | Message::Binary(_) => {
                             self.metrics.received(msg.len());
-                            match rate.check(last_seen) {
+                            match rate.check(last_seen, msg.len()) {
                                 Verdict::Allow => {
                                     let m = &self.membership;
                                     m.room().deliver(Some(m.id()), &msg, self.metrics);
@@ -146,13 +161,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                                 }
                             }
                         }
-                        // tungstenite queues the pong; send it now.
-                        Message::Ping(_) => {
-                            if self.ws.flush().await.is_err() {
-                                return End::Client;
-                            }
-                        }
-                        Message::Pong(_) | Message::Frame(_) => {}
+                        // tungstenite queues the pong (one at a time: a newer ping replaces
+                        // an unsent answer) and writes it as the stream is read on, without
+                        // waiting on a full socket.
+                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
                         // tungstenite answers the close; read on until the stream ends.
                         Message::Close(_) => {}
                     }
@@ -161,8 +173,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     if last_seen.elapsed() >= limits.idle_timeout {
                         return End::Server(Close::Idle);
                     }
-                    if self.ws.send(Message::Ping(Default::default())).await.is_err() {
-                        return End::Client;
+                    let write = self.ws.send(Message::Ping(Default::default()));
+                    if let Some(end) = bounded(&mut stop, &progress, limits.write_timeout, write).await {
+                        return end;
                     }
                 }
             }
@@ -182,6 +195,131 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             WsError::Protocol(_) => End::Server(Close::Protocol),
             _ => End::Client,
         }
+    }
+}
+
+/// Runs a write until it is done, the stop future fires, or the socket takes no byte for
+/// `timeout`; `None` when the write completed.
+async fn bounded<W, X>(
+    stop: &mut Pin<&mut X>,
+    progress: &Progress,
+    timeout: Duration,
+    write: W,
+) -> Option<End>
+where
+    W: Future<Output = Result<(), WsError>>,
+    X: Future<Output = Close>,
+{
+    tokio::select! {
+        biased;
+        why = stop.as_mut() => Some(End::Server(why)),
+        why = stalled(progress, timeout) => Some(End::Server(why)),
+        written = write => written.err().map(|_| End::Client),
+    }
+}
+
+/// Resolves once the socket has refused bytes for `timeout` without taking any.
+async fn stalled(progress: &Progress, timeout: Duration) -> Close {
+    loop {
+        let stalled = progress.stalled_for(Instant::now());
+        if stalled >= timeout {
+            return Close::WriteTimeout;
+        }
+        // Not stalled yet (or not at all): look again when it could first be too long.
+        tokio::time::sleep(timeout - stalled).await;
+    }
+}
+
+/// When a connection's socket last refused bytes it was given (`WouldBlock`), cleared
+/// when it takes some: "no progress" is measured from the first refusal.
+#[derive(Debug)]
+pub struct Progress {
+    base: Instant,
+    /// Milliseconds since `base` of the first refusal since the last progress, plus one;
+    /// 0 while the socket takes what it is given.
+    blocked_since: AtomicU64,
+}
+
+impl Progress {
+    /// A socket that has refused nothing.
+    pub fn new() -> Arc<Self> {
+        Arc::new(Progress {
+            base: Instant::now(),
+            blocked_since: AtomicU64::new(0),
+        })
+    }
+
+    fn millis(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn refused(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) == 0 {
+            let now = self.millis(Instant::now()) + 1;
+            self.blocked_since.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn took(&self) {
+        if self.blocked_since.load(Ordering::Relaxed) != 0 {
+            self.blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// How long the socket has taken nothing while it had bytes to take.
+    pub fn stalled_for(&self, now: Instant) -> Duration {
+        match self.blocked_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => Duration::from_millis(self.millis(now).saturating_sub(since - 1)),
+        }
+    }
+}
+
+/// A socket that reports its write progress to a [`Progress`].
+#[derive(Debug)]
+pub struct Tracked<S> {
+    inner: S,
+    progress: Arc<Progress>,
+}
+
+impl<S> Tracked<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, progress: Arc<Progress>) -> Self {
+        Tracked { inner, progress }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        match &r {
+            Poll::Ready(Ok(n)) if *n > 0 => self.progress.took(),
+            Poll::Pending => self.progress.refused(),
+            _ => {}
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

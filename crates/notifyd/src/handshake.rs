@@ -211,9 +211,29 @@ pub fn refusal_response(why: Refusal) -> (u16, &'static str, &'static str) {
             "Service Unavailable",
             "too many connections for this link, try again later\n",
         ),
+        Refusal::TokenCapacity => (
+            429,
+            "Too Many Requests",
+            "too many connections with this token; reload the page\n",
+        ),
         Refusal::ShuttingDown => (503, "Service Unavailable", "shutting down\n"),
+        Refusal::Evicted => (503, "Service Unavailable", "server busy, try again\n"),
         Refusal::Timeout => (408, "Request Timeout", "request timeout\n"),
     }
+}
+
+/// `/healthz`: 200 with `body`, or only its head for `HEAD`.
+pub async fn health<S: AsyncWrite + Unpin>(stream: &mut S, req: &Request, body: &str) {
+    let head_only = req.method == "HEAD";
+    write_response(
+        stream,
+        200,
+        "OK",
+        "text/plain; charset=utf-8",
+        body,
+        head_only,
+    )
+    .await;
 }
 
 /// Writes a complete plain-text response and closes the write side.
@@ -224,13 +244,26 @@ pub async fn respond<S: AsyncWrite + Unpin>(
     content_type: &str,
     body: &str,
 ) {
+    write_response(stream, status, reason, content_type, body, false).await;
+}
+
+async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: u16,
+    reason: &str,
+    content_type: &str,
+    body: &str,
+    head_only: bool,
+) {
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let write = async {
         stream.write_all(head.as_bytes()).await?;
-        stream.write_all(body.as_bytes()).await?;
+        if !head_only {
+            stream.write_all(body.as_bytes()).await?;
+        }
         stream.flush().await?;
         stream.shutdown().await
     };

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,19 +21,22 @@ use crate::metrics::{Drop as DropReason, Metrics};
 /// Identifies one connection.
 pub type ConnId = u64;
 
-/// A connection's outbound queue, bounded in messages and in bytes. It allocates only
-/// while it holds messages, so an idle connection costs nothing here.
+/// A connection's outbound queue, bounded in messages, in bytes and in time: a reader
+/// whose oldest queued message has waited `max_age` is not keeping up, whatever the
+/// sizes. It allocates only while it holds messages, so an idle connection costs
+/// nothing here.
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<OutboxState>,
     ready: Notify,
     max_messages: usize,
     max_bytes: usize,
+    max_age: Duration,
 }
 
 #[derive(Debug, Default)]
 struct OutboxState {
-    queue: VecDeque<Message>,
+    queue: VecDeque<(Message, Instant)>,
     bytes: usize,
     closed: bool,
 }
@@ -42,7 +46,8 @@ struct OutboxState {
 pub enum Push {
     /// Queued.
     Queued,
-    /// The queue is full: its reader is not keeping up.
+    /// The queue is full, or its oldest message has waited too long: its reader is
+    /// not keeping up.
     Full,
     /// The connection is closing.
     Closed,
@@ -51,12 +56,13 @@ pub enum Push {
 impl Outbox {
     /// An empty queue with these bounds (a single message larger than `max_bytes` is
     /// still taken when the queue is empty).
-    pub fn new(max_messages: usize, max_bytes: usize) -> Self {
+    pub fn new(max_messages: usize, max_bytes: usize, max_age: Duration) -> Self {
         Outbox {
             state: Mutex::new(OutboxState::default()),
             ready: Notify::new(),
             max_messages,
             max_bytes,
+            max_age,
         }
     }
 
@@ -64,19 +70,23 @@ impl Outbox {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Offers a message (a reference-counted clone). Never waits.
-    pub fn push(&self, msg: &Message) -> Push {
+    /// Offers a message (a reference-counted clone) at `now`. Never waits.
+    pub fn push(&self, msg: &Message, now: Instant) -> Push {
         let mut st = self.lock();
         if st.closed {
             return Push::Closed;
         }
         let len = msg.len();
         let over = st.queue.len() >= self.max_messages
-            || (!st.queue.is_empty() && st.bytes + len > self.max_bytes);
+            || (!st.queue.is_empty() && st.bytes + len > self.max_bytes)
+            || st
+                .queue
+                .front()
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= self.max_age);
         if over {
             return Push::Full;
         }
-        st.queue.push_back(msg.clone());
+        st.queue.push_back((msg.clone(), now));
         st.bytes += len;
         drop(st);
         self.ready.notify_one();
@@ -88,7 +98,7 @@ impl Outbox {
         let mut guard = self.lock();
         let st = &mut *guard;
         let n = st.queue.len().min(max);
-        for m in st.queue.drain(..n) {
+        for (m, _) in st.queue.drain(..n) {
             st.bytes -= m.len();
             out.push(m);
         }
@@ -145,12 +155,13 @@ impl Room {
     /// member slow (it is closed) and the others go on.
     pub fn deliver(&self, from: Option<ConnId>, msg: &Message, metrics: &Metrics) -> Delivery {
         let mut d = Delivery::default();
+        let now = Instant::now();
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
         for m in members.iter() {
             if Some(m.id) == from {
                 continue;
             }
-            match m.outbox.push(msg) {
+            match m.outbox.push(msg, now) {
                 Push::Queued => d.delivered += 1,
                 Push::Full => {
                     if !m.slow.is_cancelled() {
@@ -355,7 +366,7 @@ mod tests {
     }
 
     fn member(id: ConnId, cap: usize) -> (Member, Arc<Outbox>, CancellationToken) {
-        let outbox = Arc::new(Outbox::new(cap, 1 << 20));
+        let outbox = Arc::new(Outbox::new(cap, 1 << 20, Duration::from_secs(60)));
         let slow = CancellationToken::new();
         let m = Member {
             id,
@@ -417,32 +428,47 @@ mod tests {
 
     #[test]
     fn outbox_bounds_messages_and_bytes_and_frees_bursts() {
-        let o = Outbox::new(3, 10);
+        let o = Outbox::new(3, 10, Duration::from_secs(60));
+        let t = Instant::now();
         assert_eq!(
-            o.push(&Message::text("0123456789abc")),
+            o.push(&Message::text("0123456789abc"), t),
             Push::Queued,
             "one big message fits an empty queue"
         );
         assert_eq!(
-            o.push(&Message::text("x")),
+            o.push(&Message::text("x"), t),
             Push::Full,
             "over the byte bound"
         );
         assert_eq!(take_all(&o).len(), 1);
         for _ in 0..3 {
-            assert_eq!(o.push(&Message::text("x")), Push::Queued);
+            assert_eq!(o.push(&Message::text("x"), t), Push::Queued);
         }
         assert_eq!(
-            o.push(&Message::text("x")),
+            o.push(&Message::text("x"), t),
             Push::Full,
             "over the message bound"
         );
         let mut v = Vec::new();
         assert_eq!(o.take(&mut v, 2), 2);
-        assert_eq!(o.push(&Message::text("y")), Push::Queued);
+        assert_eq!(o.push(&Message::text("y"), t), Push::Queued);
         o.close();
-        assert_eq!(o.push(&Message::text("z")), Push::Closed);
+        assert_eq!(o.push(&Message::text("z"), t), Push::Closed);
         assert!(take_all(&o).is_empty());
+    }
+
+    #[test]
+    fn a_message_waiting_too_long_marks_the_reader_slow() {
+        let o = Outbox::new(100, 1 << 20, Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(o.push(&Message::text("a"), t), Push::Queued);
+        let later = t + Duration::from_secs(9);
+        assert_eq!(o.push(&Message::text("b"), later), Push::Queued);
+        let too_late = t + Duration::from_secs(10);
+        assert_eq!(o.push(&Message::text("c"), too_late), Push::Full);
+        // Once the reader took the old ones, the queue is judged by what waits now.
+        assert_eq!(take_all(&o).len(), 2);
+        assert_eq!(o.push(&Message::text("d"), too_late), Push::Queued);
     }
 
     #[test]

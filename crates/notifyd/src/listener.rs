@@ -1,5 +1,6 @@
 //! Accepting connections, routing requests, and upgrading `/notify` to a WebSocket.
 
+use std::hash::{BuildHasher, RandomState};
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,10 +19,10 @@ use tsugi_notify_core::{Room, Scope, Space, Tokens};
 
 use crate::backplane::Backplane;
 use crate::config::Config;
-use crate::connection::Connection;
+use crate::connection::{Connection, Progress, Tracked};
 use crate::handshake::{self, ReadError, Request};
 use crate::hub::{ConnId, Hub, Member, Outbox};
-use crate::limits::ConnectionSlots;
+use crate::limits::{ConnectionSlots, Pending, PendingSlot, PerKey};
 use crate::metrics::{Metrics, Refusal};
 use crate::publish;
 
@@ -41,6 +42,12 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     /// Open WebSocket connections against `max_connections`.
     pub slots: Arc<ConnectionSlots>,
+    /// Open WebSocket connections per token against `max_connections_per_token`.
+    pub per_token: Arc<PerKey>,
+    /// Sockets in their handshake against `max_pending_handshakes`.
+    pub pending: Arc<Pending>,
+    /// Keys the per-token counts (a token is never kept, only its keyed hash).
+    token_hasher: RandomState,
     /// Cancelled at shutdown.
     pub shutdown: CancellationToken,
     /// Redis between nodes, when configured.
@@ -63,9 +70,11 @@ impl Shared {
             config.limits.max_connections_per_space,
             metrics.clone(),
         ));
-        let backplane = match &config.redis_url {
-            Some(url) => Some(Backplane::start(
-                url,
+        let backplane = match &config.redis {
+            Some(redis) => Some(Backplane::start(
+                redis,
+                config.keyring.clone(),
+                config.limits.max_message_bytes,
                 Arc::clone(&hub),
                 metrics.clone(),
                 shutdown.clone(),
@@ -75,6 +84,9 @@ impl Shared {
         Ok(Arc::new(Shared {
             hub,
             slots: ConnectionSlots::new(config.limits.max_connections),
+            per_token: PerKey::new(config.limits.max_connections_per_token),
+            pending: Pending::new(config.limits.max_pending_handshakes),
+            token_hasher: RandomState::new(),
             tokens,
             metrics,
             shutdown,
@@ -98,8 +110,9 @@ impl Shared {
         }
     }
 
-    /// `/healthz`: always 200 while serving; says whether the backplane is up.
-    fn health(&self) -> String {
+    /// `/healthz` on either listener: always 200 while serving; says whether the
+    /// backplane is up.
+    pub fn health(&self) -> String {
         match &self.backplane {
             None => "ok\n".to_owned(),
             Some(bp) if bp.is_up() => "ok\nbackplane: up\n".to_owned(),
@@ -107,14 +120,18 @@ impl Shared {
         }
     }
 
+    /// tungstenite's settings for a connection. Its write buffer holds at most one
+    /// message past `WRITE_BUFFER` (each write waits for the socket once it is over), so
+    /// that is its bound; tungstenite requires the bound to exceed `WRITE_BUFFER` for
+    /// every `max_message_bytes`. Control frames (up to 125 bytes) always fit a frame.
     fn ws_config(&self) -> WebSocketConfig {
         let max = self.config.limits.max_message_bytes;
         WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER)
             .write_buffer_size(WRITE_BUFFER)
-            .max_write_buffer_size(max.saturating_mul(WRITE_BUFFER_MESSAGES))
+            .max_write_buffer_size(WRITE_BUFFER + max + WRITE_SLACK)
             .max_message_size(Some(max))
-            .max_frame_size(Some(max))
+            .max_frame_size(Some(max.max(MAX_CONTROL_PAYLOAD)))
     }
 }
 
@@ -122,9 +139,11 @@ impl Shared {
 /// few system calls; the final flush writes the rest).
 const WRITE_BUFFER: usize = 16 * 1024;
 
-/// Largest write backlog, in messages, before writes fail (the hub closes slow readers
-/// long before).
-const WRITE_BUFFER_MESSAGES: usize = 128;
+/// Room in the write buffer beyond one message: its frame header, a pong, a close.
+const WRITE_SLACK: usize = 4096;
+
+/// The largest payload of a control frame (RFC 6455).
+const MAX_CONTROL_PAYLOAD: usize = 125;
 
 /// Accepts until shutdown. Accept errors such as running out of file descriptors back
 /// off and retry; they never end the server.
@@ -140,13 +159,28 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Ok((stream, peer)) => {
                 backoff = Duration::from_millis(5);
                 let _ = stream.set_nodelay(true);
+                // The kernel gives up on a peer that acknowledges nothing (or keeps its
+                // window shut) for as long as a reader is given.
+                let wt = shared.config.limits.write_timeout.as_millis();
+                let _ = rustix::net::sockopt::set_tcp_user_timeout(
+                    &stream,
+                    u32::try_from(wt).unwrap_or(u32::MAX),
+                );
+                let (slot, _) = shared.pending.enter();
                 let shared = Arc::clone(&shared);
                 // Debug level: at the default level no span is allocated per connection.
                 let span = debug_span!("conn", %peer);
-                tracker.spawn(handle(stream, peer, shared).instrument(span));
+                tracker.spawn(handle(stream, peer, shared, slot).instrument(span));
             }
             Err(e) => {
                 shared.metrics.accept_error();
+                // Out of file descriptors: the oldest socket still in its handshake makes
+                // room (a flood of idle connections never keeps real clients out).
+                if is_resource_exhaustion(&e) && shared.pending.evict_oldest() {
+                    debug!("accept failed: out of resources; closed the oldest pending handshake");
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 if is_resource_exhaustion(&e) {
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed: out of resources; backing off");
                 } else {
@@ -167,7 +201,22 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(24 | 23 | 105 | 12))
 }
 
-async fn handle(mut stream: TcpStream, _peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted socket until its request is answered or it is upgraded (then
+/// the connection runs as a task of its own); dropped early if evicted to make room.
+async fn handle(stream: TcpStream, _peer: SocketAddr, shared: Arc<Shared>, slot: PendingSlot) {
+    let _counted = shared.metrics.in_handshake();
+    tokio::select! {
+        biased;
+        () = slot.evicted() => {
+            shared.metrics.refused(Refusal::Evicted);
+            debug!("closed before its handshake finished, to make room");
+        }
+        () = serve_request(stream, &shared) => {}
+    }
+}
+
+async fn serve_request(mut stream: TcpStream, shared: &Arc<Shared>) {
+    let shared = Arc::clone(shared);
     let limits = &shared.config.limits;
     let req = match handshake::read_request(&mut stream, limits.handshake_timeout).await {
         Ok(r) => r,
@@ -185,10 +234,7 @@ async fn handle(mut stream: TcpStream, _peer: SocketAddr, shared: Arc<Shared>) {
         Err(ReadError::Closed) => return,
     };
     match route(&req) {
-        Route::Health => {
-            let body = shared.health();
-            handshake::respond(&mut stream, 200, "OK", "text/plain; charset=utf-8", &body).await;
-        }
+        Route::Health => handshake::health(&mut stream, &req, &shared.health()).await,
         Route::Publish => {
             let out = publish::handle(&mut stream, req, &shared).await;
             if out.status != 200 {
@@ -261,11 +307,17 @@ async fn upgrade(
         if shared.shutdown.is_cancelled() {
             return Err(Refusal::ShuttingDown);
         }
-        Ok((accept, query.room, verified.plaintext.space()))
+        let token_key = shared.token_hasher.hash_one(query.token.as_str());
+        Ok((accept, query.room, verified.plaintext.space(), token_key))
     })();
-    let (accept, room, space) = match checked {
+    let (accept, room, space, token_key) = match checked {
         Ok(v) => v,
         Err(why) => return Err((why, stream)),
+    };
+    // One page render mints one token: its sockets are bounded, so one page (or one
+    // student with its token) cannot fill a link's space or the daemon.
+    let Some(token_slot) = shared.per_token.try_take(token_key) else {
+        return Err((Refusal::TokenCapacity, stream));
     };
     let Some(slot) = shared.slots.try_take() else {
         return Err((Refusal::Capacity, stream));
@@ -275,6 +327,7 @@ async fn upgrade(
     let outbox = Arc::new(Outbox::new(
         limits.outbound_queue,
         limits.outbound_queue_bytes,
+        limits.write_timeout,
     ));
     let slow = CancellationToken::new();
     let member = Member {
@@ -292,7 +345,8 @@ async fn upgrade(
         return Ok(());
     }
     shared.metrics.accepted();
-    shared.metrics.connections(1);
+    // Every count this connection holds is released when the task ends, whichever way.
+    let held = (shared.metrics.open_connection(), slot, token_slot);
     debug!(space = %membership.space(), "connected");
     // The connection runs as a task of its own, so that what the handshake needed is
     // freed now rather than held for the connection's lifetime.
@@ -300,8 +354,9 @@ async fn upgrade(
     let tracker = shared.tracker.clone();
     tracker.spawn(
         async move {
+            let progress = Progress::new();
             let ws = WebSocketStream::from_partially_read(
-                stream,
+                Tracked::new(stream, Arc::clone(&progress)),
                 rest,
                 Role::Server,
                 Some(shared.ws_config()),
@@ -309,6 +364,7 @@ async fn upgrade(
             .await;
             Connection {
                 ws,
+                progress,
                 membership,
                 outbox,
                 slow,
@@ -319,8 +375,7 @@ async fn upgrade(
             }
             .run()
             .await;
-            shared.metrics.connections(-1);
-            drop(slot);
+            drop(held);
             debug!("disconnected");
         }
         .in_current_span(),

@@ -26,6 +26,11 @@ pub enum Refusal {
     Capacity,
     /// 503: `max_connections_per_space` reached.
     SpaceCapacity,
+    /// 429: `max_connections_per_token` reached.
+    TokenCapacity,
+    /// Closed before its handshake finished, to make room for newer sockets
+    /// (`max_pending_handshakes`, or out of file descriptors).
+    Evicted,
     /// 503: the server is shutting down.
     ShuttingDown,
     /// The request did not arrive within `handshake_timeout_secs` (dropped).
@@ -33,7 +38,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 11] = [
+    const ALL: [Refusal; 13] = [
         Refusal::InvalidToken,
         Refusal::Origin,
         Refusal::BadRequest,
@@ -43,6 +48,8 @@ impl Refusal {
         Refusal::HeadersTooLarge,
         Refusal::Capacity,
         Refusal::SpaceCapacity,
+        Refusal::TokenCapacity,
+        Refusal::Evicted,
         Refusal::ShuttingDown,
         Refusal::Timeout,
     ];
@@ -59,6 +66,8 @@ impl Refusal {
             Refusal::HeadersTooLarge => "headers_too_large",
             Refusal::Capacity => "capacity",
             Refusal::SpaceCapacity => "space_capacity",
+            Refusal::TokenCapacity => "token_capacity",
+            Refusal::Evicted => "evicted",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Timeout => "timeout",
         }
@@ -92,10 +101,12 @@ pub enum Close {
     Protocol,
     /// No pong within `idle_timeout_secs`.
     Idle,
+    /// 1008: the socket took no byte for `write_timeout_secs` while output waited.
+    WriteTimeout,
 }
 
 impl Close {
-    const ALL: [Close; 7] = [
+    const ALL: [Close; 8] = [
         Close::GoingAway,
         Close::InvalidUtf8,
         Close::RateLimit,
@@ -103,6 +114,7 @@ impl Close {
         Close::TooBig,
         Close::Protocol,
         Close::Idle,
+        Close::WriteTimeout,
     ];
 
     fn label(self) -> &'static str {
@@ -114,6 +126,7 @@ impl Close {
             Close::TooBig => "too_big",
             Close::Protocol => "protocol",
             Close::Idle => "idle",
+            Close::WriteTimeout => "write_timeout",
         }
     }
 }
@@ -125,13 +138,13 @@ pub struct Metrics {
     spaces: AtomicI64,
     rooms: AtomicI64,
     accepted: AtomicU64,
-    refused: [AtomicU64; 11],
+    refused: [AtomicU64; 13],
     token_rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     received: AtomicU64,
     delivered: AtomicU64,
     dropped_rate: AtomicU64,
     dropped_slow: AtomicU64,
-    closes: [AtomicU64; 7],
+    closes: [AtomicU64; 8],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     accept_errors: AtomicU64,
@@ -141,12 +154,89 @@ pub struct Metrics {
     backplane_dropped: AtomicU64,
     backplane_reconnects: AtomicU64,
     backplane_channels: AtomicI64,
+    backplane_refused: [AtomicU64; 5],
+    pending: AtomicI64,
+}
+
+/// Why an envelope from Redis was not delivered. (Its discriminant indexes the
+/// counters; `ALL` lists the variants in discriminant order.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Envelope {
+    /// Larger than a message may be.
+    TooBig,
+    /// Its MAC matches none of the secrets: not from a node of this site.
+    BadMac,
+    /// Authentic but not decodable (a node of another version).
+    Malformed,
+    /// Its time is outside the window: recorded and replayed, or a node's clock is off.
+    Stale,
+    /// Already seen (same node, same or older sequence): replayed.
+    Replayed,
+}
+
+impl Envelope {
+    const ALL: [Envelope; 5] = [
+        Envelope::TooBig,
+        Envelope::BadMac,
+        Envelope::Malformed,
+        Envelope::Stale,
+        Envelope::Replayed,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Envelope::TooBig => "too_big",
+            Envelope::BadMac => "bad_mac",
+            Envelope::Malformed => "malformed",
+            Envelope::Stale => "stale",
+            Envelope::Replayed => "replayed",
+        }
+    }
+}
+
+/// An open connection, counted in the gauge until it drops (on every way out,
+/// a panic included).
+#[derive(Debug)]
+pub struct OpenConnection(std::sync::Arc<Metrics>);
+
+impl std::ops::Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Relaxed);
+    }
+}
+
+/// A socket in its handshake, counted in the gauge until it drops.
+#[derive(Debug)]
+pub struct InHandshake(std::sync::Arc<Metrics>);
+
+impl std::ops::Drop for InHandshake {
+    fn drop(&mut self) {
+        self.0.pending.fetch_sub(1, Relaxed);
+    }
 }
 
 impl Metrics {
-    /// A connection opened (+1) or closed (-1).
-    pub fn connections(&self, delta: i64) {
-        self.connections.fetch_add(delta, Relaxed);
+    /// A connection opened: counted until the guard drops.
+    pub fn open_connection(self: &std::sync::Arc<Self>) -> OpenConnection {
+        self.connections.fetch_add(1, Relaxed);
+        OpenConnection(std::sync::Arc::clone(self))
+    }
+    /// Open WebSocket connections now.
+    pub fn connection_count(&self) -> i64 {
+        self.connections.load(Relaxed)
+    }
+    /// A socket entered its handshake: counted until the guard drops.
+    pub fn in_handshake(self: &std::sync::Arc<Self>) -> InHandshake {
+        self.pending.fetch_add(1, Relaxed);
+        InHandshake(std::sync::Arc::clone(self))
+    }
+    /// An envelope from Redis was refused.
+    pub fn envelope_refused(&self, why: Envelope) {
+        self.backplane_refused[why as usize].fetch_add(1, Relaxed);
+    }
+    /// How many envelopes were refused for this reason.
+    pub fn envelope_refused_count(&self, why: Envelope) -> u64 {
+        self.backplane_refused[why as usize].load(Relaxed)
     }
     /// A space gained its first (+1) or lost its last (-1) member.
     pub fn spaces(&self, delta: i64) {
@@ -356,6 +446,59 @@ impl Metrics {
             &counter(&self.bytes_out),
         );
         metric(
+            "handshakes_pending",
+            "gauge",
+            "Sockets accepted and not yet through their handshake.",
+            &gauge(&self.pending),
+        );
+        metric(
+            "backplane_up",
+            "gauge",
+            "1 while Redis is reachable (0 when down or not configured).",
+            &gauge(&self.backplane_up),
+        );
+        metric(
+            "backplane_channels",
+            "gauge",
+            "Redis channels (spaces) subscribed.",
+            &gauge(&self.backplane_channels),
+        );
+        metric(
+            "backplane_published_total",
+            "counter",
+            "Messages sent to the other nodes.",
+            &counter(&self.backplane_published),
+        );
+        metric(
+            "backplane_received_total",
+            "counter",
+            "Messages received from the other nodes and delivered.",
+            &counter(&self.backplane_received),
+        );
+        metric(
+            "backplane_dropped_total",
+            "counter",
+            "Messages not sent to the other nodes (Redis down or slow).",
+            &counter(&self.backplane_dropped),
+        );
+        metric(
+            "backplane_reconnects_total",
+            "counter",
+            "Times the connection to Redis was lost.",
+            &counter(&self.backplane_reconnects),
+        );
+        let refused: Vec<_> = Envelope::ALL
+            .iter()
+            .zip(&self.backplane_refused)
+            .map(|(e, a)| (format!("{{reason=\"{}\"}}", e.label()), a.load(Relaxed)))
+            .collect();
+        metric(
+            "backplane_envelopes_refused_total",
+            "counter",
+            "Envelopes from Redis refused, by reason (forged, replayed, too big, ...).",
+            &refused,
+        );
+        metric(
             "accept_errors_total",
             "counter",
             "Failed accept() calls (e.g. out of file descriptors).",
@@ -376,6 +519,9 @@ mod tests {
         }
         for (i, c) in Close::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
+        }
+        for (i, e) in Envelope::ALL.iter().enumerate() {
+            assert_eq!(*e as usize, i);
         }
     }
 }

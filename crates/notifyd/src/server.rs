@@ -83,7 +83,7 @@ impl Server {
             tracker.clone(),
         )?;
         if let Some(l) = self.metrics_listener {
-            tokio::spawn(serve_metrics(l, metrics.clone(), shutdown.clone()));
+            tokio::spawn(serve_metrics(l, Arc::clone(&shared), shutdown.clone()));
         }
         let accept = accept_loop(self.listener, shared);
         let done = tokio::spawn(async move {
@@ -122,8 +122,9 @@ impl Running {
     }
 }
 
-/// `GET /metrics` (Prometheus text) and `GET /healthz` on the metrics address.
-async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+/// `GET /metrics` (Prometheus text) and `/healthz` (the same answer as the main port's)
+/// on the metrics address.
+async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -133,19 +134,19 @@ async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, shutdown: C
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let metrics = metrics.clone();
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let Ok(req) = handshake::read_request(&mut stream, Duration::from_secs(5)).await else {
                 return;
             };
             match (req.method.as_str(), req.path.as_str()) {
                 ("GET", "/metrics") => {
-                    let body = metrics.render();
+                    let body = shared.metrics.render();
                     handshake::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &body)
                         .await;
                 }
-                ("GET", "/healthz") => {
-                    handshake::respond(&mut stream, 200, "OK", "text/plain", "ok\n").await;
+                ("GET" | "HEAD", "/healthz") => {
+                    handshake::health(&mut stream, &req, &shared.health()).await;
                 }
                 _ => {
                     handshake::respond(&mut stream, 404, "Not Found", "text/plain", "not found\n")
