@@ -150,6 +150,15 @@ const MAX_CONTROL_PAYLOAD: usize = 125;
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let tracker = shared.tracker.clone();
     let mut backoff = Duration::from_millis(5);
+    // Out-of-resource warnings at most once a second: a flood must not flood the log.
+    let mut warned: Option<std::time::Instant> = None;
+    let mut warn_now = move || {
+        let due = warned.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if due {
+            warned = Some(std::time::Instant::now());
+        }
+        due
+    };
     loop {
         let accepted = tokio::select! {
             () = shared.shutdown.cancelled() => return,
@@ -177,11 +186,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 // Out of file descriptors: the oldest socket still in its handshake makes
                 // room (a flood of idle connections never keeps real clients out).
                 if is_resource_exhaustion(&e) && shared.pending.evict_oldest() {
-                    debug!("accept failed: out of resources; closed the oldest pending handshake");
+                    if warn_now() {
+                        warn!(error = %e, "accept failed: out of resources; closing the oldest pending handshakes to make room");
+                    }
                     tokio::task::yield_now().await;
                     continue;
                 }
-                if is_resource_exhaustion(&e) {
+                if is_resource_exhaustion(&e) && warn_now() {
                     warn!(error = %e, backoff_ms = backoff.as_millis() as u64, "accept failed: out of resources; backing off");
                 } else {
                     debug!(error = %e, "accept failed");

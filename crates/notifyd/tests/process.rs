@@ -57,7 +57,16 @@ const LOOPBACK: [&str; 10] = [
 impl Daemon {
     /// On loopback with the rate limit lifted, plus `extra`.
     fn start(extra: &[&str]) -> Daemon {
-        let unlimited = ["--messages-per-second", "100000", "--burst", "100000"];
+        let unlimited = [
+            "--messages-per-second",
+            "100000",
+            "--burst",
+            "100000",
+            "--outbound-queue",
+            "2000000",
+            "--max-connections-per-token",
+            "100000",
+        ];
         Daemon::start_with(&[&LOOPBACK[..], &unlimited, extra].concat())
     }
 
@@ -175,12 +184,12 @@ fn check_config_accepts_the_documented_file_and_names_bad_keys() {
             "7",
         ])
         .env("TSUGI_NOTIFY_BURST", "3")
-        .env("TSUGI_NOTIFY_OUTBOUND_QUEUE", "64")
+        .env("TSUGI_NOTIFY_OUTBOUND_QUEUE", "640")
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.contains("(burst 7)") && out.contains("outbound_queue            64"),
+        out.contains("(burst 7)") && out.contains("outbound_queue            640"),
         "{out}"
     );
     let out = Command::new(BIN)
@@ -197,7 +206,7 @@ fn secret_file_holds_rotating_secrets() {
     let dir = std::env::temp_dir().join(format!("notifyd-secret-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("secrets");
-    std::fs::write(&file, "# rotated 2026-11\nnewest\n\nolder\n").unwrap();
+    std::fs::write(&file, "newest\n\nolder\n").unwrap();
     let f = file.to_str().unwrap();
     let (code, token, _) = run(&[
         "--url",

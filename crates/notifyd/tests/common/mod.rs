@@ -23,6 +23,8 @@ pub fn config() -> Config {
     let mut c = Config::for_loopback(SECRET).unwrap();
     c.limits.messages_per_second = 100_000;
     c.limits.burst = 100_000;
+    c.limits.bytes_per_second = 1 << 30;
+    c.limits.burst_bytes = 1 << 30;
     c
 }
 
