@@ -74,9 +74,15 @@ fn free_port() -> u16 {
 
 async fn node(redis_port: u16) -> Running {
     let mut c = Config::for_loopback(SECRET).unwrap();
-    c.redis_url = Some(format!("redis://127.0.0.1:{redis_port}/"));
+    c.redis = Some(tsugi_notifyd::config::Redis {
+        url: format!("redis://127.0.0.1:{redis_port}/"),
+        password: None,
+        ca_pem: None,
+    });
     c.limits.messages_per_second = 100_000;
     c.limits.burst = 100_000;
+    c.limits.bytes_per_second = 1 << 30;
+    c.limits.burst_bytes = 1 << 30;
     Server::bind(c)
         .await
         .unwrap()

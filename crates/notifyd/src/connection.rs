@@ -188,6 +188,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 End::Server(Close::TooBig)
             }
             WsError::Utf8(_) => End::Server(Close::InvalidUtf8),
+            WsError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                End::Server(Close::WriteTimeout)
+            }
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
             | WsError::ConnectionClosed
             | WsError::AlreadyClosed
@@ -214,7 +217,18 @@ where
         biased;
         why = stop.as_mut() => Some(End::Server(why)),
         why = stalled(progress, timeout) => Some(End::Server(why)),
-        written = write => written.err().map(|_| End::Client),
+        written = write => written.err().map(write_error),
+    }
+}
+
+/// A failed write: the kernel gave up on a peer that took nothing for
+/// `TCP_USER_TIMEOUT` (set to `write_timeout`), or the peer went away.
+fn write_error(e: WsError) -> End {
+    match e {
+        WsError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
+            End::Server(Close::WriteTimeout)
+        }
+        _ => End::Client,
     }
 }
 

@@ -1,0 +1,400 @@
+//! One student with one valid token against everybody else: clients that read nothing,
+//! senders at the edge of their limits, one token opening many sockets, floods of
+//! sockets that never finish their handshake, limits at the edge of what the libraries
+//! take. Each test failed on the daemon before these defences.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tsugi_notifyd::metrics::{Close, Refusal};
+use tsugi_notifyd::{Config, Running};
+
+/// Waits for `f`, failing after `within`.
+async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A TCP connection whose receive buffer is small, so that what it does not read backs
+/// up into the server quickly.
+async fn small_socket(addr: SocketAddr, rcvbuf: u32) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.set_recv_buffer_size(rcvbuf).unwrap();
+    s.connect(addr).await.unwrap()
+}
+
+/// A raw WebSocket upgrade on `stream`; returns once the 101 head has been read.
+async fn raw_upgrade(mut stream: TcpStream, token: &str) -> TcpStream {
+    let req = format!(
+        "GET /notify?token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        enc(token)
+    );
+    stream.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "upgraded");
+    stream
+}
+
+/// A masked ping frame with 125 bytes of payload (mask key zero: the payload as is).
+fn ping_frame() -> Vec<u8> {
+    let mut f = vec![0x89, 0x80 | 125, 0, 0, 0, 0];
+    f.extend_from_slice(&[b'p'; 125]);
+    f
+}
+
+fn gauge(server: &Running, name: &str) -> i64 {
+    let text = server.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("tsugi_notify_{name} ")))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_floods_pings_and_reads_nothing_is_closed_and_its_slot_freed() {
+    let mut cfg = config();
+    cfg.limits.ping_interval = Duration::from_secs(1);
+    cfg.limits.idle_timeout = Duration::from_secs(3);
+    cfg.limits.write_timeout = Duration::from_secs(2);
+    let server = start(cfg).await;
+    let stream = small_socket(server.addr, 4096).await;
+    let mut flooder = raw_upgrade(stream, &token("1", "flooder")).await;
+    wait_until("connected", Duration::from_secs(5), || {
+        server.metrics.connection_count() == 1
+    })
+    .await;
+    // Pings as fast as the socket takes them, never reading a pong.
+    let flood = tokio::spawn(async move {
+        let frame = ping_frame();
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            if flooder.write_all(&frame).await.is_err() {
+                break;
+            }
+        }
+    });
+    // Answers it never reads back up: within write_timeout (plus the close's own
+    // second) its slot is free, although it never stopped sending.
+    wait_until("the flooder closed", Duration::from_secs(15), || {
+        server.metrics.connection_count() == 0
+    })
+    .await;
+    assert_eq!(server.metrics.closed_count(Close::WriteTimeout), 1);
+    flood.abort();
+    // The server is fine for everybody else.
+    let mut a = connect(server.addr, &token("1", "a"), None).await;
+    let mut b = connect(server.addr, &token("1", "b"), None).await;
+    a.send(Message::text("still here")).await.unwrap();
+    assert_eq!(recv(&mut b).await, Message::text("still here"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_reads_nothing_in_a_busy_room_is_closed_whatever_the_queue_bounds() {
+    let mut cfg = config();
+    // Queue bounds far beyond anything this test sends: only time can judge the reader.
+    cfg.limits.outbound_queue = 10_000_000;
+    cfg.limits.outbound_queue_bytes = 1 << 34;
+    cfg.limits.write_timeout = Duration::from_secs(2);
+    let server = start(cfg).await;
+    let stalled = raw_upgrade(
+        small_socket(server.addr, 4096).await,
+        &token("1", "stalled"),
+    )
+    .await;
+    let mut sender = connect(server.addr, &token("1", "s"), None).await;
+    let mut reader = connect(server.addr, &token("1", "r"), None).await;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counter = sent.clone();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_sending = stop.clone();
+    let send = tokio::spawn(async move {
+        let body = "m".repeat(1024);
+        while !stop_sending.load(Ordering::Relaxed) {
+            sender.send(Message::text(body.clone())).await.unwrap();
+            counter.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    wait_until("the stalled reader closed", Duration::from_secs(20), || {
+        server.metrics.connection_count() == 2
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    send.await.unwrap();
+    // The reading client got every message, before and after.
+    let total = sent.load(Ordering::Relaxed);
+    for i in 0..total {
+        assert!(
+            matches!(recv(&mut reader).await, Message::Text(_)),
+            "message {i}"
+        );
+    }
+    let closed = server.metrics.closed_count(Close::SlowConsumer)
+        + server.metrics.closed_count(Close::WriteTimeout);
+    assert_eq!(closed, 1);
+    drop(stalled);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sender_within_its_limits_never_gets_a_slow_reader_closed() {
+    // The shipped defaults, nothing lifted.
+    let server = start(Config::for_loopback(SECRET).unwrap()).await;
+    let addr = server.addr;
+    // A reader on a ~1 Mbit/s link: it takes 125,000 bytes a second off a small buffer.
+    let stream = small_socket(addr, 8192).await;
+    let (mut reader, _) =
+        tokio_tungstenite::client_async(url(addr, &token("1", "slow"), None), stream)
+            .await
+            .unwrap();
+    let mut sender = connect(addr, &token("1", "sender"), None).await;
+    let got = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(AtomicBool::new(false));
+    let (got_r, closed_r) = (got.clone(), closed.clone());
+    let read = tokio::spawn(async move {
+        while let Some(m) = reader.next().await {
+            match m {
+                Ok(Message::Binary(b)) => {
+                    got_r.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_secs_f64(b.len() as f64 / 125_000.0)).await;
+                }
+                Ok(Message::Close(_)) | Err(_) => {
+                    closed_r.store(true, Ordering::Relaxed);
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
+        closed_r.store(true, Ordering::Relaxed);
+    });
+    // The largest burst a sender could make (40 messages of 64 KiB: 2.5 MiB at once),
+    // then one message of 64 KiB a second.
+    let big = vec![7u8; 64 * 1024];
+    for _ in 0..40 {
+        sender.feed(Message::binary(big.clone())).await.unwrap();
+    }
+    sender.flush().await.unwrap();
+    for _ in 0..3 {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        sender.send(Message::binary(big.clone())).await.unwrap();
+    }
+    let sent = 43;
+    wait_until(
+        "the daemon took every message",
+        Duration::from_secs(10),
+        || {
+            server
+                .metrics
+                .render()
+                .contains(&format!("tsugi_notify_messages_received_total {sent}"))
+        },
+    )
+    .await;
+    let dropped = dropped_for_rate(&server);
+    let expected = sent - dropped;
+    assert!(
+        expected >= 4,
+        "a burst of bytes_per_second's burst got through"
+    );
+    wait_until(
+        "the slow reader got everything delivered",
+        Duration::from_secs(30),
+        || got.load(Ordering::Relaxed) == expected as usize || closed.load(Ordering::Relaxed),
+    )
+    .await;
+    assert!(
+        !closed.load(Ordering::Relaxed),
+        "the slow reader was closed"
+    );
+    assert_eq!(got.load(Ordering::Relaxed), expected as usize);
+    assert_eq!(server.metrics.closed_count(Close::SlowConsumer), 0);
+    assert_eq!(server.metrics.closed_count(Close::WriteTimeout), 0);
+    assert_eq!(
+        server.metrics.closed_count(Close::RateLimit),
+        0,
+        "the sender stayed within its limits"
+    );
+    read.abort();
+}
+
+fn dropped_for_rate(server: &Running) -> u64 {
+    let text = server.metrics.render();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tsugi_notify_messages_dropped_total{reason=\"rate_limit\"} "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn one_token_opens_at_most_eight_sockets_and_classmates_still_get_in() {
+    let mut cfg = config();
+    cfg.limits.max_connections_per_token = Config::for_loopback(SECRET)
+        .unwrap()
+        .limits
+        .max_connections_per_token;
+    assert_eq!(cfg.limits.max_connections_per_token, 8, "the default");
+    cfg.limits.max_connections_per_space = 50;
+    let server = start(cfg).await;
+    let page = token("1", "student");
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        match tokio_tungstenite::connect_async(url(server.addr, &page, None)).await {
+            Ok((ws, _)) => held.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 429);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (8, 92));
+    assert_eq!(server.metrics.refused_count(Refusal::TokenCapacity), 92);
+    // The link's space is far from full: every classmate gets in.
+    for i in 0..30 {
+        let _ = connect(server.addr, &token("1", &format!("classmate{i}")), None).await;
+    }
+    // A socket closed gives its slot back to the token.
+    let mut first = held.remove(0);
+    first.close(None).await.unwrap();
+    while first.next().await.is_some() {}
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio_tungstenite::connect_async(url(server.addr, &page, None)).await {
+            Ok(_) => break,
+            Err(_) => assert!(Instant::now() < deadline, "the slot came back"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_finish_their_handshake_are_bounded_and_evicted_oldest_first() {
+    let mut cfg = config();
+    cfg.limits.max_pending_handshakes = 16;
+    let server = start(cfg).await;
+    let mut idle = Vec::new();
+    for _ in 0..100 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    wait_until("84 evicted", Duration::from_secs(10), || {
+        server.metrics.refused_count(Refusal::Evicted) >= 84
+    })
+    .await;
+    assert!(gauge(&server, "handshakes_pending") <= 16);
+    // A real client still gets in at once, and the oldest idle sockets were closed.
+    let mut a = connect(server.addr, &token("1", "a"), None).await;
+    let mut b = connect(server.addr, &token("1", "b"), None).await;
+    a.send(Message::text("through")).await.unwrap();
+    assert_eq!(recv(&mut b).await, Message::text("through"));
+    let mut buf = [0u8; 1];
+    let n = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut buf))
+        .await
+        .expect("the oldest idle socket was closed")
+        .unwrap_or(0);
+    assert_eq!(n, 0);
+}
+
+#[tokio::test]
+async fn a_tiny_max_message_bytes_works_and_every_count_is_released() {
+    let mut cfg = config();
+    cfg.limits.max_message_bytes = 64;
+    let server = start(cfg).await;
+    let mut a = connect(server.addr, &token("1", "a"), None).await;
+    let mut b = connect(server.addr, &token("1", "b"), None).await;
+    a.send(Message::text("short")).await.unwrap();
+    assert_eq!(recv(&mut b).await, Message::text("short"));
+    b.send(Message::text("x".repeat(65))).await.unwrap();
+    assert_eq!(close_code(&mut b).await, Some(1009));
+    drop(a);
+    drop(b);
+    wait_until("every connection released", Duration::from_secs(10), || {
+        server.metrics.connection_count() == 0
+    })
+    .await;
+    // The token's and the daemon's slots came back too.
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(connect(server.addr, &token("1", "a"), None).await);
+    }
+}
+
+async fn http(addr: SocketAddr, request: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8(out).unwrap()
+}
+
+#[tokio::test]
+async fn healthz_is_one_answer_on_both_ports_and_head_gets_no_body() {
+    let mut cfg = config();
+    cfg.metrics_bind = Some("127.0.0.1:0".parse().unwrap());
+    // A backplane that is configured but cannot connect: both must say it is down.
+    cfg.redis = Some(tsugi_notifyd::config::Redis {
+        url: "redis://127.0.0.1:1/".into(),
+        password: None,
+        ca_pem: None,
+    });
+    let server = start(cfg).await;
+    let metrics = server.metrics_addr.unwrap();
+    let get = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let main = http(server.addr, get).await;
+    let side = http(metrics, get).await;
+    let body = |r: &str| r.split("\r\n\r\n").nth(1).unwrap().to_owned();
+    assert_eq!(body(&main), "ok\nbackplane: down\n");
+    assert_eq!(body(&side), body(&main));
+    for addr in [server.addr, metrics] {
+        let head = http(addr, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n").await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(head.ends_with("\r\n\r\n"), "no body: {head:?}");
+        assert!(head.contains("Content-Length: 19"), "{head}");
+    }
+}
+
+#[tokio::test]
+async fn the_rate_limit_counts_bytes_too() {
+    let mut cfg = config();
+    cfg.limits.bytes_per_second = 1000;
+    cfg.limits.burst_bytes = 4000;
+    let server = start(cfg).await;
+    let mut a = connect(server.addr, &token("1", "a"), None).await;
+    let mut b = connect(server.addr, &token("1", "b"), None).await;
+    let mut c = connect(server.addr, &token("1", "c"), None).await;
+    for _ in 0..6 {
+        a.send(Message::text("k".repeat(1000))).await.unwrap();
+    }
+    // Four fit the byte burst; the two over it are dropped and counted.
+    wait_until("two dropped", Duration::from_secs(5), || {
+        dropped_for_rate(&server) == 2
+    })
+    .await;
+    for _ in 0..4 {
+        assert_eq!(recv(&mut b).await, Message::text("k".repeat(1000)));
+    }
+    c.send(Message::text("marker")).await.unwrap();
+    assert_eq!(recv(&mut b).await, Message::text("marker"));
+}
