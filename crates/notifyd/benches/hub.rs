@@ -22,7 +22,11 @@ fn fanout(c: &mut Criterion) {
         let mut outboxes = Vec::new();
         let mut memberships = Vec::new();
         for id in 0..members as u64 {
-            let outbox = Arc::new(Outbox::new(usize::MAX, usize::MAX));
+            let outbox = Arc::new(Outbox::new(
+                usize::MAX,
+                usize::MAX,
+                std::time::Duration::from_secs(3600),
+            ));
             outboxes.push(outbox.clone());
             let m = Member {
                 id,

@@ -557,3 +557,231 @@ async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
         "daemon RSS {kb} kB after the reconnect storm"
     );
 }
+
+/// Runs the daemon with `args` and `env` (TSUGI_NOTIFY_* of this process removed).
+fn run_env(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("TSUGI_NOTIFY_") {
+            cmd.env_remove(k);
+        }
+    }
+    let out = cmd
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
+    const S: &str = "hunter2-Zq7x";
+    let dir = std::env::temp_dir().join(format!("notifyd-leak-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let url = "url = \"ws://h:2021\"\n";
+    let secret_file = file("secrets", &format!("#{S}\n{S}-older\n"));
+    let not_utf8 = dir.join("not-utf8");
+    std::fs::write(&not_utf8, [S.as_bytes(), &[0xff, 0xfe, b'\n']].concat()).unwrap();
+    let not_utf8 = not_utf8.display().to_string();
+    // (what, args, env, what the error must name)
+    type Case<'a> = (&'a str, Vec<String>, Vec<(&'a str, String)>, &'a str);
+    let cases: Vec<Case> = vec![
+        (
+            "toml: secret without quotes",
+            vec!["--config".into(), file("a.toml", &format!("{url}secret = {S}\n"))],
+            vec![],
+            "line 2",
+        ),
+        (
+            "toml: misspelled key",
+            vec!["--config".into(), file("b.toml", &format!("{url}secrte = \"{S}\"\n"))],
+            vec![],
+            "secrte",
+        ),
+        (
+            "toml: secrets of the wrong type",
+            vec!["--config".into(), file("c.toml", &format!("{url}secrets = \"{S}\"\n"))],
+            vec![],
+            "secrets",
+        ),
+        (
+            "toml: unterminated string",
+            vec!["--config".into(), file("d.toml", &format!("{url}secret = \"{S}\n"))],
+            vec![],
+            "line 2",
+        ),
+        (
+            "toml: a redis password and a bad key beside it",
+            vec![
+                "--config".into(),
+                file(
+                    "e.toml",
+                    &format!("{url}secret = \"s\"\n[redis]\nurl = \"redis://u:{S}@h/\"\npasword = \"{S}\"\n"),
+                ),
+            ],
+            vec![],
+            "pasword",
+        ),
+        (
+            "env: misspelled variable",
+            vec!["--url".into(), "ws://h:1".into()],
+            vec![("TSUGI_NOTIFY_SECRTE", S.into())],
+            "TSUGI_NOTIFY_SECRTE",
+        ),
+        (
+            "env: secret given, another variable bad",
+            vec!["--url".into(), "ws://h:1".into()],
+            vec![("TSUGI_NOTIFY_SECRET", S.into()), ("TSUGI_NOTIFY_BURST", "many".into())],
+            "TSUGI_NOTIFY_BURST",
+        ),
+        (
+            "env: redis URL with a password, another setting bad",
+            vec!["--url".into(), "ws://h:1".into(), "--secret".into(), "s".into()],
+            vec![
+                ("TSUGI_NOTIFY_REDIS_URL", format!("http://u:{S}@h/")),
+            ],
+            "[redis] url",
+        ),
+        (
+            "flags: misspelled flag",
+            vec!["--url".into(), "ws://h:1".into(), format!("--secrte={S}")],
+            vec![],
+            "--secrte",
+        ),
+        (
+            "flags: secret given, another flag bad",
+            vec![
+                "--url".into(),
+                "ws://h:1".into(),
+                "--secret".into(),
+                S.into(),
+                "--outbound-queue".into(),
+                "1".into(),
+            ],
+            vec![],
+            "outbound_queue",
+        ),
+        (
+            "secret file: read, another setting bad",
+            vec![
+                "--url".into(),
+                "ws://h:1".into(),
+                "--secret-file".into(),
+                secret_file.clone(),
+                "--ping-interval-secs".into(),
+                "100".into(),
+            ],
+            vec![],
+            "ping_interval_secs",
+        ),
+        (
+            "secret file: not UTF-8",
+            vec!["--url".into(), "ws://h:1".into(), "--secret-file".into(), not_utf8],
+            vec![],
+            "not-utf8",
+        ),
+    ];
+    for (what, args, env, names) in cases {
+        let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+        args.push("--check-config");
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (code, out, err) = run_env(&args, &env);
+        assert_ne!(code, 0, "{what}: refused");
+        assert!(
+            !out.contains(S) && !err.contains(S),
+            "{what}: printed the secret: {err}"
+        );
+        assert!(err.contains(names), "{what}: names {names}: {err}");
+    }
+    // A good configuration with a password in the Redis URL: the summary masks it.
+    let (code, out, err) = run_env(
+        &[
+            "--url",
+            "ws://h:1",
+            "--secret-file",
+            &secret_file,
+            "--check-config",
+        ],
+        &[(
+            "TSUGI_NOTIFY_REDIS_URL",
+            &format!("redis://notify:{S}@10.0.0.5:6379/"),
+        )],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains(S) && !err.contains(S), "{out}");
+    assert!(out.contains("redis://MASKED@10.0.0.5:6379/"), "{out}");
+    // The secret file's first line starts with '#': it is a secret, and it mints.
+    let (code, token, _) = run_env(
+        &[
+            "--url",
+            "ws://h:1",
+            "--secret-file",
+            &secret_file,
+            "token",
+            "mint",
+            "--link",
+            "5",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0);
+    let hashed = format!("#{S}");
+    let (code, out, _) = run_env(
+        &[
+            "--url",
+            "ws://h:1",
+            "--secret",
+            &hashed,
+            "token",
+            "verify",
+            token.trim(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "a secret starting with # mints: {out}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_connections_under_a_low_fd_limit_never_keeps_a_real_client_out() {
+    raise_fd_limit();
+    // 200 open files for the daemon, 400 idle TCP connections held open by an attacker
+    // (more than fit: the rest wait in the listen queue), then a real client.
+    let d = Daemon::start_under(&["prlimit", "--nofile=200:200", "--"], &LOOPBACK);
+    let mut idle = Vec::new();
+    for _ in 0..400 {
+        idle.push(tokio::net::TcpStream::connect(d.addr).await.unwrap());
+    }
+    let started = Instant::now();
+    let deadline = Duration::from_secs(5);
+    let t = token("1", "real");
+    let attempt = tokio::time::timeout(deadline, connect(d.addr, &t, None)).await;
+    assert!(
+        attempt.is_ok(),
+        "a real client got in within {deadline:?} (handshake timeout 10 s)"
+    );
+    let mut b = tokio::time::timeout(deadline, connect(d.addr, &token("1", "other"), None))
+        .await
+        .expect("and another");
+    let mut a = attempt.unwrap();
+    a.send(Message::text("through the flood")).await.unwrap();
+    assert_eq!(recv(&mut b).await, Message::text("through the flood"));
+    eprintln!("real clients in after {:?}", started.elapsed());
+    let log = d.log.lock().unwrap().clone();
+    assert!(
+        log.contains("closing the oldest pending handshakes"),
+        "{log}"
+    );
+    drop(idle);
+}

@@ -1,0 +1,314 @@
+//! Redis shared with other software: whoever can PUBLISH on it must not reach a room.
+//! Two daemons on a real redis-server (started here on a free loopback port): forged,
+//! altered, moved, replayed and oversized envelopes are refused and counted while real
+//! ones go through; and the backplane over TLS (rediss://, a test CA made here) with an
+//! ACL user whose password comes from a file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures_util::StreamExt;
+use tokio_tungstenite::tungstenite::Message;
+use tsugi_notify_core::Plaintext;
+use tsugi_notifyd::config::Redis;
+use tsugi_notifyd::metrics::Envelope as Refused;
+use tsugi_notifyd::Running;
+
+struct RedisServer {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// redis-server with `conf` (a redis.conf body; `port`/`tls-port` are added).
+    fn start(name: &str, conf: &str, tls: bool) -> RedisServer {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("notifyd-redis-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = if tls {
+            format!("port 0\ntls-port {port}\n")
+        } else {
+            format!("port {port}\n")
+        };
+        let file = dir.join("redis.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "bind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{ports}{conf}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make test installs it)");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port, dir }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn node(redis: Redis) -> Running {
+    let mut c = config();
+    c.redis = Some(redis);
+    start(c).await
+}
+
+fn plain(port: u16) -> Redis {
+    Redis {
+        url: format!("redis://127.0.0.1:{port}/"),
+        password: None,
+        ca_pem: None,
+    }
+}
+
+async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The channel of the test space (link `1` of the tests' site).
+fn channel(link: &str) -> String {
+    let p = Plaintext::new("https://site.example", link, Some("course"), Some("u")).unwrap();
+    format!("tsugi-notify:{}", p.space())
+}
+
+async fn publish(port: u16, channel: &str, bytes: &[u8]) {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg(channel)
+        .arg(bytes)
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_moved_replayed_and_oversized_envelopes_never_reach_a_room() {
+    let redis = RedisServer::start("forge", "", false);
+    let a = node(plain(redis.port)).await;
+    let b = node(plain(redis.port)).await;
+    let mut on_a = connect(a.addr, &token("1", "x"), Some("r")).await;
+    let mut elsewhere_on_a = connect(a.addr, &token("2", "z"), Some("r")).await;
+    let mut on_b = connect(b.addr, &token("1", "y"), Some("r")).await;
+    wait_until("subscribed", || {
+        a.metrics.backplane_channel_count() == 2 && b.metrics.backplane_channel_count() == 1
+    })
+    .await;
+    // An attacker with access to Redis listens to the channel, to replay what it sees.
+    let spy = redis::Client::open(format!("redis://127.0.0.1:{}/", redis.port)).unwrap();
+    let mut spy = spy.get_async_pubsub().await.unwrap();
+    spy.subscribe(channel("1")).await.unwrap();
+    let mut spy = spy.into_on_message();
+    use futures_util::SinkExt;
+    on_b.send(Message::text("genuine")).await.unwrap();
+    assert_eq!(recv(&mut on_a).await, Message::text("genuine"));
+    let captured: Vec<u8> = spy.next().await.unwrap().get_payload_bytes().to_vec();
+
+    // 1. The old, unsigned envelope format, crafted by hand: a payload of its choosing.
+    let mut forged = vec![1u8];
+    forged.extend_from_slice(&42u64.to_be_bytes());
+    forged.extend_from_slice(&1u64.to_be_bytes());
+    forged.push(1);
+    forged.extend_from_slice(&1u16.to_be_bytes());
+    forged.extend_from_slice(b"r");
+    forged.extend_from_slice(b"forged");
+    publish(redis.port, &channel("1"), &forged).await;
+    // 2. A real envelope with its payload changed.
+    let mut altered = captured.clone();
+    let at = altered.len() - 33;
+    altered[at] ^= 0x20;
+    publish(redis.port, &channel("1"), &altered).await;
+    // 3. A real envelope moved to another space's channel.
+    publish(redis.port, &channel("2"), &captured).await;
+    // 4. A real envelope played again.
+    publish(redis.port, &channel("1"), &captured).await;
+    // 5. Seven megabytes.
+    publish(redis.port, &channel("1"), &vec![b'x'; 7 << 20]).await;
+    let m = &a.metrics;
+    wait_until("every forgery counted", || {
+        m.envelope_refused_count(Refused::BadMac) == 3
+            && m.envelope_refused_count(Refused::Replayed) == 1
+            && m.envelope_refused_count(Refused::TooBig) == 1
+    })
+    .await;
+    // Nothing of it reached anyone; real traffic still flows both ways.
+    on_b.send(Message::text("after")).await.unwrap();
+    assert_eq!(recv(&mut on_a).await, Message::text("after"));
+    on_a.send(Message::text("back")).await.unwrap();
+    assert_eq!(recv(&mut on_b).await, Message::text("back"));
+    assert_eq!(
+        recv_within(&mut elsewhere_on_a, Duration::from_millis(300)).await,
+        None
+    );
+    let text = a.metrics.render();
+    assert!(
+        text.contains("tsugi_notify_backplane_envelopes_refused_total{reason=\"bad_mac\"} 3"),
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_with_rotated_secrets_still_hear_each_other() {
+    let redis = RedisServer::start("rotate", "", false);
+    // Node a already mints with the new secret; node b still has only the old one
+    // first. Each accepts under any of its secrets.
+    let mut ca = config();
+    ca.keyring = tsugi_notify_core::Keyring::new(["new-secret", SECRET]).unwrap();
+    ca.redis = Some(plain(redis.port));
+    let a = start(ca).await;
+    let mut cb = config();
+    cb.keyring = tsugi_notify_core::Keyring::new([SECRET, "new-secret"]).unwrap();
+    cb.redis = Some(plain(redis.port));
+    let b = start(cb).await;
+    let mut on_a = connect(a.addr, &token("1", "x"), None).await;
+    let mut on_b = connect(b.addr, &token("1", "y"), None).await;
+    wait_until("subscribed", || {
+        a.metrics.backplane_channel_count() == 1 && b.metrics.backplane_channel_count() == 1
+    })
+    .await;
+    use futures_util::SinkExt;
+    on_a.send(Message::text("from the new secret"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut on_b).await, Message::text("from the new secret"));
+    on_b.send(Message::text("from the old secret"))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut on_a).await, Message::text("from the old secret"));
+}
+
+/// A CA, and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
+fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "tsugi-notify test CA");
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
+    let cert = params.signed_by(&key, &issuer).unwrap();
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, pem: String| {
+        let p = dir.join(name);
+        std::fs::write(&p, pem).unwrap();
+        p
+    };
+    (
+        write("ca.pem", ca_cert.pem()),
+        write("redis.pem", cert.pem()),
+        write("redis.key", key.serialize_pem()),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
+    let certs = std::env::temp_dir().join(format!("notifyd-tls-{}", std::process::id()));
+    let (ca, cert, key) = test_ca(&certs);
+    // The least the daemon needs (the README shows the same ACL): its own channels,
+    // and the few commands it sends. The default user is switched off.
+    let conf = format!(
+        "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
+         user default off\n\
+         user tsugi-notify on >acl-pass-word resetchannels &tsugi-notify:* -@all +publish +subscribe +unsubscribe +ping\n",
+        cert.display(),
+        key.display(),
+        ca.display()
+    );
+    let redis = RedisServer::start("tls", &conf, true);
+    let ca_pem = std::fs::read(&ca).unwrap();
+    let good = Redis {
+        url: format!("rediss://tsugi-notify@127.0.0.1:{}/", redis.port),
+        password: Some("acl-pass-word".into()),
+        ca_pem: Some(ca_pem.clone()),
+    };
+    let a = node(good.clone()).await;
+    let b = node(good).await;
+    let mut on_a = connect(a.addr, &token("1", "x"), None).await;
+    let mut on_b = connect(b.addr, &token("1", "y"), None).await;
+    wait_until("both up and subscribed over TLS", || {
+        a.metrics.backplane_is_up()
+            && b.metrics.backplane_is_up()
+            && a.metrics.backplane_channel_count() == 1
+            && b.metrics.backplane_channel_count() == 1
+    })
+    .await;
+    use futures_util::SinkExt;
+    on_a.send(Message::text("over tls")).await.unwrap();
+    assert_eq!(recv(&mut on_b).await, Message::text("over tls"));
+    // A wrong password, plain redis:// to a TLS port, or a CA that did not sign the
+    // server's certificate: the backplane stays down (and says so), nothing crashes.
+    let other_ca = test_ca(&certs.join("other")).0;
+    let bad = [
+        Redis {
+            url: format!("rediss://tsugi-notify@127.0.0.1:{}/", redis.port),
+            password: Some("wrong".into()),
+            ca_pem: Some(ca_pem.clone()),
+        },
+        Redis {
+            url: format!(
+                "redis://tsugi-notify:acl-pass-word@127.0.0.1:{}/",
+                redis.port
+            ),
+            password: None,
+            ca_pem: None,
+        },
+        Redis {
+            url: format!("rediss://tsugi-notify@127.0.0.1:{}/", redis.port),
+            password: Some("acl-pass-word".into()),
+            ca_pem: Some(std::fs::read(&other_ca).unwrap()),
+        },
+    ];
+    for r in bad {
+        let n = node(r).await;
+        let _c = connect(n.addr, &token("1", "w"), None).await;
+        let m = n.metrics.clone();
+        wait_until("two failed attempts", || {
+            m.render().lines().any(|l| {
+                l.strip_prefix("tsugi_notify_backplane_reconnects_total ")
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .is_some_and(|v| v >= 2)
+            })
+        })
+        .await;
+        assert!(!n.metrics.backplane_is_up());
+    }
+    let _ = std::fs::remove_dir_all(&certs);
+}
