@@ -17,7 +17,10 @@ use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::ModuleEntry;
 use ext_php_rs::{info_table_end, info_table_row, info_table_start};
-use tsugi_notify_core::{Clock, Format, Keyring, Plaintext, Scope, Site, Space, SystemClock};
+use tsugi_notify_core::{
+    CfgString, Clock, Format, Keyring, Plaintext, PublishEndpoint, Room, Scope, Site, Space,
+    SystemClock,
+};
 
 /// The wall clock. A build with the `test-clock` feature (never a release) reads the
 /// time from `TSUGI_WEBSOCKET_TEST_NOW` instead, so the PHP suite can check the
@@ -99,6 +102,8 @@ fn keyring(cfg: &Zval) -> Option<Keyring> {
 struct Need {
     /// `websocket_url` and `websocket_proxyport`.
     endpoint: bool,
+    /// `websocket_publish_url`.
+    publish: bool,
     /// `websocket_token_ttl` and `websocket_token_format`.
     mint: bool,
     /// `websocket_accept_legacy`.
@@ -106,27 +111,38 @@ struct Need {
 }
 
 impl Need {
-    /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`, `publish()`.
+    /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`.
     const ENDPOINT: Need = Need {
         endpoint: true,
+        publish: false,
+        mint: false,
+        verify: false,
+    };
+    /// `publish()`.
+    const PUBLISH: Need = Need {
+        endpoint: true,
+        publish: true,
         mint: false,
         verify: false,
     };
     /// `getToken()`, `getPublishToken()`.
     const MINT: Need = Need {
         endpoint: false,
+        publish: false,
         mint: true,
         verify: false,
     };
     /// `decodeToken()`.
     const VERIFY: Need = Need {
         endpoint: false,
+        publish: false,
         mint: false,
         verify: true,
     };
     /// `php --ri`.
     const ALL: Need = Need {
         endpoint: true,
+        publish: true,
         mint: true,
         verify: true,
     };
@@ -147,6 +163,15 @@ fn site(need: Need) -> (Option<Zval>, Site<PhpClock>) {
         Site::new(url.as_ref().and_then(php::non_empty_str), keyring(&cfg)).with_clock(PhpClock);
     if need.endpoint {
         site = site.with_proxyport(int("websocket_proxyport"));
+    }
+    if need.publish {
+        // Absent, null and false are "not set"; any other non-string is refused by core.
+        let value = php::property(&cfg, "websocket_publish_url").filter(|v| !v.is_false());
+        let setting = match &value {
+            None => CfgString::Unset,
+            Some(v) => v.str().map_or(CfgString::Other, CfgString::Str),
+        };
+        site = site.with_publish_url(setting);
     }
     if need.mint {
         let format = php::property(&cfg, "websocket_token_format");
@@ -190,8 +215,10 @@ fn plaintext(cfg: Option<&Zval>, launch: &Zval) -> Option<Plaintext> {
 /// Reads `$CFG->websocket_url`, `$CFG->websocket_secret` (a string, or an array of
 /// strings while rotating: the first one mints), `$CFG->websocket_proxyport`,
 /// `$CFG->wwwroot`, `$CFG->websocket_token_ttl` (seconds, default 86400, 0 = no
-/// expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`) and
-/// `$CFG->websocket_accept_legacy` (default true).
+/// expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`),
+/// `$CFG->websocket_accept_legacy` (default true) and `$CFG->websocket_publish_url`
+/// (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
+/// derived from `websocket_url`).
 #[php_class]
 #[php(name = "Tsugi\\Core\\WebSocket")]
 pub struct WebSocket;
@@ -250,8 +277,9 @@ impl WebSocket {
         })
     }
 
-    /// A short-lived (300 s) token that authorizes the daemon's publish API for the
-    /// launch's space, for tools that post to `POST /publish` themselves.
+    /// A token that authorizes the daemon's publish API for every room of the launch's
+    /// space for 300 s, for tools that post to `POST /publish` themselves. It is a
+    /// bearer token: whoever holds it can publish to the whole space until it expires.
     ///
     /// @param object $launch The LTI launch (needs `$launch->link->id`)
     /// @return string|false The token, or false without a secret or a link id
@@ -264,20 +292,26 @@ impl WebSocket {
     }
 
     /// Sends a message from the server to every browser of the launch's space and room
-    /// (through the daemon's publish API, at most 2 s).
+    /// (through the daemon's publish API, at most 2 s). Posts `{"room", "message"}` with
+    /// a publish token good for this room only, for 30 s, to
+    /// `$CFG->websocket_publish_url` + `/publish` when set (point it at an internal
+    /// address), else to the address derived from `websocket_url`.
     ///
     /// @param object $launch The LTI launch (needs `$launch->link->id`)
-    /// @param string $room The room ('' for the default room)
+    /// @param string $room The room ('' for the default room; at most 256 bytes)
     /// @param string $message The message, as the browsers will receive it
-    /// @return bool True when the daemon took it; false when notifications are off, the
-    ///   daemon is down or refused it
+    /// @return bool True when the daemon took it; false when notifications are off,
+    ///   `websocket_publish_url` is not an http(s) URL, the daemon is down or refused it
     pub fn publish(launch: &Zval, room: &str, message: &str) -> bool {
         guard(false, || {
-            let (cfg, site) = site(Need::ENDPOINT);
+            let (cfg, site) = site(Need::PUBLISH);
             let (Some(url), Some(p)) = (site.publish_url(), plaintext(cfg.as_ref(), launch)) else {
                 return false;
             };
-            let Ok(token) = site.mint_publish(&p) else {
+            let Ok(bound) = Room::new(room) else {
+                return false;
+            };
+            let Ok(token) = site.mint_publish_for_room(&p, &bound) else {
                 return false;
             };
             post::publish(
@@ -337,6 +371,17 @@ pub extern "C" fn module_info(_module: *mut ModuleEntry) {
             (
                 "secrets configured",
                 site.tokens().map_or(0, |t| t.keyring().len()).to_string(),
+            ),
+            (
+                "publish endpoint",
+                match site.publish_endpoint() {
+                    PublishEndpoint::Configured(url) => url,
+                    PublishEndpoint::Derived(url) => format!("derived ({url})"),
+                    PublishEndpoint::Invalid => {
+                        "off (websocket_publish_url is not an http(s) URL with a host)".to_owned()
+                    }
+                    PublishEndpoint::Off => "off".to_owned(),
+                },
             ),
         ]
     });

@@ -13,8 +13,10 @@ namespace Tsugi\Core {
      * Reads `$CFG->websocket_url`, `$CFG->websocket_secret` (a string, or an array of
      * strings while rotating: the first one mints), `$CFG->websocket_proxyport`,
      * `$CFG->wwwroot`, `$CFG->websocket_token_ttl` (seconds, default 86400, 0 = no
-     * expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`) and
-     * `$CFG->websocket_accept_legacy` (default true).
+     * expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`),
+     * `$CFG->websocket_accept_legacy` (default true) and `$CFG->websocket_publish_url`
+     * (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
+     * derived from `websocket_url`).
      */
     class WebSocket {
         private function __construct() {}
@@ -58,8 +60,9 @@ namespace Tsugi\Core {
         public static function getProxyPort(): ?int {}
 
         /**
-         * A short-lived (300 s) token that authorizes the daemon's publish API for the
-         * launch's space, for tools that post to `POST /publish` themselves.
+         * A token that authorizes the daemon's publish API for every room of the launch's
+         * space for 300 s, for tools that post to `POST /publish` themselves. It is a
+         * bearer token: whoever holds it can publish to the whole space until it expires.
          *
          * @param object $launch The LTI launch (needs `$launch->link->id`)
          * @return string|false The token, or false without a secret or a link id
@@ -92,13 +95,16 @@ namespace Tsugi\Core {
 
         /**
          * Sends a message from the server to every browser of the launch's space and room
-         * (through the daemon's publish API, at most 2 s).
+         * (through the daemon's publish API, at most 2 s). Posts `{"room", "message"}` with
+         * a publish token good for this room only, for 30 s, to
+         * `$CFG->websocket_publish_url` + `/publish` when set (point it at an internal
+         * address), else to the address derived from `websocket_url`.
          *
          * @param object $launch The LTI launch (needs `$launch->link->id`)
-         * @param string $room The room ('' for the default room)
+         * @param string $room The room ('' for the default room; at most 256 bytes)
          * @param string $message The message, as the browsers will receive it
-         * @return bool True when the daemon took it; false when notifications are off, the
-         *   daemon is down or refused it
+         * @return bool True when the daemon took it; false when notifications are off,
+         *   `websocket_publish_url` is not an http(s) URL, the daemon is down or refused it
          *
          * @param string $room
          * @param string $message

@@ -1,7 +1,8 @@
 //! Across components: tokens minted by PHP running the built extension (v1 and legacy),
 //! and legacy tokens minted by PHP's own openssl functions the way unmodified Tsugi does,
-//! open sockets on the daemon; a second, independent client library (Node's `ws`)
-//! talks to Rust clients through it.
+//! open sockets on the daemon; `WebSocket::publish()` posts where
+//! `websocket_publish_url` says, with a token good for one room; a second, independent
+//! client library (Node's `ws`) talks to Rust clients through it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::PathBuf;
@@ -9,8 +10,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
+use tsugi_notify_core::{Keyring, Room, Scope, Tokens};
 use tsugi_notifyd::{Config, Running, Server};
 
 const SECRET: &str = "cross-component-secret";
@@ -126,6 +130,205 @@ async fn php_publish_reaches_the_browsers_of_the_room() {
     );
     let heard = tokio::time::timeout(Duration::from_millis(300), b.next()).await;
     assert!(heard.is_err(), "another room hears nothing: {heard:?}");
+}
+
+/// One HTTP request as it arrived: the request line, the headers (names in lower
+/// case) and the body.
+#[derive(Debug)]
+struct Captured {
+    line: String,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Captured {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one HTTP request (head, then Content-Length bytes of body) from a stream.
+async fn read_request(stream: &mut TcpStream) -> Captured {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before the request head ended");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8(buf[..head_end].to_vec()).unwrap();
+    let mut lines = head.split("\r\n");
+    let line = lines.next().unwrap().to_owned();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .map_or(0, |(_, v)| v.parse().unwrap());
+    let mut body = buf[head_end + 4..].to_vec();
+    while body.len() < len {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the connection closed before the body ended");
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Captured {
+        line,
+        headers,
+        body: String::from_utf8(body).unwrap(),
+    }
+}
+
+/// Posts to the daemon's publish API; returns the status and body.
+async fn post_publish(running: &Running, token: &str, body: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(running.addr).await.unwrap();
+    let req = format!(
+        "POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
+        .await
+        .expect("the daemon answers")
+        .unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_publish_sends_a_room_bound_token_to_websocket_publish_url() {
+    // (a) websocket_publish_url points at a plain listener that captures the request;
+    // websocket_url names another address, which must not be contacted.
+    let capture = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let capture_port = capture.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (mut stream, _) = tokio::time::timeout(Duration::from_secs(10), capture.accept())
+            .await
+            .expect("publish() connected to websocket_publish_url")
+            .unwrap();
+        let req = read_request(&mut stream).await;
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n\
+                  Connection: close\r\n\r\n{\"delivered\":1}\n",
+            )
+            .await
+            .unwrap();
+        req
+    });
+    let out = tokio::task::spawn_blocking(move || {
+        php(&format!(
+            "$CFG->websocket_url = 'wss://127.0.0.1:1'; \
+             $CFG->websocket_publish_url = 'http://127.0.0.1:{capture_port}/'; \
+             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', 'hello'));"
+        ))
+    })
+    .await
+    .unwrap();
+    let req = tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("the capture server ends")
+        .unwrap();
+    assert_eq!(out, "true", "publish() took the capture server's 200");
+    assert_eq!(req.line, "POST /publish HTTP/1.1");
+    assert_eq!(req.header("content-type"), Some("application/json"));
+    let body: serde_json::Value = serde_json::from_str(&req.body).unwrap();
+    assert_eq!(
+        body,
+        serde_json::json!({"room": "grades", "message": "hello"})
+    );
+    let token = req
+        .header("authorization")
+        .and_then(|a| a.strip_prefix("Bearer "))
+        .expect("a bearer token")
+        .to_owned();
+    let tokens = Tokens::new(Keyring::new([SECRET]).unwrap());
+    let verified = tokens.verify(&token, Scope::Publish).unwrap();
+    assert_eq!(
+        verified.plaintext.to_string(),
+        format!("{WWWROOT}::77::1::9")
+    );
+    assert_eq!(verified.room, Some(Room::new("grades").unwrap()));
+    assert_eq!(
+        verified.expires_at.unwrap() - verified.issued_at.unwrap(),
+        30
+    );
+    assert!(
+        tokens.verify(&token, Scope::Browser).is_err(),
+        "it opens no browser socket"
+    );
+
+    // (b) The captured token replayed to a real daemon: its room only.
+    let running = start().await;
+    let browser: Vec<String> = serde_json::from_str(&php(
+        "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 2))]);",
+    ))
+    .unwrap();
+    let (mut grades, _) = tokio_tungstenite::connect_async(url(&running, &browser[0], "grades"))
+        .await
+        .unwrap();
+    let (mut other, _) = tokio_tungstenite::connect_async(url(&running, &browser[1], "other"))
+        .await
+        .unwrap();
+    for body in [
+        r#"{"room":"other","message":"replayed"}"#,
+        r#"{"room":"","message":"replayed"}"#,
+        r#"{"message":"replayed"}"#,
+    ] {
+        assert_eq!(
+            post_publish(&running, &token, body).await,
+            (403, "{\"error\":\"invalid token\"}\n".to_owned()),
+            "{body}"
+        );
+    }
+    assert_eq!(
+        post_publish(
+            &running,
+            &token,
+            r#"{"room":"grades","message":"replayed"}"#
+        )
+        .await,
+        (200, "{\"delivered\":1}\n".to_owned())
+    );
+    assert_eq!(next_text(&mut grades).await.as_deref(), Some("replayed"));
+    let heard = tokio::time::timeout(Duration::from_millis(300), other.next()).await;
+    assert!(heard.is_err(), "another room hears nothing: {heard:?}");
+
+    // (c) publish() through websocket_publish_url to the real daemon, websocket_url
+    // pointing elsewhere, reaches the browsers of the room.
+    let port = running.addr.port();
+    let out = tokio::task::spawn_blocking(move || {
+        php(&format!(
+            "$CFG->websocket_url = 'ws://127.0.0.1:1'; \
+             $CFG->websocket_publish_url = 'http://127.0.0.1:{port}'; \
+             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', '{{\"graded\":true}}'));"
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(out, "true");
+    assert_eq!(
+        next_text(&mut grades).await.as_deref(),
+        Some("{\"graded\":true}")
+    );
+    let heard = tokio::time::timeout(Duration::from_millis(300), other.next()).await;
+    assert!(heard.is_err(), "another room hears nothing: {heard:?}");
+    running.shutdown();
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ final class VectorsTest extends TestCase
         foreach (json_decode(file_get_contents(__DIR__ . '/../../tests/vectors/tokens.json'), true) as $c) {
             $m = $c['mint'] ?? null;
             if ($m === null || $m['scope'] !== null || $m['now'] !== (int) getenv('TSUGI_WEBSOCKET_TEST_NOW')) continue;
+            // getToken() mints tokens bound to no room.
+            if (array_key_exists('room', $m)) continue;
             $CFG = new \stdClass();
             $CFG->wwwroot = $m['wwwroot'];
             $CFG->websocket_url = 'ws://localhost:2021';

@@ -303,7 +303,8 @@ final class WebSocketTest extends TestCase
 
         // Every $CFG property.
         foreach (['websocket_url', 'websocket_secret', 'websocket_proxyport', 'wwwroot',
-                  'websocket_token_ttl', 'websocket_token_format', 'websocket_accept_legacy'] as $prop) {
+                  'websocket_token_ttl', 'websocket_token_format', 'websocket_accept_legacy',
+                  'websocket_publish_url'] as $prop) {
             foreach ($values as $v) {
                 $this->setUp();
                 $CFG->$prop = $v;
@@ -368,6 +369,193 @@ final class WebSocketTest extends TestCase
         $this->assertFalse(WebSocket::publish(self::launch(), '', 'x'));
         $CFG->websocket_url = 'ws://127.0.0.1:1';
         $this->assertFalse(WebSocket::publish(self::launch(null), '', 'x'));
+    }
+
+    /**
+     * A child PHP that answers $n HTTP requests with 200 on 127.0.0.1 (any port) and
+     * reports each request it got. Returns [port, process, stdout pipe].
+     */
+    private static function captureServer(int $n): array
+    {
+        $code = <<<'PHP'
+            $n = (int) $argv[1];
+            $s = stream_socket_server('tcp://127.0.0.1:0');
+            echo explode(':', stream_socket_get_name($s, false))[1], "\n";
+            for ($i = 0; $i < $n; $i++) {
+                $c = @stream_socket_accept($s, 20);
+                if ($c === false) break;
+                $in = '';
+                while (strpos($in, "\r\n\r\n") === false && !feof($c)) $in .= fread($c, 8192);
+                [$head, $body] = explode("\r\n\r\n", $in, 2) + [1 => ''];
+                $len = preg_match('/^content-length:\s*(\d+)/mi', $head, $m) ? (int) $m[1] : 0;
+                while (strlen($body) < $len && !feof($c)) $body .= fread($c, 8192);
+                fwrite($c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n"
+                    . "Connection: close\r\n\r\n{\"delivered\":1}\n");
+                fclose($c);
+                echo json_encode(['head' => $head, 'body' => $body]), "\n";
+            }
+            PHP;
+        $proc = proc_open([PHP_BINARY, '-n', '-r', $code, (string) $n], [1 => ['pipe', 'w']], $pipes);
+        $port = (int) fgets($pipes[1]);
+        self::assertGreaterThan(0, $port, 'the capture server started');
+        return [$port, $proc, $pipes[1]];
+    }
+
+    /** The next request the capture server got: [request line, headers, body]. */
+    private static function captured($out): array
+    {
+        $got = json_decode((string) fgets($out), true);
+        self::assertIsArray($got, 'the capture server got a request');
+        $lines = explode("\r\n", $got['head']);
+        $headers = [];
+        foreach (array_slice($lines, 1) as $l) {
+            [$k, $v] = explode(':', $l, 2);
+            $headers[strtolower($k)] = trim($v);
+        }
+        return [$lines[0], $headers, $got['body']];
+    }
+
+    public function testPublishPostsARoomBoundShortLivedTokenToWebsocketPublishUrl(): void
+    {
+        global $CFG;
+        [$port, $proc, $out] = self::captureServer(3);
+        // websocket_url names another address, never contacted.
+        $CFG->websocket_url = 'wss://127.0.0.1:1';
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port/sock/";
+        $this->assertTrue(WebSocket::publish(self::launch(), 'grades', '{"graded":true}'));
+        [$line, $headers, $body] = self::captured($out);
+        $this->assertSame('POST /sock/publish HTTP/1.1', $line);
+        $this->assertSame('application/json', $headers['content-type']);
+        $this->assertEquals(['room' => 'grades', 'message' => '{"graded":true}'], json_decode($body, true));
+        $this->assertMatchesRegularExpression('/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/', $headers['authorization']);
+        $token = substr($headers['authorization'], 7);
+        [$plain, $why, $room] = Ref\verify(['opensource'], $token, time(), true, 'publish');
+        $this->assertSame(self::WWW . '::42::7::9', $plain, (string) $why);
+        $this->assertSame('grades', $room);
+        $claims = json_decode(Ref\unb64url(explode('.', $token)[1]), true);
+        $this->assertSame(['iss', 'lnk', 'ctx', 'sub', 'iat', 'exp', 'scp', 'rom'], array_keys($claims));
+        $this->assertSame(30, $claims['exp'] - $claims['iat']);
+        // A trailing /publish is not doubled; the default room is bound as ''.
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port/publish";
+        $this->assertTrue(WebSocket::publish(self::launch(), '', 'x'));
+        [$line, $headers] = self::captured($out);
+        $this->assertSame('POST /publish HTTP/1.1', $line);
+        $claims = json_decode(Ref\unb64url(explode('.', substr($headers['authorization'], 7))[1]), true);
+        $this->assertSame('', $claims['rom']);
+        // Not set (false, as Tsugi's ConfigInfo declares it): the derived URL.
+        $CFG->websocket_publish_url = false;
+        $CFG->websocket_url = "ws://127.0.0.1:$port/derived";
+        $this->assertTrue(WebSocket::publish(self::launch(), 'r', 'y'));
+        [$line] = self::captured($out);
+        $this->assertSame('POST /derived/publish HTTP/1.1', $line);
+        proc_close($proc);
+        // getPublishToken() is unchanged: the whole space, 300 s.
+        $claims = json_decode(Ref\unb64url(explode('.', WebSocket::getPublishToken(self::launch()))[1]), true);
+        $this->assertArrayNotHasKey('rom', $claims);
+        $this->assertSame(300, $claims['exp'] - $claims['iat']);
+    }
+
+    public function testABadWebsocketPublishUrlMakesPublishAnswerFalseAndPostNothing(): void
+    {
+        global $CFG;
+        // The derived URL points here: a refusal must not fall back to it.
+        $server = stream_socket_server('tcp://127.0.0.1:0');
+        $port = (int) explode(':', stream_socket_get_name($server, false))[1];
+        $fh = fopen('php://memory', 'r');
+        $bad = [true, 0, 1, 2021, -1, 1.5, NAN, [], ['http://127.0.0.1:1'], new \stdClass(),
+                (object) ['url' => "http://127.0.0.1:$port"], fn () => 1, $fh,
+                '', ' ', '0', 'xyzzy', 'false', 'ftp://127.0.0.1:21', 'ws://127.0.0.1:2021',
+                'wss://127.0.0.1:2021', 'file:///tmp/sock', 'http://', 'https://', 'http:///publish',
+                'http://:2021', 'http:/127.0.0.1', '127.0.0.1:2021', 'localhost', '/publish',
+                'http://127.0.0.1:0', 'http://127.0.0.1:65536', 'http://[::1', 'http://ho st',
+                " http://127.0.0.1:$port", "http://127.0.0.1:$port\n", "http://127.0.0.1:$port\0",
+                "http://u:secret@127.0.0.1:$port", "http://127.0.0.1:$port/?a=1",
+                "http://127.0.0.1:$port#x", "http://127.0.0.1:$port/\xff", "\xff",
+                str_repeat('a', 5000)];
+        $errors = [];
+        set_error_handler(function (int $no, string $msg) use (&$errors) {
+            $errors[] = $msg;
+            return true;
+        });
+        try {
+            foreach ($bad as $i => $v) {
+                $CFG->websocket_url = "ws://127.0.0.1:$port";
+                $CFG->websocket_publish_url = $v;
+                $t = microtime(true);
+                $this->assertFalse(WebSocket::publish(self::launch(), 'room', 'hello'), "case $i");
+                $this->assertLessThan(1.5, microtime(true) - $t, "case $i: no request was tried");
+                // Everything else is unaffected.
+                $this->assertTrue(WebSocket::enabled(), "case $i");
+                $this->assertIsString(WebSocket::getPublishToken(self::launch()), "case $i");
+            }
+        } finally {
+            restore_error_handler();
+        }
+        $this->assertSame([], $errors, 'no warning, notice or deprecation');
+        $this->assertFalse(@stream_socket_accept($server, 0), 'nothing connected to the derived URL');
+        fclose($server);
+        fclose($fh);
+        // Not enabled: off, even with a good websocket_publish_url.
+        $CFG->websocket_publish_url = 'http://127.0.0.1:1';
+        $CFG->websocket_url = 'xyzzy';
+        $this->assertFalse(WebSocket::publish(self::launch(), 'room', 'hello'));
+        // A room over 256 bytes is refused before any request.
+        $CFG->websocket_url = 'ws://127.0.0.1:1';
+        $this->assertFalse(WebSocket::publish(self::launch(), str_repeat('r', 257), 'hello'));
+    }
+
+    /** The module's rows of phpinfo(), as name => value. */
+    private static function info(): array
+    {
+        ob_start();
+        (new \ReflectionExtension('tsugi_websocket'))->info();
+        $text = ob_get_clean();
+        $rows = [];
+        foreach (explode("\n", $text) as $line) {
+            if (strpos($line, ' => ') !== false) {
+                [$k, $v] = explode(' => ', $line, 2);
+                $rows[trim($k)] = trim($v);
+            }
+        }
+        return $rows;
+    }
+
+    public function testModuleInfoShowsThePublishEndpointNeverTheSecret(): void
+    {
+        global $CFG;
+        $CFG->websocket_secret = 'the-secret-value';
+        $this->assertSame('derived (http://localhost:2021/publish)', self::info()['publish endpoint']);
+        $CFG->websocket_publish_url = 'https://notify.internal:2021/sock';
+        $this->assertSame('https://notify.internal:2021/sock/publish', self::info()['publish endpoint']);
+        $CFG->websocket_publish_url = 'http://[::1]:2021/';
+        $this->assertSame('http://[::1]:2021/publish', self::info()['publish endpoint']);
+        $CFG->websocket_publish_url = 'ftp://notify.internal';
+        $this->assertStringStartsWith('off (websocket_publish_url', self::info()['publish endpoint']);
+        $CFG->websocket_publish_url = 'http://user:the-secret-value@notify.internal';
+        $this->assertStringStartsWith('off', self::info()['publish endpoint']);
+        $CFG->websocket_url = 'xyzzy';
+        $this->assertSame('off', self::info()['publish endpoint']);
+        $CFG->websocket_url = 'ws://localhost:2021';
+        $CFG->websocket_publish_url = 'http://127.0.0.1:2021';
+        ob_start();
+        phpinfo(INFO_MODULES);
+        $all = ob_get_clean();
+        $this->assertStringContainsString('publish endpoint => http://127.0.0.1:2021/publish', $all);
+        $this->assertStringNotContainsString('the-secret-value', $all);
+    }
+
+    public function testPhpRiListsThePublishEndpoint(): void
+    {
+        // php --ri runs no script, so there is no $CFG: everything reads as off.
+        $so = null;
+        foreach (file('/proc/self/maps') as $line) {
+            if (preg_match('#\s(/\S*tsugi_websocket\.so)$#', trim($line), $m)) $so = $m[1];
+        }
+        if ($so === null) $this->markTestSkipped('cannot find the loaded extension file');
+        $out = shell_exec(escapeshellarg(PHP_BINARY) . ' -n -d extension=' . escapeshellarg($so)
+            . ' --ri tsugi_websocket 2>&1');
+        $this->assertStringContainsString('enabled => no', $out);
+        $this->assertStringContainsString('publish endpoint => off', $out);
     }
 
     public function testPublishArgumentsAreTyped(): void

@@ -21,7 +21,7 @@ $launch = (object) ['link' => (object) ['id' => 42], 'context' => (object) ['id'
                     'user' => (object) ['id' => 7]];
 $configs = [];
 foreach (['websocket_url', 'websocket_secret', 'websocket_proxyport', 'wwwroot', 'websocket_token_ttl',
-          'websocket_token_format', 'websocket_accept_legacy'] as $prop) {
+          'websocket_token_format', 'websocket_accept_legacy', 'websocket_publish_url'] as $prop) {
     foreach ($values as $v) {
         $c = (object) ['wwwroot' => 'https://w', 'websocket_url' => 'ws://h:1', 'websocket_secret' => ['s', 't']];
         $c->$prop = $v;
@@ -37,12 +37,19 @@ for ($r = 0; $r < $rounds; $r++) {
         $t = WebSocket::getToken($launch);
         WebSocket::decodeToken($t === false ? 'x' : $t);
         WebSocket::makeToken($launch);
+        WebSocket::getPublishToken($launch);
+        // None of the values is an http(s) URL: publish() refuses before any request.
+        $pub = $c instanceof Magic ? null : ($c->websocket_publish_url ?? null);
+        if ($pub !== null && $pub !== false) {
+            WebSocket::publish($launch, 'r', 'm');
+            $calls++;
+        }
         foreach ($values as $v) {
             WebSocket::makeToken($v); WebSocket::getToken($v); WebSocket::decodeToken($v);
             WebSocket::getSpaceFromToken($v);
             WebSocket::getToken((object) ['link' => (object) ['id' => $v]]);
         }
-        $calls += 7 + 5 * count($values);
+        $calls += 8 + 5 * count($values);
     }
 }
 fclose($fh);

@@ -5,8 +5,10 @@
 //
 // Each case: name, format, secrets, now, token, accept_legacy, scope, expect (the
 // plaintext, or null when the token must be refused), reason (why it is refused, one of
-// the codes of crates/notify-core's Rejection), and for tokens minted the documented way
-// "mint": the inputs, so that every implementation can check it mints the same bytes.
+// the codes of crates/notify-core's Rejection), for an accepted token bound to a room
+// "room": the room of its rom claim (no "room": bound to none), and for tokens minted
+// the documented way "mint": the inputs, so that every implementation can check it
+// mints the same bytes ("mint" holds "room" only for a token bound to one).
 
 declare(strict_types=1);
 
@@ -33,7 +35,8 @@ function add(array &$cases, string $name, string $token, ?string $expect, array 
         'scope' => $opt['scope'] ?? null,
         'expect' => $expect,
         'reason' => $expect === null ? $opt['reason'] : null,
-    ] + (isset($opt['mint']) ? ['mint' => $opt['mint']] : []);
+    ] + (isset($opt['room']) ? ['room' => $opt['room']] : [])
+      + (isset($opt['mint']) ? ['mint' => $opt['mint']] : []);
 }
 
 /** A good v1 token, recorded with its minting inputs. */
@@ -44,10 +47,12 @@ function good(array &$cases, string $name, ?string $ctx, ?string $sub, int $ttl,
     $lnk = $opt['link'] ?? '42';
     $scp = $opt['mint_scope'] ?? null;
     $iat = $opt['iat'] ?? NOW;
-    $t = v1_mint($secret, $www, $lnk, $ctx, $sub, $iat, $ttl, $scp);
+    $rom = $opt['room'] ?? null;
+    $t = v1_mint($secret, $www, $lnk, $ctx, $sub, $iat, $ttl, $scp, $rom);
     $plain = $www . '::' . $lnk . '::' . ($ctx ?? 'no_context') . '::' . ($sub ?? 'no_user');
     $opt['mint'] = ['wwwroot' => $www, 'link' => $lnk, 'context' => $ctx, 'user' => $sub,
-                    'now' => $iat, 'ttl' => $ttl, 'scope' => $scp];
+                    'now' => $iat, 'ttl' => $ttl, 'scope' => $scp]
+                 + ($rom !== null ? ['room' => $rom] : []);
     add($cases, $name, $t, $plain, $opt);
     return $t;
 }
@@ -221,5 +226,37 @@ refuse($cases, 'legacy token with a partial block', base64_encode(str_repeat('x'
 refuse($cases, 'legacy token that is not base64', 'not*base64', 'encoding');
 refuse($cases, 'legacy token without its padding',
        rtrim(legacy_seal(S, 'a::b::c::d', $iv(10)), '='), 'encoding');
+
+// --- room binding (rom) ---
+good($cases, 'v1 publish token bound to a room', '7', '9', 30,
+     ['mint_scope' => 'publish', 'scope' => 'publish', 'room' => 'grades']);
+good($cases, 'v1 publish token bound to the default room', '7', '9', 30,
+     ['mint_scope' => 'publish', 'scope' => 'publish', 'room' => '']);
+good($cases, 'v1 browser token bound to a room', '7', '9', 86400, ['room' => 'lobby']);
+good($cases, 'v1 room with quotes, a backslash and unicode', null, '9', 600,
+     ['room' => 'q "1" \\ ü/€']);
+$room256 = str_repeat('é', 128); // 256 bytes
+good($cases, 'v1 room of exactly 256 bytes', '7', '9', 30,
+     ['mint_scope' => 'publish', 'scope' => 'publish', 'room' => $room256]);
+$pubRoom = v1_mint(S, WWW, '42', '7', '9', NOW, 30, 'publish', 'grades');
+refuse($cases, 'room-bound publish token offered for a browser connection', $pubRoom, 'scope');
+refuse($cases, 'room-bound browser token offered to the publish API',
+       v1_mint(S, WWW, '42', '7', '9', NOW, 86400, null, 'lobby'), 'scope', ['scope' => 'publish']);
+refuse($cases, 'expired room-bound publish token', v1_mint(S, WWW, '42', '7', '9', NOW - 91, 30, 'publish', 'grades'),
+       'expired', ['scope' => 'publish']); // exp = NOW - 61
+$badRooms = [
+    'rom a number' => 5,
+    'rom null' => null,
+    'rom true' => true,
+    'rom an array' => ['grades'],
+    'rom an object' => ['room' => 'grades'],
+    'rom of 257 bytes' => str_repeat('r', 257),
+    'rom of 257 bytes in 129 characters' => $room256 . 'x',
+];
+foreach ($badRooms as $name => $rom) {
+    refuse($cases, "claims: $name, publish token", sign_raw($H, $c(['scp' => 'publish', 'rom' => $rom]), S),
+           'claims', ['scope' => 'publish']);
+    refuse($cases, "claims: $name, browser token", sign_raw($H, $c(['rom' => $rom]), S), 'claims');
+}
 
 echo json_encode($cases, JSON_PRETTY_PRINT | JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE), "\n";

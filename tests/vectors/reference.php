@@ -44,9 +44,9 @@ function sign_raw(string $headerJson, string $claimsJson, string $secret, string
     return $input . '.' . b64url(hash_hmac($algo, $input, $secret, true));
 }
 
-/** Mints a v1 token exactly as documented. */
+/** Mints a v1 token exactly as documented ($rom: the room it is bound to, if any). */
 function v1_mint(string $secret, string $iss, string $lnk, ?string $ctx, ?string $sub,
-                 int $now, int $ttl, ?string $scp = null): string
+                 int $now, int $ttl, ?string $scp = null, ?string $rom = null): string
 {
     $claims = ['iss' => $iss, 'lnk' => $lnk];
     if ($ctx !== null) $claims['ctx'] = $ctx;
@@ -54,6 +54,7 @@ function v1_mint(string $secret, string $iss, string $lnk, ?string $ctx, ?string
     $claims['iat'] = $now;
     if ($ttl > 0) $claims['exp'] = $now + $ttl;
     if ($scp !== null) $claims['scp'] = $scp;
+    if ($rom !== null) $claims['rom'] = $rom;
     return sign_raw('{"alg":"HS256","typ":"JWT"}', json($claims), $secret);
 }
 
@@ -62,9 +63,14 @@ function has_control(string $s): bool
     return preg_match('/[\x00-\x1f\x7f]|\xc2[\x80-\x9f]/', $s) === 1;
 }
 
+/** Longest room name, in bytes. */
+const MAX_ROOM_BYTES = 256;
+
 /**
- * Verifies a token. Returns [plaintext, null] or [null, reason].
- * $scope is null for a browser connection, 'publish' for the publish API.
+ * Verifies a token. Returns [plaintext, null, room] or [null, reason]; room is
+ * the room a v1 token is bound to (its rom claim), or null when it is bound to none.
+ * $scope is null for a browser connection, 'publish' for the publish API. The room
+ * check (8) needs the room the token is used for: see room_allows().
  */
 function verify(array $secrets, string $token, int $now, bool $acceptLegacy, ?string $scope): array
 {
@@ -73,7 +79,7 @@ function verify(array $secrets, string $token, int $now, bool $acceptLegacy, ?st
         if (!$acceptLegacy) return [null, 'legacy_disabled'];
         [$plain, $why] = legacy_verify($secrets, $token);
         if ($plain === null) return [null, $why];
-        return $scope === null ? [$plain, null] : [null, 'scope'];
+        return $scope === null ? [$plain, null, null] : [null, 'scope'];
     }
     // 1. shape
     $parts = explode('.', $token);
@@ -100,9 +106,10 @@ function verify(array $secrets, string $token, int $now, bool $acceptLegacy, ?st
             return [null, 'claims'];
         }
     }
-    foreach (['ctx', 'sub', 'scp'] as $k) {
+    foreach (['ctx', 'sub', 'scp', 'rom'] as $k) {
         if (property_exists($c, $k) && !is_string($c->$k)) return [null, 'claims'];
     }
+    if (property_exists($c, 'rom') && strlen($c->rom) > MAX_ROOM_BYTES) return [null, 'claims'];
     foreach (['lnk', 'ctx', 'sub'] as $k) {
         if (property_exists($c, $k) && strpos($c->$k, '::') !== false) return [null, 'claims'];
     }
@@ -115,7 +122,13 @@ function verify(array $secrets, string $token, int $now, bool $acceptLegacy, ?st
     $scp = property_exists($c, 'scp') ? $c->scp : null;
     if ($scp !== $scope) return [null, 'scope'];
     $plain = $c->iss . '::' . $c->lnk . '::' . ($c->ctx ?? 'no_context') . '::' . ($c->sub ?? 'no_user');
-    return [$plain, null];
+    return [$plain, null, $c->rom ?? null];
+}
+
+/** 8. A token bound to $bound (null: none) may be used for $room ('' is the default room). */
+function room_allows(?string $bound, string $room): bool
+{
+    return $bound === null || $bound === $room;
 }
 
 /** Seals a legacy token with a given IV (16 bytes). */

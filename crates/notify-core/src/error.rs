@@ -25,6 +25,8 @@ pub enum Rejection {
     NotYetValid,
     /// The token's scope is not the one this use needs.
     Scope,
+    /// The token is bound to a room (`rom`) other than the one it was used for.
+    Room,
     /// A legacy token, and legacy tokens are not accepted here.
     LegacyDisabled,
     /// A legacy token whose length cannot be IV + MAC + whole AES blocks.
@@ -48,6 +50,7 @@ impl Rejection {
             Rejection::Expired => "expired",
             Rejection::NotYetValid => "not_yet_valid",
             Rejection::Scope => "scope",
+            Rejection::Room => "room",
             Rejection::LegacyDisabled => "legacy_disabled",
             Rejection::LegacyLength => "legacy_length",
             Rejection::LegacyPadding => "legacy_padding",
@@ -68,6 +71,7 @@ impl fmt::Display for Rejection {
             Rejection::Expired => "expired",
             Rejection::NotYetValid => "issued in the future",
             Rejection::Scope => "wrong scope",
+            Rejection::Room => "bound to another room",
             Rejection::LegacyDisabled => "legacy tokens not accepted",
             Rejection::LegacyLength => "legacy token length",
             Rejection::LegacyPadding => "legacy token padding",

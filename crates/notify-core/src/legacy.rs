@@ -78,5 +78,6 @@ pub(crate) fn verify(keyring: &Keyring, token: &str) -> Result<Verified> {
         issued_at: None,
         expires_at: None,
         scope: Scope::Browser,
+        room: None,
     })
 }

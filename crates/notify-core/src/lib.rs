@@ -2,7 +2,7 @@
 //! `tsugi-notifyd` daemon.
 //!
 //! Everything about tokens lives here and nowhere else: minting and verifying v1 tokens
-//! (HS256 JWTs with expiry, scope and key rotation) and legacy tokens (tsugi-php's
+//! (HS256 JWTs with expiry, scope, an optional room binding and key rotation) and legacy tokens (tsugi-php's
 //! AES-256-CBC + HMAC-SHA256 format), the plaintext / space / room model, and the
 //! parsing of Tsugi's `websocket_url` setting. The crate does no I/O beyond asking the
 //! operating system for random bytes when it mints a legacy token, and it never panics
@@ -37,6 +37,8 @@ pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, Rejection, Result};
 pub use model::{Plaintext, Room, Space, MAX_ROOM_BYTES};
 pub use secret::Keyring;
-pub use site::{publish_body, Site, PUBLISH_TTL_SECS};
+pub use site::{
+    publish_body, CfgString, PublishEndpoint, Site, PUBLISH_CALL_TTL_SECS, PUBLISH_TTL_SECS,
+};
 pub use token::{Format, Scope, Tokens, Verified, DEFAULT_TTL_SECS, LEEWAY_SECS, MAX_TOKEN_BYTES};
 pub use url::WebsocketUrl;

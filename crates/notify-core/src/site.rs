@@ -3,13 +3,62 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Result};
-use crate::model::Plaintext;
+use crate::model::{Plaintext, Room};
 use crate::secret::Keyring;
 use crate::token::{Format, Scope, Tokens, Verified, DEFAULT_TTL_SECS};
-use crate::url::WebsocketUrl;
+use crate::url::{self, WebsocketUrl};
 
-/// Lifetime of publish tokens: they authorize sending to a whole space.
+/// Lifetime of the publish tokens a tool asks for ([`Site::mint_publish`]): they
+/// authorize sending to every room of a space.
 pub const PUBLISH_TTL_SECS: u64 = 300;
+
+/// Lifetime of the token one publish call sends ([`Site::mint_publish_for_room`]): it
+/// authorizes sending to one room, and is used at once.
+pub const PUBLISH_CALL_TTL_SECS: u64 = 30;
+
+/// A `$CFG` setting that must be a string when it is set, as the caller read it: a
+/// value of another type is refused rather than taken as "not set".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CfgString<'a> {
+    /// Not set (for PHP: absent, null or false).
+    Unset,
+    /// A string, perhaps empty.
+    Str(&'a str),
+    /// A value of any other type.
+    Other,
+}
+
+impl<'a> From<Option<&'a str>> for CfgString<'a> {
+    fn from(value: Option<&'a str>) -> Self {
+        value.map_or(CfgString::Unset, CfgString::Str)
+    }
+}
+
+/// Where `publish()` posts ([`Site::publish_endpoint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PublishEndpoint {
+    /// `websocket_publish_url`, with `/publish`.
+    Configured(String),
+    /// Derived from `websocket_url` (and `websocket_proxyport`): no
+    /// `websocket_publish_url` is set.
+    Derived(String),
+    /// `websocket_publish_url` is set but is not an `http(s)` URL with a host: publishing
+    /// is off rather than sent elsewhere.
+    Invalid,
+    /// Notifications are not enabled.
+    Off,
+}
+
+/// What `websocket_publish_url` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PublishTarget {
+    /// Not set: derived from `websocket_url` and `websocket_proxyport`.
+    Derived,
+    /// Set: this URL (with `/publish`).
+    Set(String),
+    /// Set to something that is not an `http(s)` URL with a host: no publishing.
+    Refused,
+}
 
 /// The JSON body of a publish request.
 pub fn publish_body(room: &str, message: &str) -> String {
@@ -25,6 +74,7 @@ pub struct Site<C = SystemClock> {
     url: Option<WebsocketUrl>,
     tokens: Option<Tokens<C>>,
     proxyport: Option<u16>,
+    publish_target: PublishTarget,
     mint_format: Format,
 }
 
@@ -35,6 +85,7 @@ impl Site<SystemClock> {
             url: url.and_then(WebsocketUrl::parse),
             tokens: keyring.map(Tokens::new),
             proxyport: None,
+            publish_target: PublishTarget::Derived,
             mint_format: Format::V1,
         }
     }
@@ -47,6 +98,7 @@ impl<C: Clock> Site<C> {
             url: self.url,
             tokens: self.tokens.map(|t| t.with_clock(clock.clone())),
             proxyport: self.proxyport,
+            publish_target: self.publish_target,
             mint_format: self.mint_format,
         }
     }
@@ -54,6 +106,23 @@ impl<C: Clock> Site<C> {
     /// `websocket_proxyport`: kept when it is a port number (1 to 65535).
     pub fn with_proxyport(mut self, port: Option<i64>) -> Self {
         self.proxyport = port.and_then(|p| u16::try_from(p).ok()).filter(|p| *p != 0);
+        self
+    }
+
+    /// `websocket_publish_url`: the daemon's address as this web server reaches it
+    /// (`http://` or `https://`, a host, an optional port and path), where
+    /// [`Site::publish_url`] then points instead of the address derived from
+    /// `websocket_url`. Not set keeps the derived address; a value that is not such a
+    /// URL (another type, another scheme, empty, no host, userinfo, a query) switches
+    /// publishing off rather than falling back to the public address.
+    pub fn with_publish_url<'a>(mut self, url: impl Into<CfgString<'a>>) -> Self {
+        self.publish_target = match url.into() {
+            CfgString::Unset => PublishTarget::Derived,
+            CfgString::Str(s) => {
+                url::publish_endpoint(s).map_or(PublishTarget::Refused, PublishTarget::Set)
+            }
+            CfgString::Other => PublishTarget::Refused,
+        };
         self
     }
 
@@ -142,29 +211,56 @@ impl<C: Clock> Site<C> {
         }
     }
 
-    /// A short-lived v1 token for the publish API ([`PUBLISH_TTL_SECS`]; always v1:
-    /// legacy tokens carry no scope).
+    /// `getPublishToken`: a v1 token for the publish API, good for every room of the
+    /// space for [`PUBLISH_TTL_SECS`] (always v1: legacy tokens carry no scope).
     pub fn mint_publish(&self, plaintext: &Plaintext) -> Result<String> {
         let tokens = self.tokens.as_ref().ok_or(Error::NoSecret)?;
         tokens.mint_with_ttl(plaintext, Scope::Publish, PUBLISH_TTL_SECS)
     }
 
-    /// Where a Tsugi server posts to the daemon, when enabled: with a proxyport, the
-    /// daemon itself over plain HTTP on that port (behind the TLS proxy); otherwise
-    /// `http`/`https` for `ws`/`wss` on the URL's port. The URL's path is kept.
+    /// The token `publish()` sends: a v1 publish token bound to one room (`rom`), for
+    /// [`PUBLISH_CALL_TTL_SECS`].
+    pub fn mint_publish_for_room(&self, plaintext: &Plaintext, room: &Room) -> Result<String> {
+        let tokens = self.tokens.as_ref().ok_or(Error::NoSecret)?;
+        tokens.mint_for_room(plaintext, Scope::Publish, room, PUBLISH_CALL_TTL_SECS)
+    }
+
+    /// Where `publish()` posts, and why: `websocket_publish_url` when it is set, else
+    /// the address derived from `websocket_url`.
+    pub fn publish_endpoint(&self) -> PublishEndpoint {
+        let Some(url) = self.url() else {
+            return PublishEndpoint::Off;
+        };
+        match &self.publish_target {
+            PublishTarget::Set(set) => PublishEndpoint::Configured(set.clone()),
+            PublishTarget::Refused => PublishEndpoint::Invalid,
+            PublishTarget::Derived => {
+                let path = url.path().split(['?', '#']).next().unwrap_or("");
+                let path = path.trim_end_matches('/');
+                PublishEndpoint::Derived(match self.proxyport() {
+                    Some(port) => format!("http://{}:{port}{path}/publish", url.host()),
+                    None => format!(
+                        "{}://{}:{}{path}/publish",
+                        if url.is_secure() { "https" } else { "http" },
+                        url.host(),
+                        url.port()
+                    ),
+                })
+            }
+        }
+    }
+
+    /// The URL `publish()` posts to, when it may post: `websocket_publish_url` (with
+    /// `/publish`) when it is set and usable; when it is not set, derived from
+    /// `websocket_url`: with a proxyport, the daemon itself over plain HTTP on that port
+    /// (behind the TLS proxy), otherwise `http`/`https` for `ws`/`wss` on the URL's
+    /// port, the URL's path kept. `None` when not enabled, or when
+    /// `websocket_publish_url` is set to something unusable.
     pub fn publish_url(&self) -> Option<String> {
-        let url = self.url()?;
-        let path = url.path().split(['?', '#']).next().unwrap_or("");
-        let path = path.trim_end_matches('/');
-        Some(match self.proxyport() {
-            Some(port) => format!("http://{}:{port}{path}/publish", url.host()),
-            None => format!(
-                "{}://{}:{}{path}/publish",
-                if url.is_secure() { "https" } else { "http" },
-                url.host(),
-                url.port()
-            ),
-        })
+        match self.publish_endpoint() {
+            PublishEndpoint::Configured(url) | PublishEndpoint::Derived(url) => Some(url),
+            PublishEndpoint::Invalid | PublishEndpoint::Off => None,
+        }
     }
 
     /// `decodeToken`: verifies a browser token.
@@ -259,6 +355,140 @@ mod tests {
             .is_ok());
         assert_eq!(
             Site::new(None, None).mint_browser(&p).unwrap_err(),
+            Error::NoSecret
+        );
+    }
+
+    #[test]
+    fn websocket_publish_url_replaces_the_derived_url() {
+        let site = |setting: CfgString<'_>| {
+            Site::new(Some("wss://public.example"), keyring())
+                .with_proxyport(Some(9000))
+                .with_publish_url(setting)
+        };
+        for (set, want) in [
+            ("http://127.0.0.1:2021", "http://127.0.0.1:2021/publish"),
+            (
+                "https://notify.internal:2021/sock",
+                "https://notify.internal:2021/sock/publish",
+            ),
+            ("http://[::1]:2021", "http://[::1]:2021/publish"),
+            ("http://[fd00::1]/n/", "http://[fd00::1]/n/publish"),
+            ("http://10.0.0.5:2021/", "http://10.0.0.5:2021/publish"),
+            (
+                "http://10.0.0.5:2021/publish",
+                "http://10.0.0.5:2021/publish",
+            ),
+            ("https://h/a/publish/", "https://h/a/publish"),
+        ] {
+            let site = site(CfgString::Str(set));
+            assert_eq!(site.publish_url().as_deref(), Some(want), "{set:?}");
+            assert_eq!(
+                site.publish_endpoint(),
+                PublishEndpoint::Configured(want.to_owned())
+            );
+        }
+        for bad in [
+            "",
+            "ftp://h:21",
+            "ws://127.0.0.1:2021",
+            "http://",
+            "http://:2021",
+            "127.0.0.1:2021",
+            "notify.internal",
+            "/publish",
+            "http://u:secret@h",
+            "http://h/?x",
+        ] {
+            let site = site(CfgString::Str(bad));
+            assert_eq!(site.publish_url(), None, "{bad:?}");
+            assert_eq!(site.publish_endpoint(), PublishEndpoint::Invalid, "{bad:?}");
+        }
+        assert_eq!(site(CfgString::Other).publish_url(), None);
+        assert_eq!(
+            site(CfgString::Other).publish_endpoint(),
+            PublishEndpoint::Invalid
+        );
+        // Not set: derived, as before.
+        for unset in [CfgString::Unset, None.into()] {
+            assert_eq!(
+                site(unset).publish_endpoint(),
+                PublishEndpoint::Derived("http://public.example:9000/publish".to_owned())
+            );
+        }
+        let set = Site::new(Some("ws://h:1"), keyring()).with_publish_url(Some("http://i:2"));
+        assert_eq!(set.publish_url().as_deref(), Some("http://i:2/publish"));
+        // Not enabled: off, whatever websocket_publish_url says.
+        for off in [
+            Site::new(Some("xyzzy"), keyring()).with_publish_url(Some("http://i:2")),
+            Site::new(Some("ws://h:1"), None).with_publish_url(Some("http://i:2")),
+        ] {
+            assert_eq!(off.publish_endpoint(), PublishEndpoint::Off);
+            assert_eq!(off.publish_url(), None);
+        }
+        // The last setting wins; settings survive a change of clock.
+        let site = site(CfgString::Other)
+            .with_publish_url(Some("http://i:2"))
+            .with_clock(FixedClock(5));
+        assert_eq!(site.publish_url().as_deref(), Some("http://i:2/publish"));
+    }
+
+    #[test]
+    fn a_publish_call_token_is_bound_to_its_room_and_short_lived() {
+        let p = Plaintext::new("https://w", "1", Some("2"), Some("3")).unwrap();
+        let site = Site::new(Some("ws://h:1"), keyring())
+            .with_clock(FixedClock(1000))
+            .with_ttl(Some(5));
+        let room = Room::new("grades").unwrap();
+        let v = site
+            .verify(
+                &site.mint_publish_for_room(&p, &room).unwrap(),
+                Scope::Publish,
+            )
+            .unwrap();
+        assert_eq!(v.plaintext, p);
+        assert_eq!(v.room.as_ref(), Some(&room));
+        assert_eq!(
+            (v.issued_at, v.expires_at),
+            (Some(1000), Some(1000 + PUBLISH_CALL_TTL_SECS as i64))
+        );
+        assert!(v.clone().for_room(&room).is_ok());
+        for other in ["", "Grades", "grades ", "other"] {
+            assert_eq!(
+                v.clone().for_room(&Room::new(other).unwrap()).unwrap_err(),
+                Error::InvalidToken(crate::Rejection::Room),
+                "{other:?}"
+            );
+        }
+        // getPublishToken: the whole space, 300 s, any room.
+        let whole = site
+            .verify(&site.mint_publish(&p).unwrap(), Scope::Publish)
+            .unwrap();
+        assert_eq!(whole.room, None);
+        assert_eq!(whole.expires_at, Some(1000 + PUBLISH_TTL_SECS as i64));
+        assert!(whole.for_room(&Room::new("any").unwrap()).is_ok());
+        // Bound to the default room: only the default room.
+        let default = site
+            .verify(
+                &site.mint_publish_for_room(&p, &Room::default()).unwrap(),
+                Scope::Publish,
+            )
+            .unwrap();
+        assert!(default.clone().for_room(&Room::default()).is_ok());
+        assert!(default.for_room(&room).is_err());
+        // A room-bound publish token is still no browser token.
+        assert_eq!(
+            site.verify(
+                &site.mint_publish_for_room(&p, &room).unwrap(),
+                Scope::Browser
+            )
+            .unwrap_err(),
+            Error::InvalidToken(crate::Rejection::Scope)
+        );
+        assert_eq!(
+            Site::new(None, None)
+                .mint_publish_for_room(&p, &room)
+                .unwrap_err(),
             Error::NoSecret
         );
     }

@@ -2,7 +2,7 @@
 
 use crate::clock::{Clock, SystemClock};
 use crate::error::{Error, Rejection, Result};
-use crate::model::Plaintext;
+use crate::model::{Plaintext, Room};
 use crate::secret::Keyring;
 use crate::{legacy, v1};
 
@@ -53,6 +53,20 @@ pub struct Verified {
     pub expires_at: Option<i64>,
     /// What it authorizes.
     pub scope: Scope,
+    /// The one room it is good for (`rom`, v1 only); `None`: every room of its space.
+    pub room: Option<Room>,
+}
+
+impl Verified {
+    /// Keeps the token for use in `room`: it must be bound to no room, or to exactly
+    /// this one (byte for byte; the default room is the empty name). Otherwise
+    /// [`Error::InvalidToken`] with [`Rejection::Room`].
+    pub fn for_room(self, room: &Room) -> Result<Verified> {
+        match &self.room {
+            Some(bound) if bound != room => Err(Error::InvalidToken(Rejection::Room)),
+            _ => Ok(self),
+        }
+    }
 }
 
 /// Mints and verifies tokens with one keyring, lifetime, legacy switch and clock.
@@ -125,6 +139,26 @@ impl<C: Clock> Tokens<C> {
             &self.keyring,
             plaintext,
             scope,
+            None,
+            self.clock.now(),
+            ttl,
+        ))
+    }
+
+    /// Mints a v1 token with the first secret, good only for one room of the space
+    /// (the `rom` claim), with a lifetime of its own (0: none).
+    pub fn mint_for_room(
+        &self,
+        plaintext: &Plaintext,
+        scope: Scope,
+        room: &Room,
+        ttl: u64,
+    ) -> Result<String> {
+        Ok(v1::mint(
+            &self.keyring,
+            plaintext,
+            scope,
+            Some(room),
             self.clock.now(),
             ttl,
         ))
@@ -137,7 +171,9 @@ impl<C: Clock> Tokens<C> {
     }
 
     /// Verifies a token of either format for the given use. Every failure is
-    /// [`Error::InvalidToken`]; its [`Rejection`] says why, for a debug log.
+    /// [`Error::InvalidToken`]; its [`Rejection`] says why, for a debug log. A token
+    /// bound to a room ([`Verified::room`]) is good only for that room: check it with
+    /// [`Verified::for_room`].
     pub fn verify(&self, token: &str, scope: Scope) -> Result<Verified> {
         if token.is_empty() || token.len() > MAX_TOKEN_BYTES {
             return Err(Error::InvalidToken(Rejection::Size));

@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Rejection, Result};
-use crate::model::Plaintext;
+use crate::model::{Plaintext, Room};
 use crate::secret::Keyring;
 use crate::token::{Format, Scope, Verified, LEEWAY_SECS, MAX_TOKEN_BYTES};
 
@@ -30,9 +30,18 @@ struct Claims<'a> {
     exp: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     scp: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    rom: Option<&'a str>,
 }
 
-pub(crate) fn mint(keyring: &Keyring, p: &Plaintext, scope: Scope, now: i64, ttl: u64) -> String {
+pub(crate) fn mint(
+    keyring: &Keyring,
+    p: &Plaintext,
+    scope: Scope,
+    room: Option<&Room>,
+    now: i64,
+    ttl: u64,
+) -> String {
     let exp = (ttl > 0).then(|| now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)));
     let claims = Claims {
         iss: p.wwwroot(),
@@ -42,6 +51,7 @@ pub(crate) fn mint(keyring: &Keyring, p: &Plaintext, scope: Scope, now: i64, ttl
         iat: now,
         exp,
         scp: scope.claim(),
+        rom: room.map(Room::as_str),
     };
     // Serializing a struct of strings and integers cannot fail.
     let json = serde_json::to_vec(&claims).unwrap_or_default();
@@ -102,6 +112,8 @@ struct Incoming<'a> {
     exp: Option<i64>,
     #[serde(default, borrow, deserialize_with = "present")]
     scp: Option<Cow<'a, str>>,
+    #[serde(default, borrow, deserialize_with = "present")]
+    rom: Option<Cow<'a, str>>,
 }
 
 /// Parses a JSON object (serde would also fill a struct from a JSON array).
@@ -115,7 +127,8 @@ fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
     serde_json::from_slice(json).ok()
 }
 
-/// Checks 1 to 6 of token-format.md, in order; the caller checks the scope (7).
+/// Checks 1 to 6 of token-format.md, in order; the caller checks the scope (7), and
+/// the room (8) where the token is used.
 pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verified> {
     // 1. Three non-empty parts (the size was checked by the caller).
     let mut parts = token.split('.');
@@ -174,6 +187,10 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
     {
         return Err(bad());
     }
+    let room = match c.rom.as_deref() {
+        None => None,
+        Some(r) => Some(Room::new(r).map_err(|_| bad())?),
+    };
     // 6. Time, with leeway, in arithmetic that cannot overflow.
     if let Some(exp) = c.exp {
         if i128::from(now) >= i128::from(exp) + i128::from(LEEWAY_SECS) {
@@ -195,6 +212,7 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
         issued_at: Some(iat),
         expires_at: c.exp,
         scope,
+        room,
     })
 }
 
@@ -214,7 +232,7 @@ mod tests {
     fn claims_are_minted_in_the_documented_order() {
         let k = Keyring::new(["s"]).unwrap();
         let p = Plaintext::new("https://a.example", "1", Some("2"), Some("3")).unwrap();
-        let t = mint(&k, &p, Scope::Publish, 100, 10);
+        let t = mint(&k, &p, Scope::Publish, None, 100, 10);
         let claims = URL_SAFE_NO_PAD
             .decode(t.split('.').nth(1).unwrap())
             .unwrap();
@@ -223,13 +241,89 @@ mod tests {
             r#"{"iss":"https://a.example","lnk":"1","ctx":"2","sub":"3","iat":100,"exp":110,"scp":"publish"}"#
         );
         let p = Plaintext::new("w", "1", None, None).unwrap();
-        let t = mint(&k, &p, Scope::Browser, 100, 0);
+        let t = mint(&k, &p, Scope::Browser, None, 100, 0);
         let claims = URL_SAFE_NO_PAD
             .decode(t.split('.').nth(1).unwrap())
             .unwrap();
         assert_eq!(
             std::str::from_utf8(&claims).unwrap(),
             r#"{"iss":"w","lnk":"1","iat":100}"#
+        );
+        // The room comes last, after the scope; a browser token may carry one too.
+        let room = Room::new("q \"1\"").unwrap();
+        let t = mint(&k, &p, Scope::Publish, Some(&room), 100, 30);
+        let claims = URL_SAFE_NO_PAD
+            .decode(t.split('.').nth(1).unwrap())
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&claims).unwrap(),
+            r#"{"iss":"w","lnk":"1","iat":100,"exp":130,"scp":"publish","rom":"q \"1\""}"#
+        );
+        let t = mint(&k, &p, Scope::Browser, Some(&Room::default()), 100, 0);
+        let claims = URL_SAFE_NO_PAD
+            .decode(t.split('.').nth(1).unwrap())
+            .unwrap();
+        assert_eq!(
+            std::str::from_utf8(&claims).unwrap(),
+            r#"{"iss":"w","lnk":"1","iat":100,"rom":""}"#
+        );
+    }
+
+    /// Signs arbitrary claims with the standard header.
+    fn signed(k: &Keyring, claims: &str) -> String {
+        let mut t = format!("{HEADER_B64}.{}", URL_SAFE_NO_PAD.encode(claims));
+        let tag = k
+            .minting()
+            .v1
+            .clone()
+            .chain_update(t.as_bytes())
+            .finalize()
+            .into_bytes();
+        t.push('.');
+        t.push_str(&URL_SAFE_NO_PAD.encode(tag));
+        t
+    }
+
+    #[test]
+    fn the_room_claim_is_reported_and_checked() {
+        let k = Keyring::new(["s"]).unwrap();
+        let p = Plaintext::new("w", "1", Some("2"), None).unwrap();
+        let room = Room::new("grades").unwrap();
+        let v = verify(&k, &mint(&k, &p, Scope::Publish, Some(&room), 100, 30), 100).unwrap();
+        assert_eq!(v.room.as_ref(), Some(&room));
+        assert_eq!(v.scope, Scope::Publish);
+        assert_eq!((v.issued_at, v.expires_at), (Some(100), Some(130)));
+        let unbound = verify(&k, &mint(&k, &p, Scope::Publish, None, 100, 30), 100).unwrap();
+        assert_eq!(unbound.room, None);
+        // 256 bytes is a room; 257 bytes (here 128 two-byte characters and one more) is not.
+        let max = "é".repeat(128);
+        let t = signed(
+            &k,
+            &format!(r#"{{"iss":"w","lnk":"1","iat":100,"rom":"{max}"}}"#),
+        );
+        assert_eq!(verify(&k, &t, 100).unwrap().room.unwrap().as_str(), max);
+        for rom in [
+            format!(r#""{max}x""#),
+            "5".to_owned(),
+            "null".to_owned(),
+            "true".to_owned(),
+            r#"["a"]"#.to_owned(),
+            r#"{"a":1}"#.to_owned(),
+        ] {
+            let t = signed(
+                &k,
+                &format!(r#"{{"iss":"w","lnk":"1","iat":100,"rom":{rom}}}"#),
+            );
+            assert_eq!(
+                verify(&k, &t, 100).unwrap_err(),
+                Error::InvalidToken(Rejection::Claims),
+                "rom {rom}"
+            );
+        }
+        let dup = signed(&k, r#"{"iss":"w","lnk":"1","iat":100,"rom":"a","rom":"b"}"#);
+        assert_eq!(
+            verify(&k, &dup, 100).unwrap_err(),
+            Error::InvalidToken(Rejection::Claims)
         );
     }
 

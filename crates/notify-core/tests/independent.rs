@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use tsugi_notify_core::{Keyring, Plaintext, Scope, Tokens};
+use tsugi_notify_core::{Keyring, Plaintext, Room, Scope, Tokens};
 
 #[test]
 fn minted_tokens_verify_in_the_php_reference() {
@@ -33,14 +33,29 @@ fn minted_tokens_verify_in_the_php_reference() {
         let user = ids[(i + 2) % ids.len()];
         for www in ["https://tsugi.example.edu", "http://[::1]:8888"] {
             let p = Plaintext::new(www, link, Some(ctx), (i % 2 == 0).then_some(user)).unwrap();
-            for (token, scope, format) in [
-                (tokens.mint(&p, Scope::Browser).unwrap(), None, "v1"),
+            // A room of the ids too: a room-bound token must verify there and name it.
+            let room = Room::new(ids[(i + 3) % ids.len()]).unwrap();
+            for (token, scope, format, bound) in [
+                (tokens.mint(&p, Scope::Browser).unwrap(), None, "v1", None),
                 (
                     tokens.mint(&p, Scope::Publish).unwrap(),
                     Some("publish"),
                     "v1",
+                    None,
                 ),
-                (tokens.mint_legacy(&p).unwrap(), None, "legacy"),
+                (
+                    tokens.mint_for_room(&p, Scope::Publish, &room, 30).unwrap(),
+                    Some("publish"),
+                    "v1",
+                    Some(room.as_str()),
+                ),
+                (
+                    tokens.mint_for_room(&p, Scope::Browser, &room, 0).unwrap(),
+                    None,
+                    "v1",
+                    Some(room.as_str()),
+                ),
+                (tokens.mint_legacy(&p).unwrap(), None, "legacy", None),
             ] {
                 cases.push(serde_json::json!({
                     "name": format!("{format} {www} {link}"),
@@ -52,6 +67,7 @@ fn minted_tokens_verify_in_the_php_reference() {
                     "scope": scope,
                     "expect": p.to_string(),
                     "reason": null,
+                    "room": bound,
                 }));
             }
         }

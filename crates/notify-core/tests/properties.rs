@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)]
 
 use proptest::prelude::*;
-use tsugi_notify_core::{Error, FixedClock, Keyring, Plaintext, Scope, Space, Tokens};
+use tsugi_notify_core::{
+    Error, FixedClock, Keyring, Plaintext, Rejection, Room, Scope, Site, Space, Tokens,
+};
 
 const NOW: i64 = 1_767_225_600;
 
@@ -65,6 +67,30 @@ proptest! {
     }
 
     #[test]
+    fn a_room_bound_token_names_its_room_and_no_other(
+        room in "\\PC{0,64}",
+        other in "\\PC{0,64}",
+        publish in any::<bool>(),
+    ) {
+        let t = tokens(b"opensource");
+        let p = Plaintext::new("https://tsugi.example", "42", Some("7"), None).unwrap();
+        let scope = if publish { Scope::Publish } else { Scope::Browser };
+        let Ok(room) = Room::new(&room) else { return Ok(()) };
+        let v = t.verify(&t.mint_for_room(&p, scope, &room, 30).unwrap(), scope).unwrap();
+        prop_assert_eq!(v.room.as_ref(), Some(&room));
+        prop_assert_eq!(&v.plaintext, &p);
+        prop_assert!(v.clone().for_room(&room).is_ok());
+        if let Ok(other) = Room::new(&other) {
+            let used = v.for_room(&other);
+            if other == room {
+                prop_assert!(used.is_ok());
+            } else {
+                prop_assert_eq!(used.unwrap_err(), Error::InvalidToken(Rejection::Room));
+            }
+        }
+    }
+
+    #[test]
     fn verify_never_panics_on_arbitrary_input(
         bytes in proptest::collection::vec(any::<u8>(), 0..600),
         dots in any::<bool>(),
@@ -77,6 +103,7 @@ proptest! {
         let _ = Space::from_plaintext(&s);
         let _ = Plaintext::parse(&s);
         let _ = tsugi_notify_core::WebsocketUrl::parse(&s);
+        let _ = Site::new(Some("ws://h:1"), None).with_publish_url(Some(s.as_str())).publish_url();
     }
 
     #[test]

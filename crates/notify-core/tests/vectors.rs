@@ -1,10 +1,11 @@
 //! Every known-answer case of `tests/vectors/tokens.json`: verified or refused as
-//! recorded (with the recorded reason), and every minted case reproduced byte for byte.
+//! recorded (with the recorded reason and bound room), and every minted case reproduced
+//! byte for byte.
 
 #![allow(clippy::unwrap_used)]
 
 use serde::Deserialize;
-use tsugi_notify_core::{Error, FixedClock, Keyring, Plaintext, Scope, Tokens};
+use tsugi_notify_core::{Error, FixedClock, Keyring, Plaintext, Room, Scope, Tokens};
 
 #[derive(Deserialize)]
 struct Case {
@@ -17,6 +18,8 @@ struct Case {
     scope: Option<String>,
     expect: Option<String>,
     reason: Option<String>,
+    /// The room an accepted token is bound to; absent: none.
+    room: Option<String>,
     mint: Option<Mint>,
 }
 
@@ -29,6 +32,8 @@ struct Mint {
     now: i64,
     ttl: u64,
     scope: Option<String>,
+    /// Minted bound to this room; absent: to none.
+    room: Option<String>,
 }
 
 fn scope(s: &Option<String>) -> Scope {
@@ -59,15 +64,19 @@ fn every_vector_verifies_as_recorded() {
             .accept_legacy(c.accept_legacy)
             .with_clock(FixedClock(c.now));
         let got = tokens.verify(&c.token, scope(&c.scope));
-        let (plain, reason) = match &got {
-            Ok(v) => (Some(v.plaintext.to_string()), None),
-            Err(Error::InvalidToken(r)) => (None, Some(r.code().to_owned())),
+        let (plain, reason, room) = match &got {
+            Ok(v) => (
+                Some(v.plaintext.to_string()),
+                None,
+                v.room.as_ref().map(|r| r.as_str().to_owned()),
+            ),
+            Err(Error::InvalidToken(r)) => (None, Some(r.code().to_owned()), None),
             Err(e) => panic!("{}: unexpected error {e}", c.name),
         };
-        if plain != c.expect || reason != c.reason {
+        if plain != c.expect || reason != c.reason || room != c.room {
             failures.push(format!(
-                "{}: got {plain:?}/{reason:?}, want {:?}/{:?}",
-                c.name, c.expect, c.reason
+                "{}: got {plain:?}/{reason:?}/room {room:?}, want {:?}/{:?}/room {:?}",
+                c.name, c.expect, c.reason, c.room
             ));
         }
         if let Ok(v) = &got {
@@ -94,13 +103,37 @@ fn every_minted_vector_is_reproduced_byte_for_byte() {
         let tokens = Tokens::new(Keyring::new(&c.secrets[..1]).unwrap())
             .with_ttl(m.ttl)
             .with_clock(FixedClock(m.now));
-        assert_eq!(
-            tokens.mint(&p, scope(&m.scope)).unwrap(),
-            c.token,
-            "{}",
-            c.name
-        );
+        let minted = match &m.room {
+            None => tokens.mint(&p, scope(&m.scope)).unwrap(),
+            Some(r) => tokens
+                .mint_for_room(&p, scope(&m.scope), &Room::new(r).unwrap(), m.ttl)
+                .unwrap(),
+        };
+        assert_eq!(minted, c.token, "{}", c.name);
         n += 1;
     }
     assert!(n >= 10, "only {n} minted vectors");
+}
+
+#[test]
+fn the_room_binding_vectors_are_there() {
+    let cases = cases();
+    let bound: Vec<_> = cases.iter().filter(|c| c.room.is_some()).collect();
+    assert!(
+        bound
+            .iter()
+            .any(|c| c.scope.as_deref() == Some("publish") && c.room.as_deref() == Some("grades")),
+        "a publish token bound to a room"
+    );
+    assert!(bound
+        .iter()
+        .all(|c| c.mint.as_ref().is_some_and(|m| m.room == c.room)));
+    for name in ["rom a number", "rom null", "rom of 257 bytes"] {
+        assert!(
+            cases
+                .iter()
+                .any(|c| c.name.contains(name) && c.reason.as_deref() == Some("claims")),
+            "{name}"
+        );
+    }
 }

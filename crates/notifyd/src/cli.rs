@@ -282,6 +282,12 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
                     println!("link:      {}", p.link());
                     println!("context:   {}", p.context().unwrap_or("(none)"));
                     println!("user:      {}", p.user().unwrap_or("(none)"));
+                    if let Some(room) = &v.room {
+                        println!(
+                            "room:      {:?} (bound: good for this room only)",
+                            room.as_str()
+                        );
+                    }
                     if let Some(iat) = v.issued_at {
                         println!("issued:    {iat} (unix)");
                     }

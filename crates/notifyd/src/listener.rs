@@ -308,6 +308,7 @@ async fn upgrade(
         let verified = shared
             .tokens
             .verify(&query.token, Scope::Browser)
+            .and_then(|v| v.for_room(&query.room))
             .map_err(|e| {
                 if let Some(r) = e.rejection() {
                     shared.metrics.token_rejected(r.code());

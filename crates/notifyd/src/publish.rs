@@ -2,6 +2,7 @@
 //!
 //! Authorized by a v1 token with `"scp":"publish"` for that space, sent as
 //! `Authorization: Bearer <token>`, with the JSON body `{"room": "...", "message": "..."}`.
+//! A token bound to a room (`rom`) is good only for a body naming that room.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,15 @@ fn error(status: u16, reason: &'static str, message: &str) -> Outcome {
         reason,
         body: serde_json::json!({ "error": message }).to_string() + "\n",
     }
+}
+
+/// 403 for a refused token: counted by check, logged at debug level without the token.
+fn invalid_token(shared: &Shared, e: &tsugi_notify_core::Error) -> Outcome {
+    if let Some(r) = e.rejection() {
+        shared.metrics.token_rejected(r.code());
+        debug!(check = r.code(), "publish token refused");
+    }
+    error(403, "Forbidden", "invalid token")
 }
 
 #[derive(Deserialize)]
@@ -72,13 +82,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
     };
     let verified = match shared.tokens.verify(token, Scope::Publish) {
         Ok(v) => v,
-        Err(e) => {
-            if let Some(r) = e.rejection() {
-                shared.metrics.token_rejected(r.code());
-                debug!(check = r.code(), "publish token refused");
-            }
-            return error(403, "Forbidden", "invalid token");
-        }
+        Err(e) => return invalid_token(shared, &e),
     };
     let Some(len) = req
         .header("content-length")
@@ -116,6 +120,11 @@ pub async fn handle<S: AsyncRead + Unpin>(
     }
     let Ok(room) = Room::new(&parsed.room) else {
         return error(400, "Bad Request", "room name longer than 256 bytes");
+    };
+    // A token bound to one room publishes to that room only.
+    let verified = match verified.for_room(&room) {
+        Ok(v) => v,
+        Err(e) => return invalid_token(shared, &e),
     };
     let space = verified.plaintext.space();
     let delivered = deliver(shared, &space, &room, parsed.message);

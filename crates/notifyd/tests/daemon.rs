@@ -14,7 +14,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::Message;
-use tsugi_notify_core::{Plaintext, Scope};
+use tsugi_notify_core::{Plaintext, Room, Scope};
 use tsugi_notifyd::metrics::{Close, Refusal};
 
 const QUIET: Duration = Duration::from_millis(300);
@@ -572,4 +572,106 @@ async fn publish_api_reaches_every_member_of_the_room() {
         200
     );
     assert_eq!(recv(&mut d).await, Message::text("to default"));
+}
+
+/// A publish token for link `link` bound to `room`, for `ttl` seconds.
+fn room_publish_token(link: &str, room: &str, ttl: u64) -> String {
+    tokens()
+        .mint_for_room(
+            &Plaintext::new("https://site.example", link, None, None).unwrap(),
+            Scope::Publish,
+            &Room::new(room).unwrap(),
+            ttl,
+        )
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_room_bound_publish_token_publishes_to_its_room_only() {
+    let server = start(config()).await;
+    let addr = server.addr;
+    let mut grades = connect(addr, &token("9", "a"), Some("grades")).await;
+    let mut other = connect(addr, &token("9", "b"), Some("other")).await;
+    let mut default = connect(addr, &token("9", "c"), None).await;
+    let bound = room_publish_token("9", "grades", 30);
+    for body in [
+        r#"{"room":"other","message":"x"}"#,
+        r#"{"room":"Grades","message":"x"}"#,
+        r#"{"room":"grades ","message":"x"}"#,
+        r#"{"room":"","message":"x"}"#,
+        r#"{"message":"x"}"#,
+    ] {
+        let (status, reply) = post_publish(addr, Some(&bound), body).await;
+        assert_eq!(
+            (status, reply.as_str()),
+            (403, "{\"error\":\"invalid token\"}\n"),
+            "{body}"
+        );
+    }
+    assert!(server
+        .metrics
+        .render()
+        .contains("tsugi_notify_token_rejections_total{check=\"room\"} 5"));
+    for ws in [&mut grades, &mut other, &mut default] {
+        assert_eq!(recv_within(ws, QUIET).await, None, "nothing was delivered");
+    }
+    let (status, reply) = post_publish(
+        addr,
+        Some(&bound),
+        r#"{"room":"grades","message":"graded"}"#,
+    )
+    .await;
+    assert_eq!((status, reply.as_str()), (200, "{\"delivered\":1}\n"));
+    assert_eq!(recv(&mut grades).await, Message::text("graded"));
+    assert_eq!(recv_within(&mut other, QUIET).await, None);
+    // Bound to the default room: the body's absent or empty room.
+    let to_default = room_publish_token("9", "", 30);
+    for body in [r#"{"message":"d1"}"#, r#"{"room":"","message":"d2"}"#] {
+        assert_eq!(post_publish(addr, Some(&to_default), body).await.0, 200);
+    }
+    assert_eq!(recv(&mut default).await, Message::text("d1"));
+    assert_eq!(recv(&mut default).await, Message::text("d2"));
+    assert_eq!(
+        post_publish(
+            addr,
+            Some(&to_default),
+            r#"{"room":"grades","message":"x"}"#
+        )
+        .await
+        .0,
+        403
+    );
+    // The room binding narrows the token's space, never widens it: a room of the same
+    // name in another link's space hears nothing.
+    let mut link10 = connect(addr, &token("10", "d"), Some("grades")).await;
+    assert_eq!(
+        post_publish(addr, Some(&bound), r#"{"room":"grades","message":"y"}"#)
+            .await
+            .0,
+        200
+    );
+    assert_eq!(recv(&mut grades).await, Message::text("y"));
+    assert_eq!(recv_within(&mut link10, QUIET).await, None);
+}
+
+#[tokio::test]
+async fn a_room_bound_browser_token_opens_its_room_only() {
+    let server = start(config()).await;
+    let addr = server.addr;
+    let p = Plaintext::new("https://site.example", "5", Some("course"), Some("u")).unwrap();
+    let bound = tokens()
+        .mint_for_room(&p, Scope::Browser, &Room::new("lobby").unwrap(), 600)
+        .unwrap();
+    for room in [Some("other"), Some("Lobby"), Some(""), None] {
+        assert_eq!(refused_status(addr, &bound, room).await, 403, "{room:?}");
+    }
+    assert_eq!(server.metrics.refused_count(Refusal::InvalidToken), 4);
+    assert!(server
+        .metrics
+        .render()
+        .contains("tsugi_notify_token_rejections_total{check=\"room\"} 4"));
+    let mut a = connect(addr, &bound, Some("lobby")).await;
+    let mut b = connect(addr, &token("5", "v"), Some("lobby")).await;
+    send(&mut b, Message::text("hi")).await;
+    assert_eq!(recv(&mut a).await, Message::text("hi"));
 }
