@@ -186,18 +186,20 @@ async fn a_sender_within_its_limits_never_gets_a_slow_reader_closed() {
         }
         closed_r.store(true, Ordering::Relaxed);
     });
-    // The largest burst a sender could make (40 messages of 64 KiB: 2.5 MiB at once),
-    // then one message of 64 KiB a second.
+    // The most a sender may do with the largest messages: a burst of 40 at once, then
+    // just under 20 a second for 8 s (as messages_per_second alone would allow: 1.2 MiB/s,
+    // ten times what the reader takes).
     let big = vec![7u8; 64 * 1024];
     for _ in 0..40 {
         sender.feed(Message::binary(big.clone())).await.unwrap();
     }
     sender.flush().await.unwrap();
-    for _ in 0..3 {
-        tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut tick = tokio::time::interval(Duration::from_millis(1000 / 19));
+    for _ in 0..19 * 8 {
+        tick.tick().await;
         sender.send(Message::binary(big.clone())).await.unwrap();
     }
-    let sent = 43;
+    let sent = 40 + 19 * 8;
     wait_until(
         "the daemon took every message",
         Duration::from_secs(10),
