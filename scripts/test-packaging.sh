@@ -28,7 +28,7 @@ if TSUGI_NOTIFY_SECRET_FILE="$tmp/secret" "$bin" --config packaging/tsugi-notify
 for key in $("$bin" --help | grep -oE -- '--[a-z-]+' | sed 's/^--//' | sort -u); do
     case $key in config|check-config|dev|help|version) continue;; esac
     name=${key//-/_}
-    [ "$name" = redis_url ] && name=url   # [redis] url
+    name=${name#redis_}   # [redis] url, password_file, ca_file
     grep -q "^#\? \?$name =" packaging/tsugi-notifyd.toml && ok || fail "example config lacks $name"
 done
 echo "packaging: $passed passed, $failed failed"
