@@ -83,6 +83,8 @@ async fn node(redis_port: u16) -> Running {
     c.limits.burst = 100_000;
     c.limits.bytes_per_second = 1 << 30;
     c.limits.burst_bytes = 1 << 30;
+    c.limits.max_connections_per_token = 1 << 20;
+    c.limits.max_connections_per_user = 1 << 20;
     Server::bind(c)
         .await
         .unwrap()

@@ -81,6 +81,9 @@ pub struct Settings {
     /// Connections opened with one token (one page render); more get 429 [default: 8].
     #[arg(long)]
     pub max_connections_per_token: Option<usize>,
+    /// Connections per user of a site (v1 tokens naming a user); more get 429 [default: 32].
+    #[arg(long)]
+    pub max_connections_per_user: Option<usize>,
     /// Sockets not through their handshake; past it the oldest is closed [default: 1024].
     #[arg(long)]
     pub max_pending_handshakes: Option<usize>,
@@ -180,6 +183,10 @@ impl Settings {
         put(
             "max_connections_per_token",
             n(self.max_connections_per_token.map(|v| v as u64)),
+        );
+        put(
+            "max_connections_per_user",
+            n(self.max_connections_per_user.map(|v| v as u64)),
         );
         put(
             "max_pending_handshakes",

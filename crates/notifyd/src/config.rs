@@ -100,6 +100,7 @@ const KEYS: &[(&str, Kind)] = &[
     ("max_connections", Kind::Int),
     ("max_connections_per_space", Kind::Int),
     ("max_connections_per_token", Kind::Int),
+    ("max_connections_per_user", Kind::Int),
     ("max_pending_handshakes", Kind::Int),
     ("handshake_timeout_secs", Kind::Int),
     ("idle_timeout_secs", Kind::Int),
@@ -140,6 +141,7 @@ struct Raw {
     max_connections: Option<i64>,
     max_connections_per_space: Option<i64>,
     max_connections_per_token: Option<i64>,
+    max_connections_per_user: Option<i64>,
     max_pending_handshakes: Option<i64>,
     handshake_timeout_secs: Option<i64>,
     idle_timeout_secs: Option<i64>,
@@ -191,6 +193,10 @@ pub struct Limits {
     pub max_connections_per_space: usize,
     /// Connections opened with one token; more are refused with 429.
     pub max_connections_per_token: usize,
+    /// Connections of one user of one site (v1 tokens that name a user; legacy tokens
+    /// carry the course in the user field and are not counted); more are refused with
+    /// 429. Bounds a student who reloads the page for fresh tokens.
+    pub max_connections_per_user: usize,
     /// Sockets accepted but not through their handshake; beyond it the oldest is closed.
     pub max_pending_handshakes: usize,
     /// Time for a client to send its whole HTTP request.
@@ -220,6 +226,7 @@ impl Default for Limits {
             max_connections: 19_000,
             max_connections_per_space: 5_000,
             max_connections_per_token: 8,
+            max_connections_per_user: 32,
             max_pending_handshakes: 1024,
             handshake_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
@@ -668,6 +675,13 @@ fn validate(raw: Raw, dev: bool) -> Result<Config, Error> {
             1,
             BIG,
         )?,
+        max_connections_per_user: int(
+            "max_connections_per_user",
+            raw.max_connections_per_user,
+            d.max_connections_per_user,
+            1,
+            BIG,
+        )?,
         max_pending_handshakes: int(
             "max_pending_handshakes",
             raw.max_pending_handshakes,
@@ -880,7 +894,7 @@ impl Config {
              max_message_bytes         {}\n\
              messages_per_second       {} (burst {})\n\
              bytes_per_second          {} (burst_bytes {})\n\
-             max_connections           {} ({} per space, {} per token)\n\
+             max_connections           {} ({} per space, {} per token, {} per user)\n\
              max_pending_handshakes    {}\n\
              handshake_timeout_secs    {}\n\
              idle_timeout_secs         {} (ping every {} s)\n\
@@ -906,6 +920,7 @@ impl Config {
             l.max_connections,
             l.max_connections_per_space,
             l.max_connections_per_token,
+            l.max_connections_per_user,
             l.max_pending_handshakes,
             l.handshake_timeout.as_secs(),
             l.idle_timeout.as_secs(),

@@ -216,6 +216,11 @@ pub fn refusal_response(why: Refusal) -> (u16, &'static str, &'static str) {
             "Too Many Requests",
             "too many connections with this token; reload the page\n",
         ),
+        Refusal::UserCapacity => (
+            429,
+            "Too Many Requests",
+            "too many connections for this user; close other tabs\n",
+        ),
         Refusal::ShuttingDown => (503, "Service Unavailable", "shutting down\n"),
         Refusal::Evicted => (503, "Service Unavailable", "server busy, try again\n"),
         Refusal::Timeout => (408, "Request Timeout", "request timeout\n"),

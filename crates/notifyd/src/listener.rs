@@ -15,7 +15,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, debug_span, warn, Instrument};
-use tsugi_notify_core::{Room, Scope, Space, Tokens};
+use tsugi_notify_core::{Format, Room, Scope, Space, Tokens};
 
 use crate::backplane::Backplane;
 use crate::config::Config;
@@ -44,6 +44,8 @@ pub struct Shared {
     pub slots: Arc<ConnectionSlots>,
     /// Open WebSocket connections per token against `max_connections_per_token`.
     pub per_token: Arc<PerKey>,
+    /// Open WebSocket connections per user against `max_connections_per_user`.
+    pub per_user: Arc<PerKey>,
     /// Sockets in their handshake against `max_pending_handshakes`.
     pub pending: Arc<Pending>,
     /// Keys the per-token counts (a token is never kept, only its keyed hash).
@@ -85,6 +87,7 @@ impl Shared {
             hub,
             slots: ConnectionSlots::new(config.limits.max_connections),
             per_token: PerKey::new(config.limits.max_connections_per_token),
+            per_user: PerKey::new(config.limits.max_connections_per_user),
             pending: Pending::new(config.limits.max_pending_handshakes),
             token_hasher: RandomState::new(),
             tokens,
@@ -320,9 +323,15 @@ async fn upgrade(
             return Err(Refusal::ShuttingDown);
         }
         let token_key = shared.token_hasher.hash_one(query.token.as_str());
-        Ok((accept, query.room, verified.plaintext.space(), token_key))
+        // Only a v1 token's user is a user: a legacy token holds the course there.
+        let p = &verified.plaintext;
+        let user_key = match (verified.format, p.user()) {
+            (Format::V1, Some(user)) => Some(shared.token_hasher.hash_one((p.wwwroot(), user))),
+            _ => None,
+        };
+        Ok((accept, query.room, p.space(), token_key, user_key))
     })();
-    let (accept, room, space, token_key) = match checked {
+    let (accept, room, space, token_key, user_key) = match checked {
         Ok(v) => v,
         Err(why) => return Err((why, stream)),
     };
@@ -330,6 +339,12 @@ async fn upgrade(
     // student with its token) cannot fill a link's space or the daemon.
     let Some(token_slot) = shared.per_token.try_take(token_key) else {
         return Err((Refusal::TokenCapacity, stream));
+    };
+    // A student who reloads the page for fresh tokens is still one user.
+    let user_slot = match user_key.map(|k| shared.per_user.try_take(k)) {
+        Some(None) => return Err((Refusal::UserCapacity, stream)),
+        Some(Some(s)) => Some(s),
+        None => None,
     };
     let Some(slot) = shared.slots.try_take() else {
         return Err((Refusal::Capacity, stream));
@@ -358,7 +373,12 @@ async fn upgrade(
     }
     shared.metrics.accepted();
     // Every count this connection holds is released when the task ends, whichever way.
-    let held = (shared.metrics.open_connection(), slot, token_slot);
+    let held = (
+        shared.metrics.open_connection(),
+        slot,
+        token_slot,
+        user_slot,
+    );
     debug!(space = %membership.space(), "connected");
     // The connection runs as a task of its own, so that what the handshake needed is
     // freed now rather than held for the connection's lifetime.

@@ -28,6 +28,8 @@ pub enum Refusal {
     SpaceCapacity,
     /// 429: `max_connections_per_token` reached.
     TokenCapacity,
+    /// 429: `max_connections_per_user` reached.
+    UserCapacity,
     /// Closed before its handshake finished, to make room for newer sockets
     /// (`max_pending_handshakes`, or out of file descriptors).
     Evicted,
@@ -38,7 +40,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 13] = [
+    const ALL: [Refusal; 14] = [
         Refusal::InvalidToken,
         Refusal::Origin,
         Refusal::BadRequest,
@@ -49,6 +51,7 @@ impl Refusal {
         Refusal::Capacity,
         Refusal::SpaceCapacity,
         Refusal::TokenCapacity,
+        Refusal::UserCapacity,
         Refusal::Evicted,
         Refusal::ShuttingDown,
         Refusal::Timeout,
@@ -67,6 +70,7 @@ impl Refusal {
             Refusal::Capacity => "capacity",
             Refusal::SpaceCapacity => "space_capacity",
             Refusal::TokenCapacity => "token_capacity",
+            Refusal::UserCapacity => "user_capacity",
             Refusal::Evicted => "evicted",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Timeout => "timeout",
@@ -138,7 +142,7 @@ pub struct Metrics {
     spaces: AtomicI64,
     rooms: AtomicI64,
     accepted: AtomicU64,
-    refused: [AtomicU64; 13],
+    refused: [AtomicU64; 14],
     token_rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     received: AtomicU64,
     delivered: AtomicU64,

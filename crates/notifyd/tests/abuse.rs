@@ -112,9 +112,7 @@ async fn a_ping_flood_neither_relays_nor_harms_others() {
 #[tokio::test]
 async fn a_client_opening_a_thousand_rooms_in_one_space_gets_them_isolated() {
     // Room isolation with one token; the per-token cap is tested in hostile.rs.
-    let mut cfg = config();
-    cfg.limits.max_connections_per_token = 1000;
-    let server = start(cfg).await;
+    let server = start(config()).await;
     let mut socks = Vec::new();
     for r in 0..1000 {
         socks.push(connect(server.addr, &token("1", "u"), Some(&format!("room{r}"))).await);

@@ -16,6 +16,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
+use tsugi_notify_core::{FixedClock, Plaintext, Scope};
 use tsugi_notifyd::metrics::{Close, Refusal};
 use tsugi_notifyd::{Config, Running};
 
@@ -254,6 +255,7 @@ async fn one_token_opens_at_most_eight_sockets_and_classmates_still_get_in() {
         .limits
         .max_connections_per_token;
     assert_eq!(cfg.limits.max_connections_per_token, 8, "the default");
+    cfg.limits.max_connections_per_user = 32;
     cfg.limits.max_connections_per_space = 50;
     let server = start(cfg).await;
     let page = token("1", "student");
@@ -286,6 +288,63 @@ async fn one_token_opens_at_most_eight_sockets_and_classmates_still_get_in() {
             Err(_) => assert!(Instant::now() < deadline, "the slot came back"),
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn one_user_reloading_for_fresh_tokens_opens_at_most_32_sockets() {
+    let mut cfg = config();
+    let defaults = Config::for_loopback(SECRET).unwrap().limits;
+    assert_eq!(defaults.max_connections_per_user, 32, "the default");
+    cfg.limits.max_connections_per_user = defaults.max_connections_per_user;
+    cfg.limits.max_connections_per_token = defaults.max_connections_per_token;
+    let server = start(cfg).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // Forty page loads, forty different tokens of one user (one second apart).
+    let reload = |i: i64| {
+        let p = Plaintext::new(
+            "https://site.example",
+            "1",
+            Some("course"),
+            Some("reloader"),
+        )
+        .unwrap();
+        tokens()
+            .with_clock(FixedClock(now - i))
+            .mint(&p, Scope::Browser)
+            .unwrap()
+    };
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for i in 0..40 {
+        match tokio_tungstenite::connect_async(url(server.addr, &reload(i), None)).await {
+            Ok((ws, _)) => held.push(ws),
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 429);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((held.len(), refused), (32, 8));
+    assert_eq!(server.metrics.refused_count(Refusal::UserCapacity), 8);
+    // The same user on another site is someone else; so is a classmate.
+    let _other_site = connect(
+        server.addr,
+        &token_on("https://other.example", "1", "reloader"),
+        None,
+    )
+    .await;
+    let _classmate = connect(server.addr, &token("1", "classmate"), None).await;
+    // Legacy tokens carry the course in the user field: not counted per user (a whole
+    // course would share 32), only per token.
+    let p = Plaintext::new("https://site.example", "1", Some("course"), Some("course")).unwrap();
+    for _ in 0..40 {
+        let legacy = tokens().mint_legacy(&p).unwrap();
+        held.push(connect(server.addr, &legacy, None).await);
     }
 }
 

@@ -66,6 +66,8 @@ impl Daemon {
             "2000000",
             "--max-connections-per-token",
             "100000",
+            "--max-connections-per-user",
+            "100000",
         ];
         Daemon::start_with(&[&LOOPBACK[..], &unlimited, extra].concat())
     }

@@ -25,6 +25,9 @@ pub fn config() -> Config {
     c.limits.burst = 100_000;
     c.limits.bytes_per_second = 1 << 30;
     c.limits.burst_bytes = 1 << 30;
+    // Tests of these caps set their own.
+    c.limits.max_connections_per_token = 1 << 20;
+    c.limits.max_connections_per_user = 1 << 20;
     c
 }
 
