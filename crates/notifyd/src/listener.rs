@@ -192,7 +192,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     if warn_now() {
                         warn!(error = %e, "accept failed: out of resources; closing the oldest pending handshakes to make room");
                     }
-                    tokio::task::yield_now().await;
+                    // Give the evicted task a moment to close its socket, so that one
+                    // refused accept evicts one socket, not every pending one.
+                    tokio::time::sleep(Duration::from_millis(1)).await;
                     continue;
                 }
                 if is_resource_exhaustion(&e) && warn_now() {
