@@ -366,6 +366,10 @@ async fn run(
             () = shutdown.cancelled() => return,
             s = session(&client, &bp, &hub, &mut rx, &changes, &shutdown, &mut state) => s,
         };
+        // A session that got up starts the next wait from the shortest backoff.
+        if bp.up.load(Ordering::Relaxed) {
+            backoff = BACKOFF_MIN;
+        }
         bp.set_up(false);
         bp.metrics.backplane_channels(0);
         match session {
@@ -384,9 +388,6 @@ async fn run(
         tokio::select! {
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(wait) => {}
-        }
-        if bp.is_up() {
-            backoff = BACKOFF_MIN;
         }
     }
 }

@@ -122,8 +122,10 @@ const REDIS_KEYS: &[(&str, Kind)] = &[
 ];
 
 /// The settings as written, before validation (types already checked by `check_types`,
-/// so deserializing cannot fail on a well-typed table).
+/// so deserializing cannot fail on a well-typed table; a key in `KEYS` missing here
+/// fails loudly).
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Raw {
     url: Option<String>,
     secret: Option<String>,
@@ -158,6 +160,7 @@ struct Raw {
 
 /// `[redis]`: the backplane between nodes.
 #[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RedisRaw {
     url: Option<String>,
     password_file: Option<PathBuf>,
@@ -175,7 +178,7 @@ pub enum LogFormat {
 }
 
 /// Bounds on what clients may do.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Largest message a client may send; larger closes with 1009.
     pub max_message_bytes: usize,
@@ -385,17 +388,53 @@ fn line_col(text: &str, at: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// The bare key written at the start of a line (`key = ...`), if it looks like one.
-fn key_on_line(text: &str, line: usize) -> Option<&str> {
+/// The setting written at the start of a line (`key = ...`), if it is one of ours: only
+/// a known name is ever repeated (a line of base64 ends in `=` too).
+fn key_on_line(text: &str, line: usize) -> Option<&'static str> {
     let l = text.lines().nth(line.checked_sub(1)?)?;
     let (key, _) = l.split_once('=')?;
-    let key = key.trim();
-    let bare = !key.is_empty()
-        && key.len() <= 64
-        && key
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_-.".contains(&b));
-    bare.then_some(key)
+    known(key.trim())
+}
+
+/// The name of a setting, as `&'static str`, if `name` is one (`redis.url` style too).
+fn known(name: &str) -> Option<&'static str> {
+    let name = name.strip_prefix("redis.").unwrap_or(name);
+    KEYS.iter()
+        .chain(REDIS_KEYS)
+        .map(|(k, _)| *k)
+        .find(|k| *k == name)
+}
+
+/// How an unknown name is shown: named when it is a near miss of a setting (a typo),
+/// otherwise not at all (it could be a secret written where a key goes).
+fn unknown(name: &str, settings: &[(&'static str, Kind)]) -> String {
+    let near = settings
+        .iter()
+        .map(|(k, _)| *k)
+        .find(|k| {
+            edit_distance(k, name) <= 2.max(k.len() / 5)
+                || (name.len() >= 4 && (k.starts_with(name) || name.starts_with(k)))
+        });
+    match near {
+        Some(k) => format!("unknown key `{name}` (did you mean `{k}`?)"),
+        None => "unknown key (not a setting: see packaging/tsugi-notifyd.toml)".to_owned(),
+    }
+}
+
+/// Levenshtein distance, for telling typos from other text.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// The line where `key` is set, in `section` (`None`: the top level).
@@ -445,8 +484,9 @@ fn check_types(table: &Table, origin: &str, text: Option<&str>) -> Result<(), Er
             for (k, v) in redis {
                 let kind = redis_kinds.get(k.as_str()).ok_or_else(|| {
                     invalid(format!(
-                        "{}unknown key `{k}` in [redis]",
-                        at(Some("redis"), k)
+                        "{}[redis]: {}",
+                        at(Some("redis"), k),
+                        unknown(k, REDIS_KEYS)
                     ))
                 })?;
                 if !kind.matches(v) {
@@ -461,7 +501,7 @@ fn check_types(table: &Table, origin: &str, text: Option<&str>) -> Result<(), Er
         }
         let kind = kinds
             .get(key.as_str())
-            .ok_or_else(|| invalid(format!("{}unknown key `{key}`", at(None, key))))?;
+            .ok_or_else(|| invalid(format!("{}{}", at(None, key), unknown(key, KEYS))))?;
         if !kind.matches(value) {
             return Err(invalid(format!(
                 "{}`{key}` must be {}",
@@ -807,7 +847,8 @@ fn redis_settings(raw: Option<RedisRaw>) -> Result<Option<Redis>, Error> {
         }
         Some(path) => {
             let pem = read_file(&path)?;
-            if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
+            const MARKER: &[u8] = b"-----BEGIN CERTIFICATE-----";
+            if !pem.windows(MARKER.len()).any(|w| w == MARKER) {
                 return Err(Error::Setting(
                     "[redis] ca_file must hold PEM certificates".into(),
                 ));
@@ -1049,6 +1090,29 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`secret`"), "{e}");
+        // A secret pasted where a key goes: base64 ending in `=`, or a key of its own.
+        for text in [
+            "url = \"ws://h:1\"\nc2VjcmV0LXZhbHVlLWhlcmU==\n",
+            "url = \"ws://h:1\"\nc2VjcmV0LXZhbHVlLWhlcmU = 5\n",
+            "url = \"ws://h:1\"\n[redis]\nc2VjcmV0LXZhbHVlLWhlcmU = \"x\"\n",
+        ] {
+            let e = Config::from_toml_str(text).unwrap_err().to_string();
+            assert!(!e.contains("c2VjcmV0"), "{text:?} -> {e}");
+            assert!(e.contains("line"), "{text:?} -> {e}");
+        }
+        let e = Config::from_toml_str("url = \"ws://h:1\"\nsecrte = \"x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("did you mean `secret`"), "{e}");
+    }
+
+    #[test]
+    fn the_example_config_documents_the_real_defaults() {
+        let text = include_str!("../../../packaging/tsugi-notifyd.toml");
+        let c = Config::from_toml_str(&format!("secret = \"s\"\n{text}")).unwrap();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.token_ttl_secs, 86_400);
+        assert!(c.accept_legacy);
     }
 
     #[test]

@@ -222,6 +222,7 @@ pub fn refusal_response(why: Refusal) -> (u16, &'static str, &'static str) {
             "too many connections for this user; close other tabs\n",
         ),
         Refusal::ShuttingDown => (503, "Service Unavailable", "shutting down\n"),
+        // Never sent: an evicted socket is dropped without an answer (like a timeout).
         Refusal::Evicted => (503, "Service Unavailable", "server busy, try again\n"),
         Refusal::Timeout => (408, "Request Timeout", "request timeout\n"),
     }

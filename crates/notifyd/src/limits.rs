@@ -198,7 +198,7 @@ impl Pending {
         Arc::new(Pending {
             waiting: Mutex::new(BTreeMap::new()),
             next: AtomicU64::new(0),
-            max,
+            max: max.max(1),
         })
     }
 

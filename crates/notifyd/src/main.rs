@@ -9,7 +9,10 @@ use tsugi_notifyd::cli::Cli;
 use tsugi_notifyd::{shutdown, systemd, Config, LogFormat, Server};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return command_line_error(&e),
+    };
     let config = match Config::load(
         cli.config.as_deref(),
         std::env::vars(),
@@ -32,11 +35,12 @@ fn main() -> ExitCode {
     }
     init_logging(&config);
     let fds = systemd::raise_fd_limit();
-    if (fds as usize) < config.limits.max_connections + 64 {
+    let wanted = config.limits.max_connections + config.limits.max_pending_handshakes + 64;
+    if (fds as usize) < wanted {
         tracing::warn!(
             open_files = fds,
             max_connections = config.limits.max_connections,
-            "the open-file limit is below max_connections: raise LimitNOFILE"
+            "the open-file limit is below max_connections + max_pending_handshakes: raise LimitNOFILE"
         );
     }
     let runtime = match tokio::runtime::Runtime::new() {
@@ -86,4 +90,41 @@ fn init_logging(config: &Config) {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),
     }
+}
+
+/// A command-line error without the words that caused it: clap would quote a value, and
+/// a secret given unquoted (`--secret two words`) must not reach the terminal or the
+/// journal. Help and version print as usual.
+fn command_line_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // The flag's name (as declared: `--burst <BURST>`), never what was typed after it.
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) if s.starts_with('-') => {
+            let name = s.split(['=', ' ']).next().unwrap_or("");
+            format!(" ({name})")
+        }
+        _ => String::new(),
+    };
+    let what = match e.kind() {
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => "a flag has an invalid value",
+        ErrorKind::UnknownArgument => "unknown flag",
+        ErrorKind::InvalidSubcommand => {
+            "unexpected word on the command line (a value with spaces needs quotes)"
+        }
+        ErrorKind::MissingRequiredArgument => "a required argument is missing",
+        ErrorKind::TooManyValues | ErrorKind::WrongNumberOfValues => "too many values for a flag",
+        ErrorKind::ArgumentConflict => "flags that cannot go together",
+        _ => "invalid command line",
+    };
+    eprintln!("tsugi-notifyd: {what}{flag}; see tsugi-notifyd --help");
+    ExitCode::from(2)
 }

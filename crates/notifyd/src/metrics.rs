@@ -31,7 +31,7 @@ pub enum Refusal {
     /// 429: `max_connections_per_user` reached.
     UserCapacity,
     /// Closed before its handshake finished, to make room for newer sockets
-    /// (`max_pending_handshakes`, or out of file descriptors).
+    /// (`max_pending_handshakes`, or out of file descriptors): dropped, no response.
     Evicted,
     /// 503: the server is shutting down.
     ShuttingDown,
@@ -83,7 +83,8 @@ impl Refusal {
 pub enum Drop {
     /// The sender was over its rate.
     RateLimit,
-    /// A receiver's queue was full (the receiver is then closed).
+    /// A receiver's queue was full or its oldest message had waited
+    /// `write_timeout_secs` (the receiver is then closed).
     SlowConsumer,
 }
 
@@ -97,7 +98,8 @@ pub enum Close {
     InvalidUtf8,
     /// 1008: kept sending over its rate.
     RateLimit,
-    /// 1008: stopped reading (outbound queue full).
+    /// 1008: not reading (its queue full, or its oldest message waited
+    /// `write_timeout_secs`).
     SlowConsumer,
     /// 1009: message too big.
     TooBig,
@@ -142,13 +144,13 @@ pub struct Metrics {
     spaces: AtomicI64,
     rooms: AtomicI64,
     accepted: AtomicU64,
-    refused: [AtomicU64; 14],
+    refused: [AtomicU64; Refusal::ALL.len()],
     token_rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     received: AtomicU64,
     delivered: AtomicU64,
     dropped_rate: AtomicU64,
     dropped_slow: AtomicU64,
-    closes: [AtomicU64; 8],
+    closes: [AtomicU64; Close::ALL.len()],
     bytes_in: AtomicU64,
     bytes_out: AtomicU64,
     accept_errors: AtomicU64,
@@ -158,7 +160,7 @@ pub struct Metrics {
     backplane_dropped: AtomicU64,
     backplane_reconnects: AtomicU64,
     backplane_channels: AtomicI64,
-    backplane_refused: [AtomicU64; 5],
+    backplane_refused: [AtomicU64; Envelope::ALL.len()],
     pending: AtomicI64,
 }
 
@@ -434,8 +436,11 @@ impl Metrics {
         metric(
             "slow_consumer_closes_total",
             "counter",
-            "Connections closed because they stopped reading.",
-            &[(String::new(), self.closed_count(Close::SlowConsumer))],
+            "Connections closed because they stopped reading (slow_consumer and write_timeout).",
+            &[(
+                String::new(),
+                self.closed_count(Close::SlowConsumer) + self.closed_count(Close::WriteTimeout),
+            )],
         );
         metric(
             "bytes_received_total",

@@ -629,11 +629,11 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
                 "--config".into(),
                 file(
                     "e.toml",
-                    &format!("{url}secret = \"s\"\n[redis]\nurl = \"redis://u:{S}@h/\"\npasword = \"{S}\"\n"),
+                    &format!("{url}secret = \"s\"\n[redis]\nurl = \"redis://u:{S}@h/\"\npassword = \"{S}\"\n"),
                 ),
             ],
             vec![],
-            "pasword",
+            "`password` (did you mean `password_file`?)",
         ),
         (
             "env: misspelled variable",
@@ -648,7 +648,7 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
             "TSUGI_NOTIFY_BURST",
         ),
         (
-            "env: redis URL with a password, another setting bad",
+            "env: a redis URL with a password and the wrong scheme",
             vec!["--url".into(), "ws://h:1".into(), "--secret".into(), "s".into()],
             vec![
                 ("TSUGI_NOTIFY_REDIS_URL", format!("http://u:{S}@h/")),
@@ -673,6 +673,18 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
             ],
             vec![],
             "outbound_queue",
+        ),
+        (
+            "flags: a secret with a space, unquoted",
+            vec!["--url".into(), "ws://h:1".into(), "--secret".into(), "two".into(), S.into()],
+            vec![],
+            "needs quotes",
+        ),
+        (
+            "flags: a secret where a number goes",
+            vec!["--url".into(), "ws://h:1".into(), "--burst".into(), S.into()],
+            vec![],
+            "--burst",
         ),
         (
             "secret file: read, another setting bad",
