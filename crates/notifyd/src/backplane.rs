@@ -564,7 +564,8 @@ mod tests {
         // Rotation: sealed under the old secret, opened by a node holding both.
         let rotated = Keyring::new(["new-secret", "site-secret"]).unwrap();
         assert!(Envelope::open(&sealed, "tsugi-notify:a", &rotated, 100).is_ok());
-        // Too big is refused before the MAC is even looked at.
+        // An authentic envelope whose message is over the limit (within the envelope
+        // bound, which allows for the longest room) is refused after the MAC...
         let big = env(Message::text("x".repeat(200)))
             .seal("tsugi-notify:a", &keys)
             .unwrap();
@@ -572,10 +573,26 @@ mod tests {
             Envelope::open(&big, "tsugi-notify:a", &keys, 100),
             Err(Refused::TooBig)
         );
+        // ... and anything longer than the bound before any work at all.
         let huge = vec![0u8; Envelope::max_len(100) + 1];
         assert_eq!(
             Envelope::open(&huge, "tsugi-notify:a", &keys, 100),
             Err(Refused::TooBig)
+        );
+    }
+
+    #[test]
+    fn an_authentic_envelope_that_does_not_decode_is_malformed() {
+        let keys = Keyring::new(["site-secret"]).unwrap();
+        let channel = "tsugi-notify:a";
+        let mut body = env(Message::text("x")).encode().unwrap();
+        body[33] = 9; // no such opcode
+        let len = channel_len(channel);
+        let tag = keys.sign_backplane(&[&len, channel.as_bytes(), &body]);
+        body.extend_from_slice(&tag);
+        assert_eq!(
+            Envelope::open(&body, channel, &keys, 100),
+            Err(Refused::Malformed)
         );
     }
 

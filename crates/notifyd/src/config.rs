@@ -408,13 +408,10 @@ fn known(name: &str) -> Option<&'static str> {
 /// How an unknown name is shown: named when it is a near miss of a setting (a typo),
 /// otherwise not at all (it could be a secret written where a key goes).
 fn unknown(name: &str, settings: &[(&'static str, Kind)]) -> String {
-    let near = settings
-        .iter()
-        .map(|(k, _)| *k)
-        .find(|k| {
-            edit_distance(k, name) <= 2.max(k.len() / 5)
-                || (name.len() >= 4 && (k.starts_with(name) || name.starts_with(k)))
-        });
+    let near = settings.iter().map(|(k, _)| *k).find(|k| {
+        edit_distance(k, name) <= 2.max(k.len() / 5)
+            || (name.len() >= 4 && (k.starts_with(name) || name.starts_with(k)))
+    });
     match near {
         Some(k) => format!("unknown key `{name}` (did you mean `{k}`?)"),
         None => "unknown key (not a setting: see packaging/tsugi-notifyd.toml)".to_owned(),

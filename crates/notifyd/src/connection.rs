@@ -351,3 +351,79 @@ async fn write_queued<S: AsyncRead + AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::{Hub, Member};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tsugi_notify_core::{Plaintext, Room};
+
+    #[tokio::test]
+    async fn a_socket_that_takes_nothing_is_closed_at_the_write_timeout() {
+        // An in-memory pipe whose far end never reads: no kernel timer can help here,
+        // and nothing is queued after the first message, so only the write deadline
+        // can end this connection.
+        let (server, client) = tokio::io::duplex(1024);
+        let progress = Progress::new();
+        let ws = WebSocketStream::from_raw_socket(
+            Tracked::new(server, Arc::clone(&progress)),
+            Role::Server,
+            None,
+        )
+        .await;
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(10, Arc::clone(&metrics)));
+        let limits = Limits {
+            write_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let outbox = Arc::new(Outbox::new(
+            limits.outbound_queue,
+            limits.outbound_queue_bytes,
+            limits.write_timeout,
+        ));
+        let slow = CancellationToken::new();
+        let member = Member {
+            id: 1,
+            outbox: Arc::clone(&outbox),
+            slow: slow.clone(),
+        };
+        let space = Plaintext::new("https://w", "1", None, None)
+            .unwrap()
+            .space();
+        let membership = hub.join(space, Room::default(), member).unwrap();
+        outbox.push(&Message::binary(vec![0u8; 64 * 1024]), Instant::now());
+        let conn = Connection {
+            ws,
+            progress,
+            membership,
+            outbox,
+            slow,
+            shutdown: CancellationToken::new(),
+            limits: &limits,
+            metrics: &metrics,
+            backplane: None,
+        };
+        let started = Instant::now();
+        tokio::time::timeout(Duration::from_secs(10), conn.run())
+            .await
+            .expect("the connection ended");
+        assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
+        assert!(started.elapsed() >= Duration::from_millis(500));
+        drop(client);
+    }
+
+    #[test]
+    fn progress_measures_from_the_first_refusal() {
+        let p = Progress::new();
+        let t0 = Instant::now();
+        assert_eq!(p.stalled_for(t0 + Duration::from_secs(5)), Duration::ZERO);
+        p.refused();
+        p.refused();
+        let stalled = p.stalled_for(Instant::now() + Duration::from_secs(3));
+        assert!(stalled >= Duration::from_secs(3) && stalled < Duration::from_secs(4));
+        p.took();
+        assert_eq!(p.stalled_for(Instant::now()), Duration::ZERO);
+    }
+}

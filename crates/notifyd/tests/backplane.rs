@@ -90,14 +90,6 @@ fn plain(port: u16) -> Redis {
     }
 }
 
-async fn wait_until(what: &str, mut f: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !f() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The channel of the test space (link `1` of the tests' site).
 fn channel(link: &str) -> String {
     let p = Plaintext::new("https://site.example", link, Some("course"), Some("u")).unwrap();
@@ -123,7 +115,7 @@ async fn forged_moved_replayed_and_oversized_envelopes_never_reach_a_room() {
     let mut on_a = connect(a.addr, &token("1", "x"), Some("r")).await;
     let mut elsewhere_on_a = connect(a.addr, &token("2", "z"), Some("r")).await;
     let mut on_b = connect(b.addr, &token("1", "y"), Some("r")).await;
-    wait_until("subscribed", || {
+    wait_until("subscribed", Duration::from_secs(20), || {
         a.metrics.backplane_channel_count() == 2 && b.metrics.backplane_channel_count() == 1
     })
     .await;
@@ -158,7 +150,7 @@ async fn forged_moved_replayed_and_oversized_envelopes_never_reach_a_room() {
     // 5. Seven megabytes.
     publish(redis.port, &channel("1"), &vec![b'x'; 7 << 20]).await;
     let m = &a.metrics;
-    wait_until("every forgery counted", || {
+    wait_until("every forgery counted", Duration::from_secs(20), || {
         m.envelope_refused_count(Refused::BadMac) == 3
             && m.envelope_refused_count(Refused::Replayed) == 1
             && m.envelope_refused_count(Refused::TooBig) == 1
@@ -195,7 +187,7 @@ async fn nodes_with_rotated_secrets_still_hear_each_other() {
     let b = start(cb).await;
     let mut on_a = connect(a.addr, &token("1", "x"), None).await;
     let mut on_b = connect(b.addr, &token("1", "y"), None).await;
-    wait_until("subscribed", || {
+    wait_until("subscribed", Duration::from_secs(20), || {
         a.metrics.backplane_channel_count() == 1 && b.metrics.backplane_channel_count() == 1
     })
     .await;
@@ -263,12 +255,16 @@ async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
     let b = node(good).await;
     let mut on_a = connect(a.addr, &token("1", "x"), None).await;
     let mut on_b = connect(b.addr, &token("1", "y"), None).await;
-    wait_until("both up and subscribed over TLS", || {
-        a.metrics.backplane_is_up()
-            && b.metrics.backplane_is_up()
-            && a.metrics.backplane_channel_count() == 1
-            && b.metrics.backplane_channel_count() == 1
-    })
+    wait_until(
+        "both up and subscribed over TLS",
+        Duration::from_secs(20),
+        || {
+            a.metrics.backplane_is_up()
+                && b.metrics.backplane_is_up()
+                && a.metrics.backplane_channel_count() == 1
+                && b.metrics.backplane_channel_count() == 1
+        },
+    )
     .await;
     use futures_util::SinkExt;
     on_a.send(Message::text("over tls")).await.unwrap();
@@ -300,7 +296,7 @@ async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
         let n = node(r).await;
         let _c = connect(n.addr, &token("1", "w"), None).await;
         let m = n.metrics.clone();
-        wait_until("two failed attempts", || {
+        wait_until("two failed attempts", Duration::from_secs(20), || {
             m.render().lines().any(|l| {
                 l.strip_prefix("tsugi_notify_backplane_reconnects_total ")
                     .and_then(|v| v.parse::<u64>().ok())

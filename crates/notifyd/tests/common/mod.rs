@@ -149,6 +149,18 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
+/// Waits for `f`, failing after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !f() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub async fn send(ws: &mut Ws, m: Message) {
     ws.send(m).await.unwrap();
 }
