@@ -375,11 +375,12 @@ async fn upgrade(
     }
     shared.metrics.accepted();
     // Every count this connection holds is released when the task ends, whichever way.
+    // (The gauge last: when it says a connection is gone, its slots are free.)
     let held = (
-        shared.metrics.open_connection(),
         slot,
         token_slot,
         user_slot,
+        shared.metrics.open_connection(),
     );
     debug!(space = %membership.space(), "connected");
     // The connection runs as a task of its own, so that what the handshake needed is
