@@ -149,10 +149,12 @@ soak: setup build
 bench-php: ext
 	$(PHP) -d extension=$(CURDIR)/$(EXT) php/bench/tokens.php | tee target/bench-php.txt
 
-# Runs the fuzz targets for FUZZ_SECONDS each (stable toolchain, no sanitizer).
+# Runs the fuzz targets (FUZZ_TARGETS, default all) for FUZZ_SECONDS each (stable
+# toolchain, no sanitizer); installs cargo-fuzz when it is missing.
 FUZZ_SECONDS ?= 60
-fuzz:
-	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+fuzz: setup
+	@cargo fuzz --version >/dev/null 2>&1 || { echo "setup: installing cargo-fuzz"; cargo install --quiet --locked cargo-fuzz; }
+	cd fuzz && for t in $${FUZZ_TARGETS:-$$(RUSTC_BOOTSTRAP=1 cargo fuzz list)}; do \
 	    RUSTC_BOOTSTRAP=1 cargo fuzz run $$t --sanitizer none -- -max_total_time=$(FUZZ_SECONDS); done
 
 clean:
