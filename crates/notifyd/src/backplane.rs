@@ -18,7 +18,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -46,8 +46,15 @@ const TAG: usize = 32;
 /// How far an envelope's time may be from this node's clock (recording window, and the
 /// clock difference between nodes that is tolerated).
 const WINDOW: Duration = Duration::from_secs(60);
-/// Messages waiting to be published; more are dropped (and counted) while Redis is slow.
+/// Messages waiting to be published, in number and in payload bytes; more are dropped
+/// (and counted) while Redis is slow.
 const PUBLISH_QUEUE: usize = 8192;
+const PUBLISH_BYTES: usize = 16 << 20;
+/// Envelopes read from Redis and not yet checked, in number and in bytes: past either
+/// they are dropped (counted) rather than read late, so that a flood on a channel never
+/// makes this node a slow subscriber that Redis cuts off.
+const INBOUND_QUEUE: usize = 4096;
+const INBOUND_BYTES: usize = 16 << 20;
 /// Time allowed for one Redis operation.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect backoff bounds.
@@ -185,18 +192,28 @@ fn unix_ms() -> u64 {
 
 /// The highest sequence seen from each node lately, to refuse envelopes played again.
 /// Only authentic envelopes (MAC checked) enter it, so it holds one entry per real node
-/// seen within the window.
+/// seen within the window. Envelopes sent before this node started are refused too: a
+/// node that has just restarted remembers no sequence, and must not take a recording.
 #[derive(Debug, Default)]
 struct Seen {
     nodes: HashMap<u64, (u64, Instant)>,
+    since_ms: u64,
 }
 
 impl Seen {
+    /// Refusing what was sent before `since_ms` (Unix ms: this node's start).
+    fn since(since_ms: u64) -> Self {
+        Seen {
+            nodes: HashMap::new(),
+            since_ms,
+        }
+    }
+
     /// Accepts an envelope sent at `sent_ms` (Unix ms) with `seq` from `node`, or says
     /// why not; `now_ms` is this node's clock.
     fn check(&mut self, node: u64, seq: u64, sent_ms: u64, now_ms: u64) -> Result<(), Refused> {
         let window = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
-        if sent_ms.abs_diff(now_ms) > window {
+        if sent_ms.abs_diff(now_ms) > window || sent_ms < self.since_ms {
             return Err(Refused::Stale);
         }
         let now = Instant::now();
@@ -237,6 +254,8 @@ pub struct Backplane {
     metrics: Arc<Metrics>,
     keyring: Keyring,
     max_message_bytes: usize,
+    /// Payload bytes in `queue`.
+    queued_bytes: AtomicUsize,
 }
 
 /// A Redis client for these settings: the URL's own user and password, or the password
@@ -287,6 +306,7 @@ impl Backplane {
             metrics,
             keyring,
             max_message_bytes,
+            queued_bytes: AtomicUsize::new(0),
         });
         tokio::spawn(run(client, Arc::clone(&bp), hub, rx, shutdown));
         Ok(bp)
@@ -304,6 +324,12 @@ impl Backplane {
             self.metrics.backplane_dropped();
             return;
         }
+        let len = message.len();
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > PUBLISH_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.metrics.backplane_dropped();
+            return;
+        }
         let env = Envelope {
             node: self.node,
             seq: 0,
@@ -313,8 +339,15 @@ impl Backplane {
             message: message.clone(),
         };
         if self.queue.try_send((space.clone(), env)).is_err() {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.metrics.backplane_dropped();
         }
+    }
+
+    /// A message left the publish queue.
+    fn dequeued(&self, env: &Envelope) {
+        self.queued_bytes
+            .fetch_sub(env.message.len(), Ordering::Relaxed);
     }
 
     /// An envelope from `channel` to deliver, or `None` (counted) when it is forged,
@@ -360,7 +393,10 @@ async fn run(
 ) {
     let mut backoff = BACKOFF_MIN;
     let changes = hub.space_changes();
-    let mut state = State::default();
+    let mut state = State {
+        seq: 0,
+        seen: Seen::since(unix_ms()),
+    };
     loop {
         let session = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -380,7 +416,8 @@ async fn run(
             }
         }
         // While down, drop what would have been published (counted).
-        while rx.try_recv().is_ok() {
+        while let Ok((_, env)) = rx.try_recv() {
+            bp.dequeued(&env);
             bp.metrics.backplane_dropped();
         }
         let wait = jittered(backoff);
@@ -404,7 +441,7 @@ async fn timed<T>(
 }
 
 /// What outlives one Redis session: this node's sequence, and what other nodes sent.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
     seq: u64,
     seen: Seen,
@@ -422,7 +459,17 @@ async fn session(
 ) -> anyhow::Result<()> {
     let mut conn = timed("connect", client.get_multiplexed_async_connection()).await?;
     let pubsub = timed("subscribe connection", client.get_async_pubsub()).await?;
-    let (mut sink, mut stream) = pubsub.split();
+    let (mut sink, stream) = pubsub.split();
+    // The subscription is read by a task of its own that only queues, so that Redis
+    // always finds this node reading, however long the checks take.
+    let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
+    let inbound_bytes = Arc::new(AtomicUsize::new(0));
+    let _reader = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(read_subscription(
+        stream,
+        inbound_tx,
+        Arc::clone(&inbound_bytes),
+        Arc::clone(&bp.metrics),
+    )));
     let mut subscribed: HashMap<String, Space> = HashMap::new();
     sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
     bp.set_up(true);
@@ -433,23 +480,18 @@ async fn session(
     );
     let mut ping = tokio::time::interval(PING_EVERY);
     loop {
+        // Liveness and this node's own messages first: a flood of envelopes waits (and
+        // is dropped past its bound), never them.
         tokio::select! {
             biased;
             () = shutdown.cancelled() => return Ok(()),
             () = changes.notified() => sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?,
-            msg = stream.next() => {
-                let Some(msg) = msg else { anyhow::bail!("subscription connection closed") };
-                let name = msg.get_channel_name();
-                let Some(space) = subscribed.get(name) else { continue };
-                if let Some(env) = bp.accept(name, msg.get_payload_bytes(), &mut state.seen) {
-                    bp.metrics.backplane_received();
-                    if let Some(room) = hub.room(space, &env.room) {
-                        room.deliver(None, &env.message, &bp.metrics);
-                    }
-                }
+            _ = ping.tick() => {
+                let _: String = timed("ping", redis::cmd("PING").query_async(&mut conn)).await?;
             }
             out = rx.recv() => {
                 let Some((space, mut env)) = out else { return Ok(()) };
+                bp.dequeued(&env);
                 state.seq += 1;
                 env.seq = state.seq;
                 env.sent_ms = unix_ms();
@@ -458,9 +500,41 @@ async fn session(
                 let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
                 bp.metrics.backplane_published();
             }
-            _ = ping.tick() => {
-                let _: String = timed("ping", redis::cmd("PING").query_async(&mut conn)).await?;
+            msg = inbound.recv() => {
+                let Some(msg) = msg else { anyhow::bail!("subscription connection closed") };
+                let bytes = msg.get_payload_bytes();
+                inbound_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
+                let name = msg.get_channel_name();
+                let Some(space) = subscribed.get(name) else { continue };
+                if let Some(env) = bp.accept(name, bytes, &mut state.seen) {
+                    bp.metrics.backplane_received();
+                    if let Some(room) = hub.room(space, &env.room) {
+                        room.deliver(None, &env.message, &bp.metrics);
+                    }
+                }
             }
+        }
+    }
+}
+
+/// Moves what the subscription delivers into a bounded queue, dropping (and counting)
+/// what does not fit; ends when the subscription does.
+async fn read_subscription(
+    mut stream: redis::aio::PubSubStream,
+    queue: mpsc::Sender<redis::Msg>,
+    queued_bytes: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+) {
+    while let Some(msg) = stream.next().await {
+        let len = msg.get_payload_bytes().len();
+        if queued_bytes.fetch_add(len, Ordering::Relaxed) + len > INBOUND_BYTES {
+            queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            metrics.envelope_refused(Refused::Overload);
+            continue;
+        }
+        if queue.try_send(msg).is_err() {
+            queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            metrics.envelope_refused(Refused::Overload);
         }
     }
 }
@@ -608,5 +682,12 @@ mod tests {
         assert_eq!(seen.check(3, 1, now - 61_000, now), Err(Refused::Stale));
         assert_eq!(seen.check(3, 1, now + 61_000, now), Err(Refused::Stale));
         assert_eq!(seen.check(3, 1, now - 59_000, now), Ok(()));
+        // After a restart: nothing sent before it, however fresh its sequence.
+        let mut restarted = Seen::since(now);
+        assert_eq!(
+            restarted.check(1, 99, now - 1_000, now),
+            Err(Refused::Stale)
+        );
+        assert_eq!(restarted.check(1, 99, now, now), Ok(()));
     }
 }

@@ -39,6 +39,8 @@ pub struct Connection<'a, S> {
     pub ws: WebSocketStream<Tracked<S>>,
     /// When the socket last refused to take bytes (shared with `ws`'s stream).
     pub progress: Arc<Progress>,
+    /// The sender's rate limit, shared by every socket of its user (or token).
+    pub rate: Arc<std::sync::Mutex<RateLimiter>>,
     /// Its place in a room.
     pub membership: Membership,
     /// Its outbound queue.
@@ -97,13 +99,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     async fn serve(&mut self) -> End {
         let limits = self.limits;
-        let mut rate = RateLimiter::new(
-            limits.messages_per_second,
-            limits.burst,
-            limits.bytes_per_second,
-            limits.burst_bytes,
-            Instant::now(),
-        );
+        let rate = Arc::clone(&self.rate);
         let progress = Arc::clone(&self.progress);
         let mut last_seen = Instant::now();
         let mut ping = tokio::time::interval_at(
@@ -146,7 +142,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     match msg {
                         Message::Text(_) | Message::Binary(_) => {
                             self.metrics.received(msg.len());
-                            match rate.check(last_seen, msg.len()) {
+                            let verdict = rate
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .check(last_seen, msg.len());
+                            match verdict {
                                 Verdict::Allow => {
                                     let m = &self.membership;
                                     m.room().deliver(Some(m.id()), &msg, self.metrics);
@@ -397,6 +397,13 @@ mod tests {
         let conn = Connection {
             ws,
             progress,
+            rate: Arc::new(std::sync::Mutex::new(RateLimiter::new(
+                1,
+                1,
+                1,
+                1,
+                Instant::now(),
+            ))),
             membership,
             outbox,
             slow,

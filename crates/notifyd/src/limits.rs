@@ -1,7 +1,8 @@
 //! Per-connection rate limiting, and the counts that bound connections: in total, per
 //! token, and sockets still in their handshake.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
@@ -110,10 +111,12 @@ impl Drop for Slot {
     }
 }
 
-/// Connections per key (a token's hash), each bounded by `max`.
+/// Connections per key (a token's or a user's keyed hash), each bounded by `max`; the
+/// connections of one key share one rate limiter, so that several sockets send no more
+/// than one may.
 #[derive(Debug)]
 pub struct PerKey {
-    counts: Mutex<HashMap<u64, usize>>,
+    counts: Mutex<HashMap<u64, (usize, Arc<Mutex<RateLimiter>>)>>,
     max: usize,
 }
 
@@ -122,6 +125,8 @@ pub struct PerKey {
 pub struct KeySlot {
     owner: Arc<PerKey>,
     key: u64,
+    /// The rate limiter of every connection of this key.
+    pub limiter: Arc<Mutex<RateLimiter>>,
 }
 
 impl PerKey {
@@ -133,10 +138,17 @@ impl PerKey {
         })
     }
 
-    /// Counts one more connection for `key`, or `None` when it has `max` already.
-    pub fn try_take(self: &Arc<Self>, key: u64) -> Option<KeySlot> {
+    /// Counts one more connection for `key`, or `None` when it has `max` already. The
+    /// first connection of a key makes its rate limiter with `limiter`.
+    pub fn try_take(
+        self: &Arc<Self>,
+        key: u64,
+        limiter: impl FnOnce() -> RateLimiter,
+    ) -> Option<KeySlot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = counts.entry(key).or_insert(0);
+        let (n, shared) = counts
+            .entry(key)
+            .or_insert_with(|| (0, Arc::new(Mutex::new(limiter()))));
         if *n >= self.max {
             return None;
         }
@@ -144,6 +156,7 @@ impl PerKey {
         Some(KeySlot {
             owner: Arc::clone(self),
             key,
+            limiter: Arc::clone(shared),
         })
     }
 
@@ -164,7 +177,7 @@ impl Drop for KeySlot {
             .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(n) = counts.get_mut(&self.key) {
+        if let Some((n, _)) = counts.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
                 counts.remove(&self.key);
@@ -174,14 +187,75 @@ impl Drop for KeySlot {
 }
 
 /// Sockets accepted and not yet through their handshake (request read, token checked,
-/// 101 or a refusal written). Bounded: past `max`, the oldest is told to close, so a
+/// 101 or a refusal written). Bounded: past `max`, one of them is told to close, so a
 /// flood of idle TCP connections can never keep a real client out, and when `accept`
-/// runs out of file descriptors the oldest is closed to make room.
+/// runs out of file descriptors one is closed to make room. The one closed is the
+/// oldest of the source that holds the most (an IPv4 address, or an IPv6 /64): a flood
+/// from a few sources evicts its own sockets, not those of clients elsewhere.
 #[derive(Debug)]
 pub struct Pending {
-    waiting: Mutex<BTreeMap<u64, CancellationToken>>,
+    state: Mutex<PendingState>,
     next: AtomicU64,
     max: usize,
+}
+
+#[derive(Debug, Default)]
+struct PendingState {
+    /// Every socket: its source and its switch.
+    sockets: HashMap<u64, (IpAddr, CancellationToken)>,
+    /// Each source's sockets, oldest first.
+    by_source: HashMap<IpAddr, BTreeSet<u64>>,
+    /// Sources by how many sockets they hold (the most last).
+    ranked: BTreeSet<(usize, IpAddr)>,
+}
+
+impl PendingState {
+    fn add(&mut self, id: u64, source: IpAddr, evicted: CancellationToken) {
+        let ids = self.by_source.entry(source).or_default();
+        self.ranked.remove(&(ids.len(), source));
+        ids.insert(id);
+        self.ranked.insert((ids.len(), source));
+        self.sockets.insert(id, (source, evicted));
+    }
+
+    fn remove(&mut self, id: u64) -> Option<CancellationToken> {
+        let (source, evicted) = self.sockets.remove(&id)?;
+        if let Some(ids) = self.by_source.get_mut(&source) {
+            self.ranked.remove(&(ids.len(), source));
+            ids.remove(&id);
+            if ids.is_empty() {
+                self.by_source.remove(&source);
+            } else {
+                self.ranked.insert((ids.len(), source));
+            }
+        }
+        Some(evicted)
+    }
+
+    /// Closes the oldest socket of the source holding the most; false when empty.
+    fn evict_one(&mut self) -> bool {
+        let Some(&(_, source)) = self.ranked.last() else {
+            return false;
+        };
+        let Some(&id) = self.by_source.get(&source).and_then(|ids| ids.first()) else {
+            return false;
+        };
+        self.remove(id).map(|t| t.cancel()).is_some()
+    }
+}
+
+/// What counts as one source: an IPv4 address, or an IPv6 /64 (one host's share).
+fn source(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 /// One socket in its handshake; leaves the registry on drop.
@@ -196,58 +270,41 @@ impl Pending {
     /// Room for `max` sockets in their handshake.
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Pending {
-            waiting: Mutex::new(BTreeMap::new()),
+            state: Mutex::new(PendingState::default()),
             next: AtomicU64::new(0),
             max: max.max(1),
         })
     }
 
-    /// Registers a new socket; returns its slot and whether an older socket was evicted
-    /// to make room.
-    pub fn enter(self: &Arc<Self>) -> (PendingSlot, bool) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, PendingState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Registers a new socket from `peer`, evicting one first when all room is taken.
+    pub fn enter(self: &Arc<Self>, peer: IpAddr) -> PendingSlot {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
         let evicted = CancellationToken::new();
-        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
-        let mut made_room = false;
-        while waiting.len() >= self.max {
-            if let Some((_, oldest)) = waiting.pop_first() {
-                oldest.cancel();
-                made_room = true;
-            }
-        }
-        waiting.insert(id, evicted.clone());
-        drop(waiting);
-        let slot = PendingSlot {
+        let mut state = self.lock();
+        while state.sockets.len() >= self.max && state.evict_one() {}
+        state.add(id, source(peer), evicted.clone());
+        drop(state);
+        PendingSlot {
             owner: Arc::clone(self),
             id,
             evicted,
-        };
-        (slot, made_room)
+        }
     }
 
-    /// Tells the oldest socket in its handshake to close; false when there is none.
-    pub fn evict_oldest(&self) -> bool {
-        let oldest = self
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop_first();
-        oldest.map(|(_, t)| t.cancel()).is_some()
+    /// Tells one socket in its handshake to close (the oldest of the source holding the
+    /// most); false when there is none.
+    pub fn evict_one(&self) -> bool {
+        self.lock().evict_one()
     }
 
     /// Sockets in their handshake now.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .len()
-    }
-
-    /// True when no socket is in its handshake.
-    #[cfg(test)]
-    fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.lock().sockets.len()
     }
 }
 
@@ -260,11 +317,7 @@ impl PendingSlot {
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        self.owner
-            .waiting
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
+        self.owner.lock().remove(self.id);
     }
 }
 
@@ -319,27 +372,43 @@ mod tests {
     #[test]
     fn per_key_counts_are_bounded_and_released() {
         let per = PerKey::new(2);
-        let a = per.try_take(7).unwrap();
-        let _b = per.try_take(7).unwrap();
-        assert!(per.try_take(7).is_none());
-        let _c = per.try_take(8).unwrap();
+        let t0 = Instant::now();
+        let make = || RateLimiter::new(1, 1, 100, 100, t0);
+        let a = per.try_take(7, make).unwrap();
+        let b = per.try_take(7, make).unwrap();
+        assert!(per.try_take(7, make).is_none());
+        let c = per.try_take(8, make).unwrap();
+        // One key's connections share their limiter: one message in all, not each.
+        let lock = |s: &KeySlot| s.limiter.lock().unwrap().check(t0, 1);
+        assert_eq!(lock(&a), Verdict::Allow);
+        assert_eq!(lock(&b), Verdict::Drop);
+        assert_eq!(lock(&c), Verdict::Allow);
         drop(a);
-        assert!(per.try_take(7).is_some());
-        drop(_c);
+        assert!(per.try_take(7, make).is_some());
+        drop(c);
         assert_eq!(per.keys(), 1);
     }
 
     #[test]
-    fn pending_evicts_the_oldest() {
-        let p = Pending::new(2);
-        let (a, _) = p.enter();
-        let (b, _) = p.enter();
-        let (c, made_room) = p.enter();
-        assert!(made_room);
-        assert!(a.evicted.is_cancelled() && !b.evicted.is_cancelled());
-        assert!(p.evict_oldest());
-        assert!(b.evicted.is_cancelled() && !c.evicted.is_cancelled());
-        drop(c);
-        assert!(p.is_empty() && !p.evict_oldest());
+    fn pending_evicts_the_oldest_of_the_busiest_source() {
+        let p = Pending::new(3);
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let real = p.enter(ip("192.0.2.1"));
+        let f1 = p.enter(ip("198.51.100.7"));
+        let f2 = p.enter(ip("198.51.100.7"));
+        // Full: the flooder's oldest goes, not the older real client.
+        let f3 = p.enter(ip("198.51.100.7"));
+        assert!(f1.evicted.is_cancelled() && !real.evicted.is_cancelled());
+        // One IPv6 host is one source, whatever its addresses in its /64.
+        let v6a = p.enter(ip("2001:db8:1:2::a"));
+        assert!(f2.evicted.is_cancelled());
+        let _v6b = p.enter(ip("2001:db8:1:2::b"));
+        assert!(!real.evicted.is_cancelled());
+        assert!(f3.evicted.is_cancelled() || v6a.evicted.is_cancelled());
+        assert_eq!(p.len(), 3);
+        drop(real);
+        assert_eq!(p.len(), 2);
+        assert!(p.evict_one() && p.evict_one() && !p.evict_one());
+        assert_eq!(source(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
     }
 }

@@ -22,7 +22,7 @@ use crate::config::Config;
 use crate::connection::{Connection, Progress, Tracked};
 use crate::handshake::{self, ReadError, Request};
 use crate::hub::{ConnId, Hub, Member, Outbox};
-use crate::limits::{ConnectionSlots, Pending, PendingSlot, PerKey};
+use crate::limits::{ConnectionSlots, Pending, PendingSlot, PerKey, RateLimiter};
 use crate::metrics::{Metrics, Refusal};
 use crate::publish;
 
@@ -178,7 +178,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     &stream,
                     u32::try_from(wt).unwrap_or(u32::MAX),
                 );
-                let (slot, _) = shared.pending.enter();
+                let slot = shared.pending.enter(peer.ip());
                 let shared = Arc::clone(&shared);
                 // Debug level: at the default level no span is allocated per connection.
                 let span = debug_span!("conn", %peer);
@@ -188,7 +188,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 shared.metrics.accept_error();
                 // Out of file descriptors: the oldest socket still in its handshake makes
                 // room (a flood of idle connections never keeps real clients out).
-                if is_resource_exhaustion(&e) && shared.pending.evict_oldest() {
+                if is_resource_exhaustion(&e) && shared.pending.evict_one() {
                     if warn_now() {
                         warn!(error = %e, "accept failed: out of resources; closing the oldest pending handshakes to make room");
                     }
@@ -339,20 +339,32 @@ async fn upgrade(
     };
     // One page render mints one token: its sockets are bounded, so one page (or one
     // student with its token) cannot fill a link's space or the daemon.
-    let Some(token_slot) = shared.per_token.try_take(token_key) else {
+    let limits = &shared.config.limits;
+    let limiter = || {
+        RateLimiter::new(
+            limits.messages_per_second,
+            limits.burst,
+            limits.bytes_per_second,
+            limits.burst_bytes,
+            std::time::Instant::now(),
+        )
+    };
+    let Some(token_slot) = shared.per_token.try_take(token_key, limiter) else {
         return Err((Refusal::TokenCapacity, stream));
     };
     // A student who reloads the page for fresh tokens is still one user.
-    let user_slot = match user_key.map(|k| shared.per_user.try_take(k)) {
+    let user_slot = match user_key.map(|k| shared.per_user.try_take(k, limiter)) {
         Some(None) => return Err((Refusal::UserCapacity, stream)),
         Some(Some(s)) => Some(s),
         None => None,
     };
+    // One sender is one user (v1), or one token (legacy, or no user): all its sockets
+    // share one rate, so the rule that one sender cannot overflow a reader holds.
+    let rate = Arc::clone(&user_slot.as_ref().unwrap_or(&token_slot).limiter);
     let Some(slot) = shared.slots.try_take() else {
         return Err((Refusal::Capacity, stream));
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let limits = &shared.config.limits;
     let outbox = Arc::new(Outbox::new(
         limits.outbound_queue,
         limits.outbound_queue_bytes,
@@ -400,6 +412,7 @@ async fn upgrade(
             Connection {
                 ws,
                 progress,
+                rate,
                 membership,
                 outbox,
                 slow,

@@ -178,15 +178,19 @@ pub enum Envelope {
     Stale,
     /// Already seen (same node, same or older sequence): replayed.
     Replayed,
+    /// Dropped unread: envelopes came faster than this node could check them (a flood
+    /// on its channels), and Redis must not see a slow subscriber.
+    Overload,
 }
 
 impl Envelope {
-    const ALL: [Envelope; 5] = [
+    const ALL: [Envelope; 6] = [
         Envelope::TooBig,
         Envelope::BadMac,
         Envelope::Malformed,
         Envelope::Stale,
         Envelope::Replayed,
+        Envelope::Overload,
     ];
 
     fn label(self) -> &'static str {
@@ -196,6 +200,7 @@ impl Envelope {
             Envelope::Malformed => "malformed",
             Envelope::Stale => "stale",
             Envelope::Replayed => "replayed",
+            Envelope::Overload => "overload",
         }
     }
 }

@@ -16,6 +16,11 @@ use crate::handshake;
 use crate::listener::{accept_loop, Shared};
 use crate::metrics::Metrics;
 
+/// Requests the metrics listener serves at once; more are closed unanswered (it is
+/// meant for loopback or a private network, and must never use up file descriptors the
+/// WebSocket port needs).
+const METRICS_CONCURRENCY: usize = 32;
+
 /// Time given to connections to close after shutdown starts.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(4);
 
@@ -125,6 +130,7 @@ impl Running {
 /// `GET /metrics` (Prometheus text) and `/healthz` (the same answer as the main port's)
 /// on the metrics address.
 async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_CONCURRENCY));
     loop {
         let accepted = tokio::select! {
             () = shutdown.cancelled() => return,
@@ -134,8 +140,12 @@ async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, shutdown: Can
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
+        let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
+            continue;
+        };
         let shared = Arc::clone(&shared);
         tokio::spawn(async move {
+            let _permit = permit;
             let Ok(req) = handshake::read_request(&mut stream, Duration::from_secs(5)).await else {
                 return;
             };

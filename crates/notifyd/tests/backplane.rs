@@ -308,3 +308,57 @@ async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
     }
     let _ = std::fs::remove_dir_all(&certs);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_junk_on_a_channel_never_takes_the_backplane_down() {
+    let redis = RedisServer::start("junk", "", false);
+    let a = node(plain(redis.port)).await;
+    let b = node(plain(redis.port)).await;
+    let mut on_a = connect(a.addr, &token("1", "x"), None).await;
+    let mut on_b = connect(b.addr, &token("1", "y"), None).await;
+    wait_until("subscribed", Duration::from_secs(20), || {
+        a.metrics.backplane_channel_count() == 1 && b.metrics.backplane_channel_count() == 1
+    })
+    .await;
+    // Two connections publish 4 KiB of junk on the space's channel, 50 at a time with a
+    // short pause: 2 x 2,000 envelopes, each refused or dropped unread (counted), and
+    // neither node becomes a subscriber Redis cuts off. (A flood faster than a node can
+    // read gets it cut off by Redis all the same: only an ACL that keeps others off the
+    // channels prevents that; see the README.)
+    let junk = vec![0x5a_u8; 4 * 1024];
+    let floods = (0..2).map(|_| {
+        let (port, junk, chan) = (redis.port, junk.clone(), channel("1"));
+        tokio::spawn(async move {
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
+            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+            for _ in 0..40 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                let mut pipe = redis::pipe();
+                for _ in 0..50 {
+                    pipe.cmd("PUBLISH").arg(&chan).arg(&junk).ignore();
+                }
+                let () = pipe.query_async(&mut conn).await.unwrap();
+            }
+        })
+    });
+    futures_util::future::join_all(floods).await;
+    use futures_util::SinkExt;
+    // Every junk envelope is accounted for on each node, and neither lost Redis.
+    for n in [&a, &b] {
+        let m = n.metrics.clone();
+        wait_until("4,000 accounted for", Duration::from_secs(30), || {
+            m.envelope_refused_count(Refused::BadMac) + m.envelope_refused_count(Refused::Overload)
+                == 4_000
+        })
+        .await;
+        assert!(n.metrics.backplane_is_up());
+        assert!(
+            n.metrics
+                .render()
+                .contains("tsugi_notify_backplane_reconnects_total 0"),
+            "no reconnect"
+        );
+    }
+    on_a.send(Message::text("after the junk")).await.unwrap();
+    assert_eq!(recv(&mut on_b).await, Message::text("after the junk"));
+}

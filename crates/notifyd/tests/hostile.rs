@@ -456,3 +456,102 @@ async fn the_rate_limit_counts_bytes_too() {
     c.send(Message::text("marker")).await.unwrap();
     assert_eq!(recv(&mut b).await, Message::text("marker"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_idle_sockets_from_one_source_evicts_its_own_not_slow_clients_elsewhere() {
+    let mut cfg = config();
+    cfg.limits.max_pending_handshakes = 16;
+    let server = start(cfg).await;
+    let addr = server.addr;
+    // The flood: idle connections from 127.0.0.2, as fast as they open, for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flooding = stop.clone();
+    let flood = tokio::spawn(async move {
+        let mut held = std::collections::VecDeque::new();
+        while !flooding.load(Ordering::Relaxed) {
+            let s = TcpSocket::new_v4().unwrap();
+            s.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+            if let Ok(c) = s.connect(addr).await {
+                held.push_back(c);
+            }
+            if held.len() > 200 {
+                held.pop_front();
+            }
+        }
+    });
+    wait_until("the flood evicting", Duration::from_secs(10), || {
+        server.metrics.refused_count(Refusal::Evicted) > 100
+    })
+    .await;
+    // Clients from elsewhere that take 300 ms to send their request (a far browser,
+    // a slow proxy): each gets in, although hundreds of newer sockets came meanwhile.
+    let clients = (0..5).map(|i| {
+        let t = token("1", &format!("far{i}"));
+        tokio::spawn(async move {
+            let mut stream = TcpStream::connect(addr).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let req = format!(
+                "GET /notify?token={} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+                 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                 Sec-WebSocket-Version: 13\r\n\r\n",
+                enc(&t)
+            );
+            stream.write_all(req.as_bytes()).await.unwrap();
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await.is_ok() && &head == b"HTTP/1.1 101"
+        })
+    });
+    let got: Vec<bool> = futures_util::future::join_all(clients)
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    stop.store(true, Ordering::Relaxed);
+    flood.await.unwrap();
+    assert_eq!(got, vec![true; 5], "every slow client got its 101");
+}
+
+#[tokio::test]
+async fn the_sockets_of_one_user_share_one_senders_limits() {
+    let mut cfg = config();
+    cfg.limits.messages_per_second = 1;
+    cfg.limits.burst = 5;
+    let server = start(cfg).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let p = Plaintext::new(
+        "https://site.example",
+        "1",
+        Some("course"),
+        Some("many-tabs"),
+    )
+    .unwrap();
+    // Three tabs (three tokens) of one user, and a reader.
+    let mut tabs = Vec::new();
+    for i in 0..3 {
+        let t = tokens()
+            .with_clock(FixedClock(now - i))
+            .mint(&p, Scope::Browser)
+            .unwrap();
+        tabs.push(connect(server.addr, &t, None).await);
+    }
+    let mut reader = connect(server.addr, &token("1", "reader"), None).await;
+    for tab in &mut tabs {
+        for n in 0..5 {
+            tab.send(Message::text(format!("{n}"))).await.unwrap();
+        }
+    }
+    // One user's burst in all, not three; the rest dropped and counted.
+    wait_until("ten dropped", Duration::from_secs(5), || {
+        dropped_for_rate(&server) == 10
+    })
+    .await;
+    for _ in 0..5 {
+        assert!(matches!(recv(&mut reader).await, Message::Text(_)));
+    }
+    let mut other = connect(server.addr, &token("1", "other"), None).await;
+    other.send(Message::text("marker")).await.unwrap();
+    assert_eq!(recv(&mut reader).await, Message::text("marker"));
+}
