@@ -116,9 +116,12 @@ impl Drop for Slot {
 /// than one may.
 #[derive(Debug)]
 pub struct PerKey {
-    counts: Mutex<HashMap<u64, (usize, Arc<Mutex<RateLimiter>>)>>,
+    counts: Mutex<HashMap<u64, (usize, SharedLimiter)>>,
     max: usize,
 }
+
+/// A rate limiter shared by the connections of one key.
+pub type SharedLimiter = Arc<Mutex<RateLimiter>>;
 
 /// One counted connection of a key; released on drop.
 #[derive(Debug)]
@@ -126,7 +129,7 @@ pub struct KeySlot {
     owner: Arc<PerKey>,
     key: u64,
     /// The rate limiter of every connection of this key.
-    pub limiter: Arc<Mutex<RateLimiter>>,
+    pub limiter: SharedLimiter,
 }
 
 impl PerKey {
