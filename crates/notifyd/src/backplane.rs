@@ -60,6 +60,9 @@ const OP_TIMEOUT: Duration = Duration::from_secs(3);
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Envelopes sent up to this long before a node started are still taken (from a peer
+/// whose clock is a little behind); earlier ones are refused as recordings.
+const START_MARGIN_MS: u64 = 2_000;
 /// How often a live connection is checked with PING.
 const PING_EVERY: Duration = Duration::from_secs(2);
 
@@ -395,7 +398,7 @@ async fn run(
     let changes = hub.space_changes();
     let mut state = State {
         seq: 0,
-        seen: Seen::since(unix_ms()),
+        seen: Seen::since(unix_ms().saturating_sub(START_MARGIN_MS)),
     };
     loop {
         let session = tokio::select! {
@@ -480,14 +483,16 @@ async fn session(
     );
     let mut ping = tokio::time::interval(PING_EVERY);
     loop {
-        // Liveness and this node's own messages first: a flood of envelopes waits (and
-        // is dropped past its bound), never them.
+        // No branch first (a fair choice among the ready ones): neither a flood of
+        // envelopes nor a burst of this node's own messages can starve the other, or
+        // the pings (a flood waits in its bounded queue and is dropped past it).
         tokio::select! {
-            biased;
             () = shutdown.cancelled() => return Ok(()),
             () = changes.notified() => sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?,
             _ = ping.tick() => {
                 let _: String = timed("ping", redis::cmd("PING").query_async(&mut conn)).await?;
+                // The subscription's own connection too: a half-open one is noticed.
+                let _: redis::Value = timed("subscription ping", sink.ping()).await?;
             }
             out = rx.recv() => {
                 let Some((space, mut env)) = out else { return Ok(()) };

@@ -405,17 +405,24 @@ fn known(name: &str) -> Option<&'static str> {
         .find(|k| *k == name)
 }
 
-/// How an unknown name is shown: named when it is a near miss of a setting (a typo),
-/// otherwise not at all (it could be a secret written where a key goes).
+/// What is said of an unknown name: never the name itself (it could be a secret written
+/// where a key goes), but the setting it is a near miss of, if any (a typo).
 fn unknown(name: &str, settings: &[(&'static str, Kind)]) -> String {
-    let near = settings.iter().map(|(k, _)| *k).find(|k| {
-        edit_distance(k, name) <= 2.max(k.len() / 5)
-            || (name.len() >= 4 && (k.starts_with(name) || name.starts_with(k)))
-    });
-    match near {
-        Some(k) => format!("unknown key `{name}` (did you mean `{k}`?)"),
+    match near_miss(name, settings.iter().map(|(k, _)| *k)) {
+        Some(k) => format!("unknown key (did you mean `{k}`?)"),
         None => "unknown key (not a setting: see packaging/tsugi-notifyd.toml)".to_owned(),
     }
+}
+
+/// The candidate that `name` is a typo of, if any (a few letters off, or cut short).
+pub fn near_miss<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
+    candidates.into_iter().find(|k| {
+        // Close in length too, so that a secret that merely starts like a key
+        // (`secret_...`) is never taken for one.
+        name.len() <= k.len() + 3
+            && (edit_distance(k, name) <= 2.max(k.len() / 5)
+                || (name.len() >= 4 && (k.starts_with(name) || name.starts_with(k))))
+    })
 }
 
 /// Levenshtein distance, for telling typos from other text.
@@ -1035,7 +1042,12 @@ mod tests {
         .unwrap_err();
         assert!(e.to_string().contains("TSUGI_NOTIFY_BRUST"), "{e}");
         let e = Config::load(None, [], flags(&[("brust", Value::Integer(1))]), true).unwrap_err();
-        assert!(e.to_string().contains("brust"), "{e}");
+        assert!(e.to_string().contains("did you mean `burst`"), "{e}");
+        // Whatever starts like a key is still not repeated.
+        let e = Config::from_toml_str("url = \"ws://h:1\"\nurlc2VjcmV0 = 1\nsecret = \"s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("c2VjcmV0") && e.contains("line 2"), "{e}");
     }
 
     #[test]
@@ -1057,13 +1069,13 @@ mod tests {
     fn errors_name_key_and_line_never_the_value() {
         let cases = [
             ("url = \"ws://h:1\"\nsecret = hunter2-XYZ\n", "line 2"),
-            ("url = \"ws://h:1\"\nsecrte = \"hunter2-XYZ\"\n", "`secrte`"),
+            ("url = \"ws://h:1\"\nsecrte = \"hunter2-XYZ\"\n", "did you mean `secret`"),
             ("url = \"ws://h:1\"\nsecrets = \"hunter2-XYZ\"\n", "`secrets`"),
             ("url = \"ws://h:1\"\nsecret = [\"hunter2-XYZ\"]\n", "`secret`"),
             ("url = \"ws://h:1\"\nsecret = \"hunter2-XYZ\n", "line 2"),
             (
                 "url = \"ws://h:1\"\nsecret = \"s\"\n[redis]\nurl = \"redis://:hunter2-XYZ@h\"\npassword = \"hunter2-XYZ\"\n",
-                "`password`",
+                "did you mean `password_file`",
             ),
             (
                 "url = \"ws://h:1\"\nsecret = \"s\"\nbind = \"hunter2-XYZ\"\n",
@@ -1097,6 +1109,10 @@ mod tests {
             assert!(!e.contains("c2VjcmV0"), "{text:?} -> {e}");
             assert!(e.contains("line"), "{text:?} -> {e}");
         }
+        let e = Config::from_toml_str("url = \"ws://h:1\"\nsecret_Zq7xR2kP9 = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("Zq7x"), "{e}");
         let e = Config::from_toml_str("url = \"ws://h:1\"\nsecrte = \"x\"\n")
             .unwrap_err()
             .to_string();

@@ -52,6 +52,15 @@ impl RateLimiter {
         }
     }
 
+    /// Whether, by `now`, every bucket would be full again and every strike gone: only
+    /// then is forgetting this limiter the same as keeping it.
+    pub fn rested(&self, now: Instant) -> bool {
+        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens + elapsed * self.rate >= self.burst
+            && self.byte_tokens + elapsed * self.byte_rate >= self.burst_bytes
+            && self.strikes - elapsed * self.rate <= 0.0
+    }
+
     /// Accounts one message of `bytes` payload bytes at `now`.
     pub fn check(&mut self, now: Instant, bytes: usize) -> Verdict {
         let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
@@ -113,11 +122,22 @@ impl Drop for Slot {
 
 /// Connections per key (a token's or a user's keyed hash), each bounded by `max`; the
 /// connections of one key share one rate limiter, so that several sockets send no more
-/// than one may.
+/// than one may, and a key's limiter outlives its last socket until it has rested, so
+/// that closing and reopening does not refill it.
 #[derive(Debug)]
 pub struct PerKey {
-    counts: Mutex<HashMap<u64, (usize, SharedLimiter)>>,
+    counts: Mutex<HashMap<u64, (usize, Option<SharedLimiter>)>>,
     max: usize,
+    takes: AtomicU64,
+}
+
+/// How often (in takes) keys with no connection and a rested limiter are swept.
+const SWEEP_EVERY: u64 = 1024;
+
+fn rested(limiter: &Option<SharedLimiter>, now: Instant) -> bool {
+    limiter
+        .as_ref()
+        .is_none_or(|l| l.lock().unwrap_or_else(PoisonError::into_inner).rested(now))
 }
 
 /// A rate limiter shared by the connections of one key.
@@ -128,8 +148,8 @@ pub type SharedLimiter = Arc<Mutex<RateLimiter>>;
 pub struct KeySlot {
     owner: Arc<PerKey>,
     key: u64,
-    /// The rate limiter of every connection of this key.
-    pub limiter: SharedLimiter,
+    /// The rate limiter of every connection of this key, when one was asked for.
+    pub limiter: Option<SharedLimiter>,
 }
 
 impl PerKey {
@@ -138,28 +158,33 @@ impl PerKey {
         Arc::new(PerKey {
             counts: Mutex::new(HashMap::new()),
             max,
+            takes: AtomicU64::new(0),
         })
     }
 
-    /// Counts one more connection for `key`, or `None` when it has `max` already. The
-    /// first connection of a key makes its rate limiter with `limiter`.
+    /// Counts one more connection for `key`, or `None` when it has `max` already. With
+    /// `limiter`, the slot carries the key's rate limiter (made by the first who asks).
     pub fn try_take(
         self: &Arc<Self>,
         key: u64,
-        limiter: impl FnOnce() -> RateLimiter,
+        limiter: Option<&dyn Fn() -> RateLimiter>,
     ) -> Option<KeySlot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let (n, shared) = counts
-            .entry(key)
-            .or_insert_with(|| (0, Arc::new(Mutex::new(limiter()))));
+        if self.takes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
+            let now = Instant::now();
+            counts.retain(|_, (n, l)| *n > 0 || !rested(l, now));
+        }
+        let (n, shared) = counts.entry(key).or_insert((0, None));
         if *n >= self.max {
             return None;
         }
         *n += 1;
+        let limiter = limiter
+            .map(|make| Arc::clone(shared.get_or_insert_with(|| Arc::new(Mutex::new(make())))));
         Some(KeySlot {
             owner: Arc::clone(self),
             key,
-            limiter: Arc::clone(shared),
+            limiter,
         })
     }
 
@@ -180,9 +205,9 @@ impl Drop for KeySlot {
             .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((n, _)) = counts.get_mut(&self.key) {
+        if let Some((n, limiter)) = counts.get_mut(&self.key) {
             *n -= 1;
-            if *n == 0 {
+            if *n == 0 && rested(limiter, Instant::now()) {
                 counts.remove(&self.key);
             }
         }
@@ -208,36 +233,56 @@ struct PendingState {
     sockets: HashMap<u64, (IpAddr, CancellationToken)>,
     /// Each source's sockets, oldest first.
     by_source: HashMap<IpAddr, BTreeSet<u64>>,
-    /// Sources by how many sockets they hold (the most last).
-    ranked: BTreeSet<(usize, IpAddr)>,
+    /// Sources by how many sockets they hold, ties by whose oldest socket is oldest
+    /// (the one to evict last).
+    ranked: BTreeSet<Rank>,
+}
+
+/// A source's place in the eviction order: (sockets, its oldest socket reversed, source).
+type Rank = (usize, std::cmp::Reverse<u64>, IpAddr);
+
+fn rank(ids: &BTreeSet<u64>, source: IpAddr) -> Option<Rank> {
+    let oldest = *ids.first()?;
+    Some((ids.len(), std::cmp::Reverse(oldest), source))
 }
 
 impl PendingState {
-    fn add(&mut self, id: u64, source: IpAddr, evicted: CancellationToken) {
+    /// Changes one source's sockets, keeping its rank up to date.
+    fn update(&mut self, source: IpAddr, change: impl FnOnce(&mut BTreeSet<u64>)) {
         let ids = self.by_source.entry(source).or_default();
-        self.ranked.remove(&(ids.len(), source));
-        ids.insert(id);
-        self.ranked.insert((ids.len(), source));
+        if let Some(r) = rank(ids, source) {
+            self.ranked.remove(&r);
+        }
+        change(ids);
+        match rank(ids, source) {
+            Some(r) => {
+                self.ranked.insert(r);
+            }
+            None => {
+                self.by_source.remove(&source);
+            }
+        }
+    }
+
+    fn add(&mut self, id: u64, source: IpAddr, evicted: CancellationToken) {
+        self.update(source, |ids| {
+            ids.insert(id);
+        });
         self.sockets.insert(id, (source, evicted));
     }
 
     fn remove(&mut self, id: u64) -> Option<CancellationToken> {
         let (source, evicted) = self.sockets.remove(&id)?;
-        if let Some(ids) = self.by_source.get_mut(&source) {
-            self.ranked.remove(&(ids.len(), source));
+        self.update(source, |ids| {
             ids.remove(&id);
-            if ids.is_empty() {
-                self.by_source.remove(&source);
-            } else {
-                self.ranked.insert((ids.len(), source));
-            }
-        }
+        });
         Some(evicted)
     }
 
-    /// Closes the oldest socket of the source holding the most; false when empty.
+    /// Closes the oldest socket of the source holding the most (of those holding as
+    /// many, the one whose oldest socket is oldest); false when empty.
     fn evict_one(&mut self) -> bool {
-        let Some(&(_, source)) = self.ranked.last() else {
+        let Some(&(_, _, source)) = self.ranked.last() else {
             return false;
         };
         let Some(&id) = self.by_source.get(&source).and_then(|ids| ids.first()) else {
@@ -377,19 +422,25 @@ mod tests {
         let per = PerKey::new(2);
         let t0 = Instant::now();
         let make = || RateLimiter::new(1, 1, 100, 100, t0);
+        let make: Option<&dyn Fn() -> RateLimiter> = Some(&make);
         let a = per.try_take(7, make).unwrap();
         let b = per.try_take(7, make).unwrap();
         assert!(per.try_take(7, make).is_none());
         let c = per.try_take(8, make).unwrap();
+        assert!(per.try_take(9, None).unwrap().limiter.is_none());
         // One key's connections share their limiter: one message in all, not each.
-        let lock = |s: &KeySlot| s.limiter.lock().unwrap().check(t0, 1);
+        let lock = |s: &KeySlot| s.limiter.as_ref().unwrap().lock().unwrap().check(t0, 1);
         assert_eq!(lock(&a), Verdict::Allow);
         assert_eq!(lock(&b), Verdict::Drop);
         assert_eq!(lock(&c), Verdict::Allow);
         drop(a);
         assert!(per.try_take(7, make).is_some());
         drop(c);
-        assert_eq!(per.keys(), 1);
+        // Key 8 spent its burst: it is remembered after its last socket closed, and a
+        // new socket of it gets the same spent limiter, not a fresh one.
+        assert_eq!(per.keys(), 2);
+        let again = per.try_take(8, make).unwrap();
+        assert_eq!(lock(&again), Verdict::Drop);
     }
 
     #[test]
@@ -404,14 +455,23 @@ mod tests {
         assert!(f1.evicted.is_cancelled() && !real.evicted.is_cancelled());
         // One IPv6 host is one source, whatever its addresses in its /64.
         let v6a = p.enter(ip("2001:db8:1:2::a"));
-        assert!(f2.evicted.is_cancelled());
-        let _v6b = p.enter(ip("2001:db8:1:2::b"));
-        assert!(!real.evicted.is_cancelled());
-        assert!(f3.evicted.is_cancelled() || v6a.evicted.is_cancelled());
+        assert!(f2.evicted.is_cancelled() && !real.evicted.is_cancelled());
+        // Now one each: a tie, and of those the oldest socket goes (the real client).
+        let v6b = p.enter(ip("2001:db8:1:2::b"));
+        assert!(real.evicted.is_cancelled() && !f3.evicted.is_cancelled());
+        // The /64 holds two now: it loses its oldest next.
+        let _late = p.enter(ip("192.0.2.9"));
+        assert!(v6a.evicted.is_cancelled() && !v6b.evicted.is_cancelled());
         assert_eq!(p.len(), 3);
-        drop(real);
+        drop(v6b);
         assert_eq!(p.len(), 2);
         assert!(p.evict_one() && p.evict_one() && !p.evict_one());
         assert_eq!(source(ip("::ffff:10.1.2.3")), ip("10.1.2.3"));
+        // Sources of one socket each: the oldest socket goes, whatever the address.
+        let p = Pending::new(2);
+        let old = p.enter(ip("10.0.0.1"));
+        let _newer = p.enter(ip("2001:db8::1"));
+        let _newest = p.enter(ip("192.0.2.200"));
+        assert!(old.evicted.is_cancelled());
     }
 }

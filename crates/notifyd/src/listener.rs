@@ -349,18 +349,28 @@ async fn upgrade(
             std::time::Instant::now(),
         )
     };
-    let Some(token_slot) = shared.per_token.try_take(token_key, limiter) else {
+    // One sender is one user (v1), or one token (legacy, or no user): all its sockets
+    // share one rate limiter, so the rule that one sender cannot overflow a reader
+    // holds however many sockets it opens. Only the key that limits has one.
+    let limiter: &dyn Fn() -> RateLimiter = &limiter;
+    let token_limits = user_key.is_none().then_some(limiter);
+    let Some(token_slot) = shared.per_token.try_take(token_key, token_limits) else {
         return Err((Refusal::TokenCapacity, stream));
     };
     // A student who reloads the page for fresh tokens is still one user.
-    let user_slot = match user_key.map(|k| shared.per_user.try_take(k, limiter)) {
+    let user_slot = match user_key.map(|k| shared.per_user.try_take(k, Some(limiter))) {
         Some(None) => return Err((Refusal::UserCapacity, stream)),
         Some(Some(s)) => Some(s),
         None => None,
     };
-    // One sender is one user (v1), or one token (legacy, or no user): all its sockets
-    // share one rate, so the rule that one sender cannot overflow a reader holds.
-    let rate = Arc::clone(&user_slot.as_ref().unwrap_or(&token_slot).limiter);
+    let Some(rate) = user_slot
+        .as_ref()
+        .and_then(|s| s.limiter.clone())
+        .or_else(|| token_slot.limiter.clone())
+    else {
+        // Unreachable: one of the two slots was asked for a limiter.
+        return Err((Refusal::BadRequest, stream));
+    };
     let Some(slot) = shared.slots.try_take() else {
         return Err((Refusal::Capacity, stream));
     };

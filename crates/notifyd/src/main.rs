@@ -106,11 +106,26 @@ fn command_line_error(e: &clap::Error) -> ExitCode {
         let _ = e.print();
         return ExitCode::SUCCESS;
     }
-    // The flag's name (as declared: `--burst <BURST>`), never what was typed after it.
+    // The flag's name, and only when it is one of ours (what was typed could be a
+    // secret that starts with `-`).
+    use clap::CommandFactory;
+    let command = Cli::command();
+    let longs: Vec<&str> = command
+        .get_arguments()
+        .filter_map(clap::Arg::get_long)
+        .collect();
     let flag = match e.get(ContextKind::InvalidArg) {
-        Some(ContextValue::String(s)) if s.starts_with('-') => {
+        Some(ContextValue::String(s)) => {
             let name = s.split(['=', ' ']).next().unwrap_or("");
-            format!(" ({name})")
+            let long = name.strip_prefix("--").unwrap_or("");
+            if longs.contains(&long) {
+                format!(" ({name})")
+            } else if let Some(near) = tsugi_notifyd::config::near_miss(long, longs.iter().copied())
+            {
+                format!(" (did you mean --{near}?)")
+            } else {
+                String::new()
+            }
         }
         _ => String::new(),
     };

@@ -556,3 +556,35 @@ async fn the_sockets_of_one_user_share_one_senders_limits() {
     other.send(Message::text("marker")).await.unwrap();
     assert_eq!(recv(&mut reader).await, Message::text("marker"));
 }
+
+#[tokio::test]
+async fn closing_and_reopening_does_not_refill_a_senders_limits() {
+    let mut cfg = config();
+    cfg.limits.messages_per_second = 1;
+    cfg.limits.burst = 5;
+    let server = start(cfg).await;
+    let mut reader = connect(server.addr, &token("1", "reader"), None).await;
+    let page = token("1", "sender");
+    let mut a = connect(server.addr, &page, None).await;
+    for n in 0..5 {
+        a.send(Message::text(format!("{n}"))).await.unwrap();
+    }
+    for _ in 0..5 {
+        assert!(matches!(recv(&mut reader).await, Message::Text(_)));
+    }
+    a.close(None).await.unwrap();
+    while a.next().await.is_some() {}
+    wait_until("closed", Duration::from_secs(5), || {
+        server.metrics.connection_count() == 1
+    })
+    .await;
+    // A new socket of the same sender finds its burst spent, not a fresh one.
+    let mut b = connect(server.addr, &page, None).await;
+    for n in 0..3 {
+        b.send(Message::text(format!("again {n}"))).await.unwrap();
+    }
+    wait_until("the second burst dropped", Duration::from_secs(5), || {
+        dropped_for_rate(&server) >= 2
+    })
+    .await;
+}

@@ -163,7 +163,7 @@ fn check_config_accepts_the_documented_file_and_names_bad_keys() {
         "no secret printed"
     );
     for (file, needle) in [
-        ("unknown-key.toml", "max_conections"),
+        ("unknown-key.toml", "did you mean `max_connections`"),
         ("bad-type.toml", "burst"),
         ("no-secret.toml", "secret"),
         ("bad-url.toml", "url"),
@@ -609,7 +609,7 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
             "toml: misspelled key",
             vec!["--config".into(), file("b.toml", &format!("{url}secrte = \"{S}\"\n"))],
             vec![],
-            "secrte",
+            "line 2: unknown key (did you mean `secret`?)",
         ),
         (
             "toml: secrets of the wrong type",
@@ -633,7 +633,7 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
                 ),
             ],
             vec![],
-            "`password` (did you mean `password_file`?)",
+            "did you mean `password_file`",
         ),
         (
             "env: misspelled variable",
@@ -659,7 +659,7 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
             "flags: misspelled flag",
             vec!["--url".into(), "ws://h:1".into(), format!("--secrte={S}")],
             vec![],
-            "--secrte",
+            "did you mean --secret?",
         ),
         (
             "flags: secret given, another flag bad",
@@ -679,6 +679,12 @@ fn no_error_ever_prints_a_secret_whichever_way_it_came_in() {
             vec!["--url".into(), "ws://h:1".into(), "--secret".into(), "two".into(), S.into()],
             vec![],
             "needs quotes",
+        ),
+        (
+            "flags: a secret that starts with a dash",
+            vec!["--url".into(), "ws://h:1".into(), "--secret".into(), format!("--{S}")],
+            vec![],
+            "tsugi-notifyd --help",
         ),
         (
             "flags: a secret where a number goes",
