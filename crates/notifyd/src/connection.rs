@@ -101,6 +101,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         let limits = self.limits;
         let rate = Arc::clone(&self.rate);
         let progress = Arc::clone(&self.progress);
+        // The write deadline's timer, made the first time a write has to wait and kept:
+        // a connection that blocks and unblocks often re-arms it about once per
+        // write_timeout, not once per write.
+        let mut deadline: Deadline = None;
         let mut last_seen = Instant::now();
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ping_interval,
@@ -122,8 +126,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 biased;
                 why = &mut stop => return End::Server(why),
                 () = self.outbox.ready() => {
-                    let write = write_queued(&mut self.ws, &self.outbox);
-                    if let Some(end) = bounded(&mut stop, &progress, limits.write_timeout, write).await {
+                    let write = std::pin::pin!(write_queued(&mut self.ws, &self.outbox));
+                    if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
                         return end;
                     }
                 }
@@ -173,8 +177,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                     if last_seen.elapsed() >= limits.idle_timeout {
                         return End::Server(Close::Idle);
                     }
-                    let write = self.ws.send(Message::Ping(Default::default()));
-                    if let Some(end) = bounded(&mut stop, &progress, limits.write_timeout, write).await {
+                    let write = std::pin::pin!(self.ws.send(Message::Ping(Default::default())));
+                    if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
                         return end;
                     }
                 }
@@ -201,24 +205,52 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
     }
 }
 
+/// A connection's write-deadline timer, once it has needed one.
+type Deadline = Option<Pin<Box<tokio::time::Sleep>>>;
+
 /// Runs a write until it is done, the stop future fires, or the socket takes no byte for
-/// `timeout`; `None` when the write completed.
-async fn bounded<W, X>(
-    stop: &mut Pin<&mut X>,
-    progress: &Progress,
+/// `timeout`; `None` when the write completed. The deadline's timer is only looked at
+/// once the write has to wait (most writes go straight into the socket buffer), made
+/// the first time, and then kept armed for the earliest moment the socket could have
+/// stalled that long: an idle connection holds none and a fast one touches none.
+/// (A plain function over a pinned write, so that the write future is held once, by the
+/// caller: a connection's task stays small.)
+fn bounded<'a, 's, W, X>(
+    stop: &'a mut Pin<&'s mut X>,
+    progress: &'a Progress,
+    deadline: &'a mut Deadline,
     timeout: Duration,
-    write: W,
-) -> Option<End>
+    mut write: Pin<&'a mut W>,
+) -> impl Future<Output = Option<End>> + use<'a, 's, W, X>
 where
     W: Future<Output = Result<(), WsError>>,
     X: Future<Output = Close>,
 {
-    tokio::select! {
-        biased;
-        why = stop.as_mut() => Some(End::Server(why)),
-        why = stalled(progress, timeout) => Some(End::Server(why)),
-        written = write => written.err().map(write_error),
-    }
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(why) = stop.as_mut().poll(cx) {
+            return Poll::Ready(Some(End::Server(why)));
+        }
+        if let Poll::Ready(written) = write.as_mut().poll(cx) {
+            return Poll::Ready(written.err().map(write_error));
+        }
+        // The write waits on the socket: watch for a stall.
+        loop {
+            let stalled = progress.stalled_for(Instant::now());
+            if stalled >= timeout {
+                return Poll::Ready(Some(End::Server(Close::WriteTimeout)));
+            }
+            let sleep = match deadline {
+                Some(sleep) => sleep,
+                None => deadline.insert(Box::pin(tokio::time::sleep(timeout - stalled))),
+            };
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            // Fired: look again from the last progress (there may have been some).
+            let left = timeout.saturating_sub(progress.stalled_for(Instant::now()));
+            sleep.as_mut().reset(tokio::time::Instant::now() + left);
+        }
+    })
 }
 
 /// A failed write: the kernel gave up on a peer that took nothing for
@@ -229,18 +261,6 @@ fn write_error(e: WsError) -> End {
             End::Server(Close::WriteTimeout)
         }
         _ => End::Client,
-    }
-}
-
-/// Resolves once the socket has refused bytes for `timeout` without taking any.
-async fn stalled(progress: &Progress, timeout: Duration) -> Close {
-    loop {
-        let stalled = progress.stalled_for(Instant::now());
-        if stalled >= timeout {
-            return Close::WriteTimeout;
-        }
-        // Not stalled yet (or not at all): look again when it could first be too long.
-        tokio::time::sleep(timeout - stalled).await;
     }
 }
 
