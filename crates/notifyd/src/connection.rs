@@ -25,7 +25,7 @@ use tracing::debug;
 use crate::backplane::Backplane;
 use crate::config::Limits;
 use crate::hub::{Membership, Outbox};
-use crate::limits::{RateLimiter, Verdict};
+use crate::limits::{PerKey, RateLimiter, SharedLimiter, Verdict};
 use crate::metrics::{Close, Drop as DropReason, Metrics};
 
 /// Messages written to the socket in one batch before a flush.
@@ -39,8 +39,8 @@ pub struct Connection<'a, S> {
     pub ws: WebSocketStream<Tracked<S>>,
     /// When the socket last refused to take bytes (shared with `ws`'s stream).
     pub progress: Arc<Progress>,
-    /// The sender's rate limit, shared by every socket of its user (or token).
-    pub rate: Arc<std::sync::Mutex<RateLimiter>>,
+    /// Whose rate limit this connection's messages count against.
+    pub rate: Sender,
     /// Its place in a room.
     pub membership: Membership,
     /// Its outbound queue.
@@ -99,7 +99,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 
     async fn serve(&mut self) -> End {
         let limits = self.limits;
-        let rate = Arc::clone(&self.rate);
+        // Made (or found) the first time this connection sends.
+        let mut rate: Option<SharedLimiter> = None;
         let progress = Arc::clone(&self.progress);
         // The write deadline's timer, made the first time a write has to wait and kept:
         // a connection that blocks and unblocks often re-arms it about once per
@@ -147,6 +148,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                         Message::Text(_) | Message::Binary(_) => {
                             self.metrics.received(msg.len());
                             let verdict = rate
+                                .get_or_insert_with(|| self.rate.limiter(limits))
                                 .lock()
                                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                                 .check(last_seen, msg.len());
@@ -202,6 +204,33 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             WsError::Protocol(_) => End::Server(Close::Protocol),
             _ => End::Client,
         }
+    }
+}
+
+/// The sender a connection counts as: its user (v1 tokens) or its token. All of that
+/// sender's connections share one rate limiter, made when one of them first sends.
+#[derive(Debug)]
+pub struct Sender {
+    keys: Arc<PerKey>,
+    key: u64,
+}
+
+impl Sender {
+    /// The sender `key` of `keys` (the per-user or the per-token counts).
+    pub fn new(keys: Arc<PerKey>, key: u64) -> Self {
+        Sender { keys, key }
+    }
+
+    fn limiter(&self, limits: &Limits) -> SharedLimiter {
+        self.keys.limiter(self.key, || {
+            RateLimiter::new(
+                limits.messages_per_second,
+                limits.burst,
+                limits.bytes_per_second,
+                limits.burst_bytes,
+                Instant::now(),
+            )
+        })
     }
 }
 
@@ -417,13 +446,7 @@ mod tests {
         let conn = Connection {
             ws,
             progress,
-            rate: Arc::new(std::sync::Mutex::new(RateLimiter::new(
-                1,
-                1,
-                1,
-                1,
-                Instant::now(),
-            ))),
+            rate: Sender::new(PerKey::new(1), 1),
             membership,
             outbox,
             slow,

@@ -148,8 +148,6 @@ pub type SharedLimiter = Arc<Mutex<RateLimiter>>;
 pub struct KeySlot {
     owner: Arc<PerKey>,
     key: u64,
-    /// The rate limiter of every connection of this key, when one was asked for.
-    pub limiter: Option<SharedLimiter>,
 }
 
 impl PerKey {
@@ -162,30 +160,30 @@ impl PerKey {
         })
     }
 
-    /// Counts one more connection for `key`, or `None` when it has `max` already. With
-    /// `limiter`, the slot carries the key's rate limiter (made by the first who asks).
-    pub fn try_take(
-        self: &Arc<Self>,
-        key: u64,
-        limiter: Option<&dyn Fn() -> RateLimiter>,
-    ) -> Option<KeySlot> {
+    /// Counts one more connection for `key`, or `None` when it has `max` already.
+    pub fn try_take(self: &Arc<Self>, key: u64) -> Option<KeySlot> {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if self.takes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = Instant::now();
             counts.retain(|_, (n, l)| *n > 0 || !rested(l, now));
         }
-        let (n, shared) = counts.entry(key).or_insert((0, None));
+        let (n, _) = counts.entry(key).or_insert((0, None));
         if *n >= self.max {
             return None;
         }
         *n += 1;
-        let limiter = limiter
-            .map(|make| Arc::clone(shared.get_or_insert_with(|| Arc::new(Mutex::new(make())))));
         Some(KeySlot {
             owner: Arc::clone(self),
             key,
-            limiter,
         })
+    }
+
+    /// The rate limiter shared by the connections of `key`, made with `make` the first
+    /// time one of them sends (an idle connection costs none).
+    pub fn limiter(&self, key: u64, make: impl FnOnce() -> RateLimiter) -> SharedLimiter {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let (_, shared) = counts.entry(key).or_insert((0, None));
+        Arc::clone(shared.get_or_insert_with(|| Arc::new(Mutex::new(make()))))
     }
 
     /// Keys with at least one connection (a map entry each).
@@ -422,25 +420,26 @@ mod tests {
         let per = PerKey::new(2);
         let t0 = Instant::now();
         let make = || RateLimiter::new(1, 1, 100, 100, t0);
-        let make: Option<&dyn Fn() -> RateLimiter> = Some(&make);
-        let a = per.try_take(7, make).unwrap();
-        let b = per.try_take(7, make).unwrap();
-        assert!(per.try_take(7, make).is_none());
-        let c = per.try_take(8, make).unwrap();
-        assert!(per.try_take(9, None).unwrap().limiter.is_none());
+        let a = per.try_take(7).unwrap();
+        let _b = per.try_take(7).unwrap();
+        assert!(per.try_take(7).is_none());
+        let c = per.try_take(8).unwrap();
+        // A key that never sent holds no limiter and is forgotten with its last socket.
+        drop(per.try_take(9).unwrap());
+        assert_eq!(per.keys(), 2);
         // One key's connections share their limiter: one message in all, not each.
-        let lock = |s: &KeySlot| s.limiter.as_ref().unwrap().lock().unwrap().check(t0, 1);
-        assert_eq!(lock(&a), Verdict::Allow);
-        assert_eq!(lock(&b), Verdict::Drop);
-        assert_eq!(lock(&c), Verdict::Allow);
+        let send = |key: u64| per.limiter(key, make).lock().unwrap().check(t0, 1);
+        assert_eq!(send(7), Verdict::Allow);
+        assert_eq!(send(7), Verdict::Drop);
+        assert_eq!(send(8), Verdict::Allow);
         drop(a);
-        assert!(per.try_take(7, make).is_some());
+        assert!(per.try_take(7).is_some());
         drop(c);
         // Key 8 spent its burst: it is remembered after its last socket closed, and a
         // new socket of it gets the same spent limiter, not a fresh one.
         assert_eq!(per.keys(), 2);
-        let again = per.try_take(8, make).unwrap();
-        assert_eq!(lock(&again), Verdict::Drop);
+        let _again = per.try_take(8).unwrap();
+        assert_eq!(send(8), Verdict::Drop);
     }
 
     #[test]

@@ -19,10 +19,10 @@ use tsugi_notify_core::{Format, Room, Scope, Space, Tokens};
 
 use crate::backplane::Backplane;
 use crate::config::Config;
-use crate::connection::{Connection, Progress, Tracked};
+use crate::connection::{Connection, Progress, Sender, Tracked};
 use crate::handshake::{self, ReadError, Request};
 use crate::hub::{ConnId, Hub, Member, Outbox};
-use crate::limits::{ConnectionSlots, Pending, PendingSlot, PerKey, RateLimiter};
+use crate::limits::{ConnectionSlots, Pending, PendingSlot, PerKey};
 use crate::metrics::{Metrics, Refusal};
 use crate::publish;
 
@@ -340,36 +340,21 @@ async fn upgrade(
     // One page render mints one token: its sockets are bounded, so one page (or one
     // student with its token) cannot fill a link's space or the daemon.
     let limits = &shared.config.limits;
-    let limiter = || {
-        RateLimiter::new(
-            limits.messages_per_second,
-            limits.burst,
-            limits.bytes_per_second,
-            limits.burst_bytes,
-            std::time::Instant::now(),
-        )
-    };
-    // One sender is one user (v1), or one token (legacy, or no user): all its sockets
-    // share one rate limiter, so the rule that one sender cannot overflow a reader
-    // holds however many sockets it opens. Only the key that limits has one.
-    let limiter: &dyn Fn() -> RateLimiter = &limiter;
-    let token_limits = user_key.is_none().then_some(limiter);
-    let Some(token_slot) = shared.per_token.try_take(token_key, token_limits) else {
+    let Some(token_slot) = shared.per_token.try_take(token_key) else {
         return Err((Refusal::TokenCapacity, stream));
     };
     // A student who reloads the page for fresh tokens is still one user.
-    let user_slot = match user_key.map(|k| shared.per_user.try_take(k, Some(limiter))) {
+    let user_slot = match user_key.map(|k| shared.per_user.try_take(k)) {
         Some(None) => return Err((Refusal::UserCapacity, stream)),
         Some(Some(s)) => Some(s),
         None => None,
     };
-    let Some(rate) = user_slot
-        .as_ref()
-        .and_then(|s| s.limiter.clone())
-        .or_else(|| token_slot.limiter.clone())
-    else {
-        // Unreachable: one of the two slots was asked for a limiter.
-        return Err((Refusal::BadRequest, stream));
+    // One sender is one user (v1), or one token (legacy, or no user): all its sockets
+    // share one rate limiter, so the rule that one sender cannot overflow a reader
+    // holds however many sockets it opens.
+    let rate = match user_key {
+        Some(k) => Sender::new(Arc::clone(&shared.per_user), k),
+        None => Sender::new(Arc::clone(&shared.per_token), token_key),
     };
     let Some(slot) = shared.slots.try_take() else {
         return Err((Refusal::Capacity, stream));
