@@ -194,13 +194,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 End::Server(Close::TooBig)
             }
             WsError::Utf8(_) => End::Server(Close::InvalidUtf8),
-            WsError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-                End::Server(Close::WriteTimeout)
-            }
+            // The kernel's TCP_USER_TIMEOUT ends reads too: the same as a failed write.
+            WsError::Io(_) => write_error(e),
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
             | WsError::ConnectionClosed
-            | WsError::AlreadyClosed
-            | WsError::Io(_) => End::Client,
+            | WsError::AlreadyClosed => End::Client,
             WsError::Protocol(_) => End::Server(Close::Protocol),
             _ => End::Client,
         }
@@ -222,15 +220,8 @@ impl Sender {
     }
 
     fn limiter(&self, limits: &Limits) -> SharedLimiter {
-        self.keys.limiter(self.key, || {
-            RateLimiter::new(
-                limits.messages_per_second,
-                limits.burst,
-                limits.bytes_per_second,
-                limits.burst_bytes,
-                Instant::now(),
-            )
-        })
+        self.keys
+            .limiter(self.key, || RateLimiter::for_limits(limits, Instant::now()))
     }
 }
 
@@ -427,11 +418,7 @@ mod tests {
             write_timeout: Duration::from_millis(500),
             ..Limits::default()
         };
-        let outbox = Arc::new(Outbox::new(
-            limits.outbound_queue,
-            limits.outbound_queue_bytes,
-            limits.write_timeout,
-        ));
+        let outbox = Arc::new(Outbox::for_limits(&limits));
         let slow = CancellationToken::new();
         let member = Member {
             id: 1,

@@ -66,6 +66,16 @@ impl Outbox {
         }
     }
 
+    /// An empty queue with a connection's bounds: `outbound_queue` messages,
+    /// `outbound_queue_bytes` bytes, `write_timeout` of waiting.
+    pub fn for_limits(limits: &crate::config::Limits) -> Self {
+        Outbox::new(
+            limits.outbound_queue,
+            limits.outbound_queue_bytes,
+            limits.write_timeout,
+        )
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }

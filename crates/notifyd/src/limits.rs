@@ -52,6 +52,18 @@ impl RateLimiter {
         }
     }
 
+    /// Full buckets with a sender's limits (`messages_per_second`/`burst`,
+    /// `bytes_per_second`/`burst_bytes`).
+    pub fn for_limits(limits: &crate::config::Limits, now: Instant) -> Self {
+        RateLimiter::new(
+            limits.messages_per_second,
+            limits.burst,
+            limits.bytes_per_second,
+            limits.burst_bytes,
+            now,
+        )
+    }
+
     /// Whether, by `now`, every bucket would be full again and every strike gone: only
     /// then is forgetting this limiter the same as keeping it.
     pub fn rested(&self, now: Instant) -> bool {

@@ -360,11 +360,7 @@ async fn upgrade(
         return Err((Refusal::Capacity, stream));
     };
     let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let outbox = Arc::new(Outbox::new(
-        limits.outbound_queue,
-        limits.outbound_queue_bytes,
-        limits.write_timeout,
-    ));
+    let outbox = Arc::new(Outbox::for_limits(limits));
     let slow = CancellationToken::new();
     let member = Member {
         id,
