@@ -186,8 +186,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             }
             Err(e) => {
                 shared.metrics.accept_error();
-                // Out of file descriptors: the oldest socket still in its handshake makes
-                // room (a flood of idle connections never keeps real clients out).
+                // Out of file descriptors: a socket still in its handshake makes room
+                // (the oldest of the source holding the most; see `Pending`).
                 if is_resource_exhaustion(&e) && shared.pending.evict_one() {
                     if warn_now() {
                         warn!(error = %e, "accept failed: out of resources; closing the oldest pending handshakes to make room");
@@ -232,7 +232,6 @@ async fn handle(stream: TcpStream, _peer: SocketAddr, shared: Arc<Shared>, slot:
 }
 
 async fn serve_request(mut stream: TcpStream, shared: &Arc<Shared>) {
-    let shared = Arc::clone(shared);
     let limits = &shared.config.limits;
     let req = match handshake::read_request(&mut stream, limits.handshake_timeout).await {
         Ok(r) => r,
@@ -242,17 +241,15 @@ async fn serve_request(mut stream: TcpStream, shared: &Arc<Shared>) {
             return;
         }
         Err(ReadError::TooLarge) => {
-            return refuse(&mut stream, &shared, Refusal::HeadersTooLarge).await
+            return refuse(&mut stream, shared, Refusal::HeadersTooLarge).await
         }
-        Err(ReadError::Malformed) => {
-            return refuse(&mut stream, &shared, Refusal::BadRequest).await
-        }
+        Err(ReadError::Malformed) => return refuse(&mut stream, shared, Refusal::BadRequest).await,
         Err(ReadError::Closed) => return,
     };
     match route(&req) {
         Route::Health => handshake::health(&mut stream, &req, &shared.health()).await,
         Route::Publish => {
-            let out = publish::handle(&mut stream, req, &shared).await;
+            let out = publish::handle(&mut stream, req, shared).await;
             if out.status != 200 {
                 debug!(status = out.status, "publish refused");
             }
@@ -266,11 +263,11 @@ async fn serve_request(mut stream: TcpStream, shared: &Arc<Shared>) {
             .await;
         }
         Route::Notify => {
-            if let Err((why, mut stream)) = upgrade(stream, req, &shared).await {
-                refuse(&mut stream, &shared, why).await;
+            if let Err((why, mut stream)) = upgrade(stream, req, shared).await {
+                refuse(&mut stream, shared, why).await;
             }
         }
-        Route::Refuse(why) => refuse(&mut stream, &shared, why).await,
+        Route::Refuse(why) => refuse(&mut stream, shared, why).await,
     }
 }
 
