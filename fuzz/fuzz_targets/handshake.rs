@@ -5,7 +5,8 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use tsugi_notifyd::handshake::{parse_notify_query, read_request, websocket_accept};
+use tsugi_notifyd::http::read_request;
+use tsugi_notifyd::upgrade::{parse_notify_query, websocket_accept};
 
 fuzz_target!(|data: &[u8]| {
     let rt = tokio::runtime::Builder::new_current_thread()

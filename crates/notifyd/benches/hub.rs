@@ -8,8 +8,9 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Plaintext, Room};
-use tsugi_notifyd::hub::{Hub, Member, Outbox};
+use tsugi_notifyd::hub::{Hub, Member};
 use tsugi_notifyd::metrics::Metrics;
+use tsugi_notifyd::outbox::Outbox;
 
 fn fanout(c: &mut Criterion) {
     let mut group = c.benchmark_group("room deliver");

@@ -34,6 +34,7 @@ use tsugi_notify_core::{Keyring, Room, Space, MAX_ROOM_BYTES};
 use crate::config::Redis;
 use crate::hub::{ConnId, Hub};
 use crate::metrics::{Envelope as Refused, Metrics};
+use crate::Error;
 
 /// Channel name prefix; the rest is the space.
 const CHANNEL_PREFIX: &str = "tsugi-notify:";
@@ -263,10 +264,10 @@ pub struct Backplane {
 
 /// A Redis client for these settings: the URL's own user and password, or the password
 /// from `password_file`; for `rediss://`, the system's CA store or `ca_file`.
-fn client(redis: &Redis) -> anyhow::Result<redis::Client> {
+fn client(redis: &Redis) -> Result<redis::Client, Error> {
     use redis::IntoConnectionInfo;
     // The error text of a bad URL is not shown: it could quote the password.
-    let bad = |_| anyhow::anyhow!("[redis] url is not a valid Redis URL");
+    let bad = |_| Error::Redis("url is not a valid Redis URL".into());
     let mut info = redis.url.as_str().into_connection_info().map_err(bad)?;
     if let Some(pw) = &redis.password {
         let settings = info.redis_settings().clone().set_password(pw);
@@ -282,7 +283,7 @@ fn client(redis: &Redis) -> anyhow::Result<redis::Client> {
         ),
         None => redis::Client::open(info),
     };
-    client.map_err(|e| anyhow::anyhow!("[redis]: {:?}", e.kind()))
+    client.map_err(|e| Error::Redis(format!("{:?}", e.kind())))
 }
 
 impl Backplane {
@@ -295,7 +296,7 @@ impl Backplane {
         hub: Arc<Hub>,
         metrics: Arc<Metrics>,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<Arc<Backplane>> {
+    ) -> Result<Arc<Backplane>, Error> {
         // rustls (for rediss://) needs a process-wide provider; ring, as the extension's
         // HTTPS client uses. Installing twice is harmless (the first one stays).
         let _ = rustls::crypto::ring::default_provider().install_default();
@@ -435,11 +436,21 @@ async fn run(
 async fn timed<T>(
     what: &str,
     f: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> anyhow::Result<T> {
+) -> Result<T, Lost> {
     match tokio::time::timeout(OP_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(anyhow::anyhow!("{what}: {e}")),
-        Err(_) => Err(anyhow::anyhow!("{what}: timed out")),
+        Ok(Err(e)) => Err(Lost(format!("{what}: {e}"))),
+        Err(_) => Err(Lost(format!("{what}: timed out"))),
+    }
+}
+
+/// Why a session with Redis ended (logged; local delivery goes on).
+#[derive(Debug)]
+struct Lost(String);
+
+impl std::fmt::Display for Lost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -459,7 +470,7 @@ async fn session(
     changes: &Notify,
     shutdown: &CancellationToken,
     state: &mut State,
-) -> anyhow::Result<()> {
+) -> Result<(), Lost> {
     let mut conn = timed("connect", client.get_multiplexed_async_connection()).await?;
     let pubsub = timed("subscribe connection", client.get_async_pubsub()).await?;
     let (mut sink, stream) = pubsub.split();
@@ -506,7 +517,7 @@ async fn session(
                 bp.metrics.backplane_published();
             }
             msg = inbound.recv() => {
-                let Some(msg) = msg else { anyhow::bail!("subscription connection closed") };
+                let Some(msg) = msg else { return Err(Lost("subscription connection closed".into())) };
                 let bytes = msg.get_payload_bytes();
                 inbound_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
                 let name = msg.get_channel_name();
@@ -550,7 +561,7 @@ async fn sync_subscriptions(
     metrics: &Metrics,
     sink: &mut redis::aio::PubSubSink,
     subscribed: &mut HashMap<String, Space>,
-) -> anyhow::Result<()> {
+) -> Result<(), Lost> {
     let wanted: HashSet<Space> = hub.spaces().into_iter().collect();
     let stale: Vec<String> = subscribed
         .iter()

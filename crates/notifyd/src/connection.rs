@@ -22,11 +22,12 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use crate::backplane::Backplane;
 use crate::config::Limits;
-use crate::hub::{Membership, Outbox};
-use crate::limits::{PerKey, RateLimiter, SharedLimiter, Verdict};
-use crate::metrics::{Close, Drop as DropReason, Metrics};
+use crate::fanout::{Fanout, Origin};
+use crate::hub::Membership;
+use crate::metrics::{Close, Dropped, Metrics};
+use crate::outbox::Outbox;
+use crate::quota::{PerKey, RateLimiter, SharedLimiter, Verdict};
 
 /// Messages written to the socket in one batch before a flush.
 const WRITE_BATCH: usize = 64;
@@ -53,8 +54,8 @@ pub struct Connection<'a, S> {
     pub limits: &'a Limits,
     /// Counters.
     pub metrics: &'a Metrics,
-    /// Other nodes, when there are any.
-    pub backplane: Option<&'a Backplane>,
+    /// Where its messages go.
+    pub fanout: &'a Fanout,
 }
 
 /// How the loop ended.
@@ -154,15 +155,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                                 .check(last_seen, msg.len());
                             match verdict {
                                 Verdict::Allow => {
-                                    let m = &self.membership;
-                                    m.room().deliver(Some(m.id()), &msg, self.metrics);
-                                    if let Some(bp) = self.backplane {
-                                        bp.publish(m.space(), m.room_name(), m.id(), &msg);
-                                    }
+                                    self.fanout.broadcast(Origin::Member(&self.membership), &msg);
                                 }
-                                Verdict::Drop => self.metrics.dropped(DropReason::RateLimit),
+                                Verdict::Drop => self.metrics.dropped(Dropped::RateLimit),
                                 Verdict::Close => {
-                                    self.metrics.dropped(DropReason::RateLimit);
+                                    self.metrics.dropped(Dropped::RateLimit);
                                     return End::Server(Close::RateLimit);
                                 }
                             }
@@ -414,6 +411,7 @@ mod tests {
         .await;
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, Arc::clone(&metrics)));
+        let fanout = Fanout::new(Arc::clone(&hub), None, Arc::clone(&metrics));
         let limits = Limits {
             write_timeout: Duration::from_millis(500),
             ..Limits::default()
@@ -440,7 +438,7 @@ mod tests {
             shutdown: CancellationToken::new(),
             limits: &limits,
             metrics: &metrics,
-            backplane: None,
+            fanout: &fanout,
         };
         let started = Instant::now();
         tokio::time::timeout(Duration::from_secs(10), conn.run())

@@ -1,4 +1,5 @@
-//! Spaces and rooms, and fan-out.
+//! Spaces and rooms: who is in which room of which space, and delivery to this node's
+//! members of a room (the rest of fan-out is in `fanout`).
 //!
 //! A connection joins one room of one space and keeps an `Arc` of its room, so that
 //! delivering a message takes only that room's read lock: no global lock and no scan of
@@ -7,131 +8,19 @@
 //! of its receivers.
 
 use std::collections::HashMap;
-use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Room as RoomName, Space};
 
-use crate::metrics::{Drop as DropReason, Metrics};
+use crate::metrics::{Dropped, Metrics};
+use crate::outbox::{Outbox, Push};
 
 /// Identifies one connection.
 pub type ConnId = u64;
-
-/// A connection's outbound queue, bounded in messages, in bytes and in time: a reader
-/// whose oldest queued message has waited `max_age` is not keeping up, whatever the
-/// sizes. It allocates only while it holds messages, so an idle connection costs
-/// nothing here.
-#[derive(Debug)]
-pub struct Outbox {
-    state: Mutex<OutboxState>,
-    ready: Notify,
-    max_messages: usize,
-    max_bytes: usize,
-    max_age: Duration,
-}
-
-#[derive(Debug, Default)]
-struct OutboxState {
-    queue: VecDeque<(Message, Instant)>,
-    bytes: usize,
-    closed: bool,
-}
-
-/// What became of a message offered to an outbox.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Push {
-    /// Queued.
-    Queued,
-    /// The queue is full, or its oldest message has waited too long: its reader is
-    /// not keeping up.
-    Full,
-    /// The connection is closing.
-    Closed,
-}
-
-impl Outbox {
-    /// An empty queue with these bounds (a single message larger than `max_bytes` is
-    /// still taken when the queue is empty).
-    pub fn new(max_messages: usize, max_bytes: usize, max_age: Duration) -> Self {
-        Outbox {
-            state: Mutex::new(OutboxState::default()),
-            ready: Notify::new(),
-            max_messages,
-            max_bytes,
-            max_age,
-        }
-    }
-
-    /// An empty queue with a connection's bounds: `outbound_queue` messages,
-    /// `outbound_queue_bytes` bytes, `write_timeout` of waiting.
-    pub fn for_limits(limits: &crate::config::Limits) -> Self {
-        Outbox::new(
-            limits.outbound_queue,
-            limits.outbound_queue_bytes,
-            limits.write_timeout,
-        )
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Offers a message (a reference-counted clone) at `now`. Never waits.
-    pub fn push(&self, msg: &Message, now: Instant) -> Push {
-        let mut st = self.lock();
-        if st.closed {
-            return Push::Closed;
-        }
-        let len = msg.len();
-        let over = st.queue.len() >= self.max_messages
-            || (!st.queue.is_empty() && st.bytes + len > self.max_bytes)
-            || st
-                .queue
-                .front()
-                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= self.max_age);
-        if over {
-            return Push::Full;
-        }
-        st.queue.push_back((msg.clone(), now));
-        st.bytes += len;
-        drop(st);
-        self.ready.notify_one();
-        Push::Queued
-    }
-
-    /// Moves up to `max` queued messages into `out`; returns how many.
-    pub fn take(&self, out: &mut Vec<Message>, max: usize) -> usize {
-        let mut guard = self.lock();
-        let st = &mut *guard;
-        let n = st.queue.len().min(max);
-        for (m, _) in st.queue.drain(..n) {
-            st.bytes -= m.len();
-            out.push(m);
-        }
-        // Give back the memory of a burst once it has gone out.
-        if st.queue.is_empty() && st.queue.capacity() > 64 {
-            st.queue = VecDeque::new();
-        }
-        n
-    }
-
-    /// Waits until something may be queued.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
-    }
-
-    /// Refuses further messages and drops the queued ones.
-    pub fn close(&self) {
-        let mut st = self.lock();
-        st.closed = true;
-        st.queue = VecDeque::new();
-        st.bytes = 0;
-    }
-}
 
 /// One receiver in a room: its outbound queue and the switch that closes it when the
 /// queue overflows.
@@ -147,7 +36,7 @@ pub struct Member {
 
 /// The members of one room of one space.
 #[derive(Debug, Default)]
-pub struct Room {
+pub struct Members {
     members: RwLock<Vec<Member>>,
 }
 
@@ -160,7 +49,7 @@ pub struct Delivery {
     pub slow: u64,
 }
 
-impl Room {
+impl Members {
     /// Queues `msg` for every member but `from`. Never waits: a full queue marks that
     /// member slow (it is closed) and the others go on.
     pub fn deliver(&self, from: Option<ConnId>, msg: &Message, metrics: &Metrics) -> Delivery {
@@ -177,7 +66,7 @@ impl Room {
                     if !m.slow.is_cancelled() {
                         m.slow.cancel();
                     }
-                    metrics.dropped(DropReason::SlowConsumer);
+                    metrics.dropped(Dropped::SlowConsumer);
                     d.slow += 1;
                 }
                 // The receiver is on its way out.
@@ -205,7 +94,7 @@ impl Room {
 #[derive(Debug, Default)]
 struct SpaceEntry {
     connections: usize,
-    rooms: HashMap<RoomName, Arc<Room>>,
+    rooms: HashMap<RoomName, Arc<Members>>,
 }
 
 /// Why a join was refused.
@@ -275,7 +164,7 @@ impl Hub {
             .entry(room.clone())
             .or_insert_with(|| {
                 self.metrics.rooms(1);
-                Arc::new(Room::default())
+                Arc::new(Members::default())
             })
             .clone();
         room_arc
@@ -293,7 +182,7 @@ impl Hub {
     }
 
     /// The room, if anyone is in it (for messages from outside: publish, other nodes).
-    pub fn room(&self, space: &Space, room: &RoomName) -> Option<Arc<Room>> {
+    pub fn room(&self, space: &Space, room: &RoomName) -> Option<Arc<Members>> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         spaces.get(space)?.rooms.get(room).cloned()
     }
@@ -304,7 +193,7 @@ impl Hub {
         spaces.get(space).map_or(0, |e| e.connections)
     }
 
-    fn leave(&self, space: &Space, room_name: &RoomName, room: &Room, id: ConnId) {
+    fn leave(&self, space: &Space, room_name: &RoomName, room: &Members, id: ConnId) {
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         let room_empty = {
             let mut members = room.members.write().unwrap_or_else(PoisonError::into_inner);
@@ -334,13 +223,13 @@ pub struct Membership {
     hub: Arc<Hub>,
     space: Space,
     room_name: RoomName,
-    room: Arc<Room>,
+    room: Arc<Members>,
     id: ConnId,
 }
 
 impl Membership {
     /// The room joined.
-    pub fn room(&self) -> &Room {
+    pub fn room(&self) -> &Members {
         &self.room
     }
     /// The room's name.
@@ -367,6 +256,7 @@ impl std::ops::Drop for Membership {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
     use tsugi_notify_core::Plaintext;
 
     fn space(link: &str) -> Space {

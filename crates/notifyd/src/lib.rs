@@ -6,20 +6,33 @@
 //! back to the sender and never anywhere else. Everything is bounded: message size and
 //! rate, each receiver's queue (a reader that stops is closed, never waited for),
 //! connections in total and per space, handshake time.
+//!
+//! The modules, from the socket inwards: `listener` accepts and routes, `http` reads
+//! and answers requests, `upgrade` checks `/notify` and starts a `connection`,
+//! `publish` serves `POST /publish`; both hand messages to `fanout`, which delivers
+//! through `hub` (this node's rooms, each member's `outbox`) and `backplane` (Redis, the
+//! other nodes). `quota` holds the rate limiters and connection counts, `node` what all
+//! of them share.
 
 pub mod backplane;
 pub mod cli;
 pub mod config;
 mod connection;
-pub mod handshake;
+mod error;
+mod fanout;
+pub mod http;
 pub mod hub;
-mod limits;
 mod listener;
 pub mod metrics;
+mod node;
+pub mod outbox;
 mod publish;
+mod quota;
 mod server;
 pub mod shutdown;
 pub mod systemd;
+pub mod upgrade;
 
 pub use config::{Config, Limits, LogFormat};
+pub use error::Error;
 pub use server::{Running, Server};

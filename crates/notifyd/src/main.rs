@@ -69,9 +69,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let token = CancellationToken::new();
     shutdown::on_signal(token.clone())?;
     let running = Server::bind(config).await?.start(token.clone())?;
-    systemd::notify("READY=1");
+    systemd::notify(systemd::State::Ready);
     token.cancelled().await;
-    systemd::notify("STOPPING=1");
+    systemd::notify(systemd::State::Stopping);
     running.wait().await;
     tracing::info!("stopped");
     Ok(())

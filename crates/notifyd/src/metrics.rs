@@ -80,7 +80,7 @@ impl Refusal {
 
 /// Why a message from a client was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drop {
+pub enum Dropped {
     /// The sender was over its rate.
     RateLimit,
     /// A receiver's queue was full or its oldest message had waited
@@ -286,10 +286,10 @@ impl Metrics {
         self.bytes_out.fetch_add(n * bytes as u64, Relaxed);
     }
     /// A message was dropped.
-    pub fn dropped(&self, why: Drop) {
+    pub fn dropped(&self, why: Dropped) {
         match why {
-            Drop::RateLimit => &self.dropped_rate,
-            Drop::SlowConsumer => &self.dropped_slow,
+            Dropped::RateLimit => &self.dropped_rate,
+            Dropped::SlowConsumer => &self.dropped_slow,
         }
         .fetch_add(1, Relaxed);
     }

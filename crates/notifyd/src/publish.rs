@@ -11,10 +11,11 @@ use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
-use tsugi_notify_core::{Room, Scope, Space};
+use tsugi_notify_core::{Room, Scope};
 
-use crate::handshake::Request;
-use crate::listener::Shared;
+use crate::fanout::Origin;
+use crate::http::Request;
+use crate::node::Node;
 
 /// The answer to a publish request.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,9 +37,9 @@ fn error(status: u16, reason: &'static str, message: &str) -> Outcome {
 }
 
 /// 403 for a refused token: counted by check, logged at debug level without the token.
-fn invalid_token(shared: &Shared, e: &tsugi_notify_core::Error) -> Outcome {
+fn invalid_token(node: &Node, e: &tsugi_notify_core::Error) -> Outcome {
     if let Some(r) = e.rejection() {
-        shared.metrics.token_rejected(r.code());
+        node.metrics.token_rejected(r.code());
         debug!(check = r.code(), "publish token refused");
     }
     error(403, "Forbidden", "invalid token")
@@ -52,14 +53,14 @@ struct Body {
     message: String,
 }
 
-/// Reads the body (bounded) and delivers it. `local` delivers to this node's members
-/// and returns how many were reached.
+/// Reads the body (bounded) and broadcasts it; the answer says how many members of this
+/// node got it.
 pub async fn handle<S: AsyncRead + Unpin>(
     stream: &mut S,
     req: Request,
-    shared: &Arc<Shared>,
+    node: &Arc<Node>,
 ) -> Outcome {
-    let max = shared.config.limits.max_message_bytes;
+    let max = node.config.limits.max_message_bytes;
     // The JSON encoding of a message can be up to 6 bytes per byte (\u00XX).
     let max_body = max.saturating_mul(6).saturating_add(1024);
     if req.method != "POST" {
@@ -80,9 +81,9 @@ pub async fn handle<S: AsyncRead + Unpin>(
             "missing Authorization: Bearer <publish token>",
         );
     };
-    let verified = match shared.tokens.verify(token, Scope::Publish) {
+    let verified = match node.tokens.verify(token, Scope::Publish) {
         Ok(v) => v,
-        Err(e) => return invalid_token(shared, &e),
+        Err(e) => return invalid_token(node, &e),
     };
     let Some(len) = req
         .header("content-length")
@@ -124,25 +125,21 @@ pub async fn handle<S: AsyncRead + Unpin>(
     // A token bound to one room publishes to that room only.
     let verified = match verified.for_room(&room) {
         Ok(v) => v,
-        Err(e) => return invalid_token(shared, &e),
+        Err(e) => return invalid_token(node, &e),
     };
     let space = verified.plaintext.space();
-    let delivered = deliver(shared, &space, &room, parsed.message);
+    node.metrics.received(parsed.message.len());
+    let msg = Message::text(parsed.message);
+    let delivered = node.fanout.broadcast(
+        Origin::Server {
+            space: &space,
+            room: &room,
+        },
+        &msg,
+    );
     Outcome {
         status: 200,
         reason: "OK",
         body: serde_json::json!({ "delivered": delivered }).to_string() + "\n",
     }
-}
-
-/// Delivers a server-side message to this node's members of a room.
-fn deliver(shared: &Shared, space: &Space, room: &Room, message: String) -> u64 {
-    shared.metrics.received(message.len());
-    let msg = Message::text(message);
-    let local = shared
-        .hub
-        .room(space, room)
-        .map_or(0, |r| r.deliver(None, &msg, &shared.metrics).delivered);
-    shared.backplane_publish(space, room, None, &msg);
-    local
 }

@@ -5,16 +5,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use crate::config::Config;
-use crate::handshake;
-use crate::listener::{accept_loop, Shared};
+use crate::http;
+use crate::listener::accept_loop;
 use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::Error;
 
 /// Requests the metrics listener serves at once; more are closed unanswered (it is
 /// meant for loopback or a private network, and must never use up file descriptors the
@@ -47,16 +48,15 @@ pub struct Running {
 
 impl Server {
     /// Binds the listeners of `config`.
-    pub async fn bind(config: Config) -> anyhow::Result<Server> {
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let bind = |what, addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| Error::Bind { what, addr, source })
+        };
+        let listener = bind("websocket", config.listen).await?;
         let metrics_listener = match config.metrics_bind {
-            Some(addr) => Some(
-                TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot serve metrics on {addr}"))?,
-            ),
+            Some(addr) => Some(bind("metrics", addr).await?),
             None => None,
         };
         Ok(Server {
@@ -72,7 +72,7 @@ impl Server {
     }
 
     /// Starts serving; `shutdown` stops it.
-    pub fn start(self, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    pub fn start(self, shutdown: CancellationToken) -> Result<Running, Error> {
         let addr = self.listener.local_addr()?;
         let metrics_addr = self
             .metrics_listener
@@ -81,16 +81,16 @@ impl Server {
             .transpose()?;
         let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
-        let shared = Shared::new(
+        let node = Node::new(
             self.config,
             metrics.clone(),
             shutdown.clone(),
             tracker.clone(),
         )?;
         if let Some(l) = self.metrics_listener {
-            tokio::spawn(serve_metrics(l, Arc::clone(&shared), shutdown.clone()));
+            tokio::spawn(serve_metrics(l, Arc::clone(&node), shutdown.clone()));
         }
-        let accept = accept_loop(self.listener, shared);
+        let accept = accept_loop(self.listener, node);
         let done = tokio::spawn(async move {
             accept.await;
             tracker.close();
@@ -129,7 +129,7 @@ impl Running {
 
 /// `GET /metrics` (Prometheus text) and `/healthz` (the same answer as the main port's)
 /// on the metrics address.
-async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, shutdown: CancellationToken) {
+async fn serve_metrics(listener: TcpListener, node: Arc<Node>, shutdown: CancellationToken) {
     let permits = Arc::new(tokio::sync::Semaphore::new(METRICS_CONCURRENCY));
     loop {
         let accepted = tokio::select! {
@@ -143,24 +143,22 @@ async fn serve_metrics(listener: TcpListener, shared: Arc<Shared>, shutdown: Can
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             continue;
         };
-        let shared = Arc::clone(&shared);
+        let node = Arc::clone(&node);
         tokio::spawn(async move {
             let _permit = permit;
-            let Ok(req) = handshake::read_request(&mut stream, Duration::from_secs(5)).await else {
+            let Ok(req) = http::read_request(&mut stream, Duration::from_secs(5)).await else {
                 return;
             };
             match (req.method.as_str(), req.path.as_str()) {
                 ("GET", "/metrics") => {
-                    let body = shared.metrics.render();
-                    handshake::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &body)
-                        .await;
+                    let body = node.metrics.render();
+                    http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &body).await;
                 }
                 ("GET" | "HEAD", "/healthz") => {
-                    handshake::health(&mut stream, &req, &shared.health()).await;
+                    http::health(&mut stream, &req, node.health()).await;
                 }
                 _ => {
-                    handshake::respond(&mut stream, 404, "Not Found", "text/plain", "not found\n")
-                        .await
+                    http::respond(&mut stream, 404, "Not Found", "text/plain", "not found\n").await
                 }
             }
         });

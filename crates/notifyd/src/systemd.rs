@@ -1,26 +1,23 @@
-//! systemd `Type=notify` readiness: `READY=1` once listening, `STOPPING=1` at shutdown.
-//! A no-op when not started by systemd (`NOTIFY_SOCKET` unset).
+//! systemd `Type=notify` readiness (`READY=1` once listening, `STOPPING=1` at
+//! shutdown, through the `sd-notify` crate; nothing when not started by systemd), and
+//! the open-file limit.
 
-use std::os::unix::net::UnixDatagram;
+/// A state change told to systemd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Listening: dependent units may start.
+    Ready,
+    /// Shutting down.
+    Stopping,
+}
 
-/// Sends `state` (e.g. `READY=1`) to systemd, if it is listening.
-pub fn notify(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return;
+/// Tells systemd, if it is listening (`NOTIFY_SOCKET`); a failure is logged, never fatal.
+pub fn notify(state: State) {
+    let state = match state {
+        State::Ready => sd_notify::NotifyState::Ready,
+        State::Stopping => sd_notify::NotifyState::Stopping,
     };
-    let Ok(sock) = UnixDatagram::unbound() else {
-        return;
-    };
-    let bytes = path.as_encoded_bytes();
-    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
-        // An abstract socket.
-        use std::os::linux::net::SocketAddrExt;
-        std::os::unix::net::SocketAddr::from_abstract_name(name)
-            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
-    } else {
-        sock.send_to(state.as_bytes(), &path)
-    };
-    if let Err(e) = sent {
+    if let Err(e) = sd_notify::notify(&[state]) {
         tracing::warn!(error = %e, "could not notify systemd");
     }
 }

@@ -1,11 +1,9 @@
-//! The HTTP side of a connection: read one request within bounds, route it, and either
-//! answer it (`/healthz`, refusals) or accept the WebSocket upgrade on `/notify`.
+//! HTTP/1.1 for both listeners: read one request head within bounds, and write a
+//! complete response (an answer, a refusal, `/healthz`) and close.
 
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tsugi_notify_core::{Room, MAX_ROOM_BYTES, MAX_TOKEN_BYTES};
 
 use crate::metrics::Refusal;
 
@@ -13,8 +11,6 @@ use crate::metrics::Refusal;
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 /// Most headers accepted; more is 431.
 const MAX_HEADERS: usize = 48;
-/// Most query parameters looked at; more is 400.
-const MAX_QUERY_PARAMS: usize = 32;
 
 /// A parsed request head.
 #[derive(Debug)]
@@ -122,7 +118,7 @@ async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Request, Read
 
 /// `%XX`-decodes a query component. `+` stays `+` (browsers encode spaces as `%20`,
 /// and a raw legacy token may hold `+`). `None` on a bad escape.
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
+pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -138,53 +134,6 @@ fn percent_decode(s: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
-}
-
-/// What `/notify?token=T&room=R` asks for.
-#[derive(Debug, PartialEq, Eq)]
-pub struct NotifyQuery {
-    /// The token (absent: empty, refused as an invalid token).
-    pub token: String,
-    /// The room; absent and empty are the default room.
-    pub room: Room,
-}
-
-/// Parses the query of `/notify`. Unknown parameters are ignored; a repeated `token`
-/// or `room`, a bad escape, or too many parameters is a bad request.
-pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
-    let mut token: Option<String> = None;
-    let mut room: Option<String> = None;
-    let query = query.unwrap_or("");
-    for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
-        if n >= MAX_QUERY_PARAMS {
-            return Err(Refusal::BadRequest);
-        }
-        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-        match key {
-            "token" => {
-                if token.is_some() || value.len() > 3 * MAX_TOKEN_BYTES {
-                    return Err(Refusal::BadRequest);
-                }
-                let raw = percent_decode(value).ok_or(Refusal::BadRequest)?;
-                token = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
-            }
-            "room" => {
-                if room.is_some() {
-                    return Err(Refusal::BadRequest);
-                }
-                let raw = percent_decode(value).ok_or(Refusal::BadRequest)?;
-                if raw.len() > MAX_ROOM_BYTES {
-                    return Err(Refusal::RoomTooLong);
-                }
-                room = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
-            }
-            _ => {}
-        }
-    }
-    Ok(NotifyQuery {
-        token: token.unwrap_or_default(),
-        room: Room::new(room.as_deref().unwrap_or("")).map_err(|_| Refusal::RoomTooLong)?,
-    })
 }
 
 /// The status, reason phrase and body of a refusal.
@@ -283,76 +232,9 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, why: Refusal) {
     respond(stream, status, reason, "text/plain; charset=utf-8", body).await;
 }
 
-/// Checks the upgrade headers of a WebSocket request; returns the accept key.
-pub fn websocket_accept(req: &Request) -> Result<String, Refusal> {
-    if req.method != "GET" {
-        return Err(Refusal::Method);
-    }
-    let key = req.header("sec-websocket-key").ok_or(Refusal::BadRequest)?;
-    let upgrade_ok = req.header_has("upgrade", "websocket")
-        && req.header_has("connection", "upgrade")
-        && req.header("sec-websocket-version") == Some("13");
-    if !upgrade_ok || key.len() != 24 {
-        return Err(Refusal::BadRequest);
-    }
-    Ok(derive_accept_key(key.as_bytes()))
-}
-
-/// The 101 response. No extension (permessage-deflate is never negotiated) and no
-/// subprotocol.
-pub fn switching_protocols(accept: &str) -> String {
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-}
-
-/// Whether the request's `Origin` is allowed (`allowed` empty: any, or none sent).
-pub fn origin_allowed(req: &Request, allowed: &[String]) -> bool {
-    if allowed.is_empty() {
-        return true;
-    }
-    match req.header("origin") {
-        Some(o) => {
-            let o = o.trim_end_matches('/').to_ascii_lowercase();
-            allowed.contains(&o)
-        }
-        None => false,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn query_parsing() {
-        let q = parse_notify_query(Some("token=a%2Bb%3D&room=%20r%C3%A9")).unwrap();
-        assert_eq!(q.token, "a+b=");
-        assert_eq!(q.room.as_str(), " ré");
-        let q = parse_notify_query(Some("token=a+b&x=1&room=")).unwrap();
-        assert_eq!(q.token, "a+b");
-        assert!(q.room.is_default());
-        assert_eq!(parse_notify_query(None).unwrap().token, "");
-        assert_eq!(
-            parse_notify_query(Some("token=a&token=b")),
-            Err(Refusal::BadRequest)
-        );
-        assert_eq!(
-            parse_notify_query(Some("token=%zz")),
-            Err(Refusal::BadRequest)
-        );
-        assert_eq!(
-            parse_notify_query(Some("room=%ff")),
-            Err(Refusal::BadRequest)
-        );
-        let long = format!("token=t&room={}", "r".repeat(257));
-        assert_eq!(parse_notify_query(Some(&long)), Err(Refusal::RoomTooLong));
-        let many = (0..10_000)
-            .map(|i| format!("p{i}=1"))
-            .collect::<Vec<_>>()
-            .join("&");
-        assert_eq!(parse_notify_query(Some(&many)), Err(Refusal::BadRequest));
-    }
 
     #[tokio::test]
     async fn head_is_bounded() {

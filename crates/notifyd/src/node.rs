@@ -1,0 +1,100 @@
+//! What every task of one daemon shares: the configuration, token checks, the rooms and
+//! their fan-out, the quotas, and the counters.
+
+use std::hash::RandomState;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tsugi_notify_core::Tokens;
+
+use crate::backplane::Backplane;
+use crate::config::Config;
+use crate::fanout::Fanout;
+use crate::hub::Hub;
+use crate::metrics::Metrics;
+use crate::quota::{ConnectionSlots, Pending, PerKey};
+use crate::Error;
+
+/// One daemon's state, shared by its listeners and connection tasks.
+#[derive(Debug)]
+pub struct Node {
+    /// The configuration.
+    pub config: Config,
+    /// Token verification.
+    pub tokens: Tokens,
+    /// Spaces and rooms, and delivery to them and to the other nodes.
+    pub fanout: Fanout,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Open WebSocket connections against `max_connections`.
+    pub slots: Arc<ConnectionSlots>,
+    /// Open WebSocket connections per token against `max_connections_per_token`.
+    pub per_token: Arc<PerKey>,
+    /// Open WebSocket connections per user against `max_connections_per_user`.
+    pub per_user: Arc<PerKey>,
+    /// Sockets in their handshake against `max_pending_handshakes`.
+    pub pending: Arc<Pending>,
+    /// Keys the per-token and per-user counts (a token is never kept, only its keyed
+    /// hash).
+    pub key_hasher: RandomState,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+    /// Every connection task, for the drain at shutdown.
+    pub tracker: TaskTracker,
+    /// The next connection's id.
+    pub next_id: AtomicU64,
+}
+
+impl Node {
+    /// State for a daemon with this configuration; starts the backplane task when Redis
+    /// is configured.
+    pub fn new(
+        config: Config,
+        metrics: Arc<Metrics>,
+        shutdown: CancellationToken,
+        tracker: TaskTracker,
+    ) -> Result<Arc<Self>, Error> {
+        let tokens = Tokens::new(config.keyring.clone()).accept_legacy(config.accept_legacy);
+        let hub = Arc::new(Hub::new(
+            config.limits.max_connections_per_space,
+            metrics.clone(),
+        ));
+        let backplane = match &config.redis {
+            Some(redis) => Some(Backplane::start(
+                redis,
+                config.keyring.clone(),
+                config.limits.max_message_bytes,
+                Arc::clone(&hub),
+                metrics.clone(),
+                shutdown.clone(),
+            )?),
+            None => None,
+        };
+        Ok(Arc::new(Node {
+            fanout: Fanout::new(hub, backplane, metrics.clone()),
+            slots: ConnectionSlots::new(config.limits.max_connections),
+            per_token: PerKey::new(config.limits.max_connections_per_token),
+            per_user: PerKey::new(config.limits.max_connections_per_user),
+            pending: Pending::new(config.limits.max_pending_handshakes),
+            key_hasher: RandomState::new(),
+            tokens,
+            metrics,
+            shutdown,
+            tracker,
+            config,
+            next_id: AtomicU64::new(1),
+        }))
+    }
+
+    /// `/healthz` on either listener: always 200 while serving; says whether the
+    /// backplane is up.
+    pub fn health(&self) -> &'static str {
+        match self.fanout.backplane() {
+            None => "ok\n",
+            Some(bp) if bp.is_up() => "ok\nbackplane: up\n",
+            Some(_) => "ok\nbackplane: down\n",
+        }
+    }
+}

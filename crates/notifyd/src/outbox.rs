@@ -1,0 +1,120 @@
+//! A connection's outbound queue.
+
+use std::collections::VecDeque;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A connection's outbound queue, bounded in messages, in bytes and in time: a reader
+/// whose oldest queued message has waited `max_age` is not keeping up, whatever the
+/// sizes. It allocates only while it holds messages, so an idle connection costs
+/// nothing here.
+#[derive(Debug)]
+pub struct Outbox {
+    state: Mutex<OutboxState>,
+    ready: Notify,
+    max_messages: usize,
+    max_bytes: usize,
+    max_age: Duration,
+}
+
+#[derive(Debug, Default)]
+struct OutboxState {
+    queue: VecDeque<(Message, Instant)>,
+    bytes: usize,
+    closed: bool,
+}
+
+/// What became of a message offered to an outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Queued.
+    Queued,
+    /// The queue is full, or its oldest message has waited too long: its reader is
+    /// not keeping up.
+    Full,
+    /// The connection is closing.
+    Closed,
+}
+
+impl Outbox {
+    /// An empty queue with these bounds (a single message larger than `max_bytes` is
+    /// still taken when the queue is empty).
+    pub fn new(max_messages: usize, max_bytes: usize, max_age: Duration) -> Self {
+        Outbox {
+            state: Mutex::new(OutboxState::default()),
+            ready: Notify::new(),
+            max_messages,
+            max_bytes,
+            max_age,
+        }
+    }
+
+    /// An empty queue with a connection's bounds: `outbound_queue` messages,
+    /// `outbound_queue_bytes` bytes, `write_timeout` of waiting.
+    pub fn for_limits(limits: &crate::config::Limits) -> Self {
+        Outbox::new(
+            limits.outbound_queue,
+            limits.outbound_queue_bytes,
+            limits.write_timeout,
+        )
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutboxState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Offers a message (a reference-counted clone) at `now`. Never waits.
+    pub fn push(&self, msg: &Message, now: Instant) -> Push {
+        let mut st = self.lock();
+        if st.closed {
+            return Push::Closed;
+        }
+        let len = msg.len();
+        let over = st.queue.len() >= self.max_messages
+            || (!st.queue.is_empty() && st.bytes + len > self.max_bytes)
+            || st
+                .queue
+                .front()
+                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= self.max_age);
+        if over {
+            return Push::Full;
+        }
+        st.queue.push_back((msg.clone(), now));
+        st.bytes += len;
+        drop(st);
+        self.ready.notify_one();
+        Push::Queued
+    }
+
+    /// Moves up to `max` queued messages into `out`; returns how many.
+    pub fn take(&self, out: &mut Vec<Message>, max: usize) -> usize {
+        let mut guard = self.lock();
+        let st = &mut *guard;
+        let n = st.queue.len().min(max);
+        for (m, _) in st.queue.drain(..n) {
+            st.bytes -= m.len();
+            out.push(m);
+        }
+        // Give back the memory of a burst once it has gone out.
+        if st.queue.is_empty() && st.queue.capacity() > 64 {
+            st.queue = VecDeque::new();
+        }
+        n
+    }
+
+    /// Waits until something may be queued.
+    pub async fn ready(&self) {
+        self.ready.notified().await;
+    }
+
+    /// Refuses further messages and drops the queued ones.
+    pub fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        st.queue = VecDeque::new();
+        st.bytes = 0;
+    }
+}

@@ -1,0 +1,291 @@
+//! `GET /notify?token=T&room=R`: checks a request in order (upgrade headers, query,
+//! origin, token, quotas), answers 101 and runs the connection as a task of its own.
+
+use std::hash::BuildHasher;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+use tsugi_notify_core::{Format, Room, Scope, MAX_ROOM_BYTES, MAX_TOKEN_BYTES};
+
+use crate::connection::{Connection, Progress, Sender, Tracked};
+use crate::http::{percent_decode, Request};
+use crate::hub::Member;
+use crate::metrics::Refusal;
+use crate::node::Node;
+use crate::outbox::Outbox;
+
+/// tungstenite's read buffer per connection: small, since connections are many and
+/// messages are small (it grows for a large message, within `max_message_bytes`).
+const READ_BUFFER: usize = 1024;
+
+/// Bytes gathered before a write to the socket (a batch of queued messages goes out in
+/// few system calls; the final flush writes the rest).
+const WRITE_BUFFER: usize = 16 * 1024;
+
+/// Room in the write buffer beyond one message: its frame header, a pong, a close.
+const WRITE_SLACK: usize = 4096;
+
+/// The largest payload of a control frame (RFC 6455).
+const MAX_CONTROL_PAYLOAD: usize = 125;
+
+/// tungstenite's settings for a connection. Its write buffer holds at most one
+/// message past `WRITE_BUFFER` (each write waits for the socket once it is over), so
+/// that is its bound; tungstenite requires the bound to exceed `WRITE_BUFFER` for
+/// every `max_message_bytes`. Control frames (up to 125 bytes) always fit a frame.
+fn ws_config(max: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(WRITE_BUFFER + max + WRITE_SLACK)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max.max(MAX_CONTROL_PAYLOAD)))
+}
+
+/// Checks a `/notify` request in order (upgrade headers, query, origin, token,
+/// capacity) and upgrades it, or gives the stream back with the refusal.
+pub(crate) async fn upgrade(
+    mut stream: TcpStream,
+    req: Request,
+    node: &Arc<Node>,
+) -> Result<(), (Refusal, TcpStream)> {
+    let checked = (|| {
+        let accept = websocket_accept(&req)?;
+        let query = parse_notify_query(req.query.as_deref())?;
+        if !origin_allowed(&req, &node.config.allowed_origins) {
+            return Err(Refusal::Origin);
+        }
+        let verified = node
+            .tokens
+            .verify(&query.token, Scope::Browser)
+            .and_then(|v| v.for_room(&query.room))
+            .map_err(|e| {
+                if let Some(r) = e.rejection() {
+                    node.metrics.token_rejected(r.code());
+                    debug!(check = r.code(), "token refused");
+                }
+                Refusal::InvalidToken
+            })?;
+        if node.shutdown.is_cancelled() {
+            return Err(Refusal::ShuttingDown);
+        }
+        let token_key = node.key_hasher.hash_one(query.token.as_str());
+        // Only a v1 token's user is a user: a legacy token holds the course there.
+        let p = &verified.plaintext;
+        let user_key = match (verified.format, p.user()) {
+            (Format::V1, Some(user)) => Some(node.key_hasher.hash_one((p.wwwroot(), user))),
+            _ => None,
+        };
+        Ok((accept, query.room, p.space(), token_key, user_key))
+    })();
+    let (accept, room, space, token_key, user_key) = match checked {
+        Ok(v) => v,
+        Err(why) => return Err((why, stream)),
+    };
+    // One page render mints one token: its sockets are bounded, so one page (or one
+    // student with its token) cannot fill a link's space or the daemon.
+    let limits = &node.config.limits;
+    let Some(token_slot) = node.per_token.try_take(token_key) else {
+        return Err((Refusal::TokenCapacity, stream));
+    };
+    // A student who reloads the page for fresh tokens is still one user.
+    let user_slot = match user_key.map(|k| node.per_user.try_take(k)) {
+        Some(None) => return Err((Refusal::UserCapacity, stream)),
+        Some(Some(s)) => Some(s),
+        None => None,
+    };
+    // One sender is one user (v1), or one token (legacy, or no user): all its sockets
+    // share one rate limiter, so the rule that one sender cannot overflow a reader
+    // holds however many sockets it opens.
+    let rate = match user_key {
+        Some(k) => Sender::new(Arc::clone(&node.per_user), k),
+        None => Sender::new(Arc::clone(&node.per_token), token_key),
+    };
+    let Some(slot) = node.slots.try_take() else {
+        return Err((Refusal::Capacity, stream));
+    };
+    let id = node.next_id.fetch_add(1, Ordering::Relaxed);
+    let outbox = Arc::new(Outbox::for_limits(limits));
+    let slow = CancellationToken::new();
+    let member = Member {
+        id,
+        outbox: outbox.clone(),
+        slow: slow.clone(),
+    };
+    let Ok(membership) = node.fanout.hub().join(space, room, member) else {
+        return Err((Refusal::SpaceCapacity, stream));
+    };
+    // Only the bytes a client sent past its request head are kept.
+    let rest = req.rest;
+    let response = switching_protocols(&accept);
+    if stream.write_all(response.as_bytes()).await.is_err() {
+        return Ok(());
+    }
+    node.metrics.accepted();
+    // Every count this connection holds is released when the task ends, whichever way.
+    // (The gauge last: when it says a connection is gone, its slots are free.)
+    let held = (slot, token_slot, user_slot, node.metrics.open_connection());
+    debug!(space = %membership.space(), "connected");
+    // The connection runs as a task of its own, so that what the handshake needed is
+    // freed now rather than held for the connection's lifetime.
+    let node = Arc::clone(node);
+    let tracker = node.tracker.clone();
+    tracker.spawn(
+        async move {
+            let progress = Progress::new();
+            let ws = WebSocketStream::from_partially_read(
+                Tracked::new(stream, Arc::clone(&progress)),
+                rest,
+                Role::Server,
+                Some(ws_config(node.config.limits.max_message_bytes)),
+            )
+            .await;
+            Connection {
+                ws,
+                progress,
+                rate,
+                membership,
+                outbox,
+                slow,
+                shutdown: node.shutdown.clone(),
+                limits: &node.config.limits,
+                metrics: &node.metrics,
+                fanout: &node.fanout,
+            }
+            .run()
+            .await;
+            drop(held);
+            debug!("disconnected");
+        }
+        .in_current_span(),
+    );
+    Ok(())
+}
+
+/// Most query parameters looked at; more is 400.
+const MAX_QUERY_PARAMS: usize = 32;
+
+/// What `/notify?token=T&room=R` asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub struct NotifyQuery {
+    /// The token (absent: empty, refused as an invalid token).
+    pub token: String,
+    /// The room; absent and empty are the default room.
+    pub room: Room,
+}
+
+/// Parses the query of `/notify`. Unknown parameters are ignored; a repeated `token`
+/// or `room`, a bad escape, or too many parameters is a bad request.
+pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
+    let mut token: Option<String> = None;
+    let mut room: Option<String> = None;
+    let query = query.unwrap_or("");
+    for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
+        if n >= MAX_QUERY_PARAMS {
+            return Err(Refusal::BadRequest);
+        }
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "token" => {
+                if token.is_some() || value.len() > 3 * MAX_TOKEN_BYTES {
+                    return Err(Refusal::BadRequest);
+                }
+                let raw = percent_decode(value).ok_or(Refusal::BadRequest)?;
+                token = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
+            }
+            "room" => {
+                if room.is_some() {
+                    return Err(Refusal::BadRequest);
+                }
+                let raw = percent_decode(value).ok_or(Refusal::BadRequest)?;
+                if raw.len() > MAX_ROOM_BYTES {
+                    return Err(Refusal::RoomTooLong);
+                }
+                room = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
+            }
+            _ => {}
+        }
+    }
+    Ok(NotifyQuery {
+        token: token.unwrap_or_default(),
+        room: Room::new(room.as_deref().unwrap_or("")).map_err(|_| Refusal::RoomTooLong)?,
+    })
+}
+
+/// Checks the upgrade headers of a WebSocket request; returns the accept key.
+pub fn websocket_accept(req: &Request) -> Result<String, Refusal> {
+    if req.method != "GET" {
+        return Err(Refusal::Method);
+    }
+    let key = req.header("sec-websocket-key").ok_or(Refusal::BadRequest)?;
+    let upgrade_ok = req.header_has("upgrade", "websocket")
+        && req.header_has("connection", "upgrade")
+        && req.header("sec-websocket-version") == Some("13");
+    if !upgrade_ok || key.len() != 24 {
+        return Err(Refusal::BadRequest);
+    }
+    Ok(derive_accept_key(key.as_bytes()))
+}
+
+/// The 101 response. No extension (permessage-deflate is never negotiated) and no
+/// subprotocol.
+pub fn switching_protocols(accept: &str) -> String {
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
+/// Whether the request's `Origin` is allowed (`allowed` empty: any, or none sent).
+pub fn origin_allowed(req: &Request, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match req.header("origin") {
+        Some(o) => {
+            let o = o.trim_end_matches('/').to_ascii_lowercase();
+            allowed.contains(&o)
+        }
+        None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_parsing() {
+        let q = parse_notify_query(Some("token=a%2Bb%3D&room=%20r%C3%A9")).unwrap();
+        assert_eq!(q.token, "a+b=");
+        assert_eq!(q.room.as_str(), " ré");
+        let q = parse_notify_query(Some("token=a+b&x=1&room=")).unwrap();
+        assert_eq!(q.token, "a+b");
+        assert!(q.room.is_default());
+        assert_eq!(parse_notify_query(None).unwrap().token, "");
+        assert_eq!(
+            parse_notify_query(Some("token=a&token=b")),
+            Err(Refusal::BadRequest)
+        );
+        assert_eq!(
+            parse_notify_query(Some("token=%zz")),
+            Err(Refusal::BadRequest)
+        );
+        assert_eq!(
+            parse_notify_query(Some("room=%ff")),
+            Err(Refusal::BadRequest)
+        );
+        let long = format!("token=t&room={}", "r".repeat(257));
+        assert_eq!(parse_notify_query(Some(&long)), Err(Refusal::RoomTooLong));
+        let many = (0..10_000)
+            .map(|i| format!("p{i}=1"))
+            .collect::<Vec<_>>()
+            .join("&");
+        assert_eq!(parse_notify_query(Some(&many)), Err(Refusal::BadRequest));
+    }
+}
