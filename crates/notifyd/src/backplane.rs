@@ -33,7 +33,7 @@ use tsugi_notify_core::{Keyring, Room, Space, MAX_ROOM_BYTES};
 
 use crate::config::Redis;
 use crate::hub::{ConnId, Hub};
-use crate::metrics::{Envelope as Refused, Metrics};
+use crate::metrics::{EnvelopeRefusal as Refused, Metrics};
 use crate::Error;
 
 /// Channel name prefix; the rest is the space.

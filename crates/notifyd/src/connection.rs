@@ -128,7 +128,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 biased;
                 why = &mut stop => return End::Server(why),
                 () = self.outbox.ready() => {
-                    let write = std::pin::pin!(write_queued(&mut self.ws, &self.outbox));
+                    let write = std::pin::pin!(write_queued(&mut self.ws, &self.outbox, self.metrics));
                     if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
                         return end;
                     }
@@ -378,9 +378,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 async fn write_queued<S: AsyncRead + AsyncWrite + Unpin>(
     ws: &mut WebSocketStream<S>,
     outbox: &Outbox,
+    metrics: &Metrics,
 ) -> Result<(), WsError> {
     let mut batch = Vec::new();
-    while outbox.take(&mut batch, WRITE_BATCH) > 0 {
+    while let Some(oldest) = outbox.take(&mut batch, WRITE_BATCH) {
+        metrics.queue_waited(oldest.elapsed());
         for m in batch.drain(..) {
             ws.feed(m).await?;
         }

@@ -4,7 +4,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, debug_span, warn, Instrument};
@@ -99,6 +99,7 @@ async fn handle(stream: TcpStream, _peer: SocketAddr, node: Arc<Node>, slot: Pen
 }
 
 async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
+    let accepted = Instant::now();
     let limits = &node.config.limits;
     let req = match http::read_request(&mut stream, limits.handshake_timeout).await {
         Ok(r) => r,
@@ -116,6 +117,7 @@ async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
     match route(&req) {
         Route::Health => http::health(&mut stream, &req, node.health()).await,
         Route::Publish => {
+            let head = Instant::now();
             let out = publish::handle(&mut stream, req, node).await;
             if out.status != 200 {
                 debug!(status = out.status, "publish refused");
@@ -128,11 +130,13 @@ async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
                 &out.body,
             )
             .await;
+            node.metrics.publish_took(head.elapsed());
         }
         Route::Notify => {
             if let Err((why, mut stream)) = upgrade::upgrade(stream, req, node).await {
                 refuse(&mut stream, node, why).await;
             }
+            node.metrics.handshake_took(accepted.elapsed());
         }
         Route::Refuse(why) => refuse(&mut stream, node, why).await,
     }

@@ -1,12 +1,28 @@
-//! Counters and gauges, rendered as Prometheus text. Lock-free: every update is one
-//! relaxed atomic add.
+//! Every figure the daemon exports, through `prometheus-client`: typed label sets (one
+//! enum per label), the Prometheus text format, the `process_*` figures of the daemon's
+//! own process, and histograms where a count hides the story. A counter's update is one
+//! atomic add; a label's counter is looked up once, when the daemon starts.
 
-use std::fmt::Write as _;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// Why a handshake was refused. (Its discriminant indexes the counters; `ALL` lists
-/// the variants in discriminant order.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::info::Info;
+use prometheus_client::registry::Registry;
+
+/// The `Content-Type` of what [`Metrics::render`] writes.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Why a handshake was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// 403: missing, bad or expired token.
     InvalidToken,
@@ -79,7 +95,7 @@ impl Refusal {
 }
 
 /// Why a message from a client was not delivered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dropped {
     /// The sender was over its rate.
     RateLimit,
@@ -88,9 +104,20 @@ pub enum Dropped {
     SlowConsumer,
 }
 
-/// Why the server closed a connection. (Its discriminant indexes the counters; `ALL`
-/// lists the variants in discriminant order.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Dropped {
+    const ALL: [Dropped; 2] = [Dropped::RateLimit, Dropped::SlowConsumer];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Dropped::RateLimit => "rate_limit",
+            Dropped::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
+/// Why the server closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Close {
     /// 1001: shutting down.
     GoingAway,
@@ -123,7 +150,7 @@ impl Close {
         Close::WriteTimeout,
     ];
 
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Close::GoingAway => "going_away",
             Close::InvalidUtf8 => "invalid_utf8",
@@ -137,37 +164,9 @@ impl Close {
     }
 }
 
-/// Every figure the daemon exports.
-#[derive(Debug, Default)]
-pub struct Metrics {
-    connections: AtomicI64,
-    spaces: AtomicI64,
-    rooms: AtomicI64,
-    accepted: AtomicU64,
-    refused: [AtomicU64; Refusal::ALL.len()],
-    token_rejections: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
-    received: AtomicU64,
-    delivered: AtomicU64,
-    dropped_rate: AtomicU64,
-    dropped_slow: AtomicU64,
-    closes: [AtomicU64; Close::ALL.len()],
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-    accept_errors: AtomicU64,
-    backplane_up: AtomicI64,
-    backplane_published: AtomicU64,
-    backplane_received: AtomicU64,
-    backplane_dropped: AtomicU64,
-    backplane_reconnects: AtomicU64,
-    backplane_channels: AtomicI64,
-    backplane_refused: [AtomicU64; Envelope::ALL.len()],
-    pending: AtomicI64,
-}
-
-/// Why an envelope from Redis was not delivered. (Its discriminant indexes the
-/// counters; `ALL` lists the variants in discriminant order.)
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Envelope {
+/// Why an envelope from Redis was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EnvelopeRefusal {
     /// Larger than a message may be.
     TooBig,
     /// Its MAC matches none of the secrets: not from a node of this site.
@@ -183,342 +182,500 @@ pub enum Envelope {
     Overload,
 }
 
-impl Envelope {
-    const ALL: [Envelope; 6] = [
-        Envelope::TooBig,
-        Envelope::BadMac,
-        Envelope::Malformed,
-        Envelope::Stale,
-        Envelope::Replayed,
-        Envelope::Overload,
+impl EnvelopeRefusal {
+    const ALL: [EnvelopeRefusal; 6] = [
+        EnvelopeRefusal::TooBig,
+        EnvelopeRefusal::BadMac,
+        EnvelopeRefusal::Malformed,
+        EnvelopeRefusal::Stale,
+        EnvelopeRefusal::Replayed,
+        EnvelopeRefusal::Overload,
     ];
 
-    fn label(self) -> &'static str {
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
         match self {
-            Envelope::TooBig => "too_big",
-            Envelope::BadMac => "bad_mac",
-            Envelope::Malformed => "malformed",
-            Envelope::Stale => "stale",
-            Envelope::Replayed => "replayed",
-            Envelope::Overload => "overload",
+            EnvelopeRefusal::TooBig => "too_big",
+            EnvelopeRefusal::BadMac => "bad_mac",
+            EnvelopeRefusal::Malformed => "malformed",
+            EnvelopeRefusal::Stale => "stale",
+            EnvelopeRefusal::Replayed => "replayed",
+            EnvelopeRefusal::Overload => "overload",
         }
+    }
+}
+
+/// Each reason enum is a label value (its `label()`), in a label set `{reason="..."}`
+/// of its own.
+macro_rules! reason_label {
+    ($($t:ident => $set:ident),*) => {$(
+        impl EncodeLabelValue for $t {
+            fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+                std::fmt::Write::write_str(encoder, self.label())
+            }
+        }
+
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+        struct $set {
+            reason: $t,
+        }
+
+        impl From<$t> for $set {
+            fn from(reason: $t) -> Self {
+                $set { reason }
+            }
+        }
+    )*};
+}
+reason_label!(
+    Refusal => RefusalLabel,
+    Dropped => DroppedLabel,
+    Close => CloseLabel,
+    EnvelopeRefusal => EnvelopeLabel
+);
+
+/// The label set `{check="..."}`: which token check failed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Check {
+    check: &'static str,
+}
+
+/// The label set of `build_info`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct Build {
+    version: &'static str,
+}
+
+type Int = Gauge<i64, AtomicI64>;
+
+/// The counters of a reason family, one per variant, made when the daemon starts so that
+/// every reason is exported (at 0 until it happens) and counting takes no lock.
+#[derive(Debug)]
+struct ByReason<const N: usize>([Counter<u64, AtomicU64>; N]);
+
+impl<const N: usize> ByReason<N> {
+    fn new<T, L>(registry: &mut Registry, name: &str, help: &str, all: [T; N]) -> Self
+    where
+        L: From<T> + EncodeLabelSet + Clone + std::fmt::Debug + std::hash::Hash + Eq,
+        L: Send + Sync + 'static,
+    {
+        let family = Family::<L, Counter>::default();
+        let counters = all.map(|reason| family.get_or_create(&L::from(reason)).clone());
+        registry.register(name, help, family);
+        ByReason(counters)
+    }
+}
+
+/// Every figure the daemon exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    connections: Int,
+    spaces: Int,
+    rooms: Int,
+    pending: Int,
+    accepted: Counter,
+    refused: ByReason<{ Refusal::ALL.len() }>,
+    token_rejections: Family<Check, Counter>,
+    received: Counter,
+    delivered: Counter,
+    dropped: ByReason<{ Dropped::ALL.len() }>,
+    closes: ByReason<{ Close::ALL.len() }>,
+    slow_closes: Counter,
+    bytes_in: Counter,
+    bytes_out: Counter,
+    accept_errors: Counter,
+    backplane_up: Int,
+    backplane_channels: Int,
+    backplane_published: Counter,
+    backplane_received: Counter,
+    backplane_dropped: Counter,
+    backplane_reconnects: Counter,
+    backplane_refused: ByReason<{ EnvelopeRefusal::ALL.len() }>,
+    handshake_seconds: Histogram,
+    queue_wait_seconds: Histogram,
+    publish_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// Gauges and counters, registered under `registry` as they are made.
+struct Maker<'a>(&'a mut Registry);
+
+impl Maker<'_> {
+    fn gauge(&mut self, name: &str, help: &str) -> Int {
+        let g = Int::default();
+        self.0.register(name, help, g.clone());
+        g
+    }
+    fn counter(&mut self, name: &str, help: &str) -> Counter {
+        let c = Counter::default();
+        self.0.register(name, help, c.clone());
+        c
+    }
+    /// Seconds, from 100 us to about 3 s in doublings.
+    fn seconds(&mut self, name: &str, help: &str) -> Histogram {
+        let h = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        self.0.register(name, help, h.clone());
+        h
+    }
+}
+
+impl Metrics {
+    /// Every figure at zero, and the process's own.
+    pub fn new() -> Self {
+        let mut root = Registry::default();
+        root.register_collector(Box::new(Process));
+        let registry = root.sub_registry_with_prefix("tsugi_notify");
+        registry.register(
+            "build",
+            "The daemon's version (always 1)",
+            Info::new(Build {
+                version: env!("CARGO_PKG_VERSION"),
+            }),
+        );
+        let refused = ByReason::new::<_, RefusalLabel>(
+            registry,
+            "handshakes_refused",
+            "Requests refused before the upgrade, by reason",
+            Refusal::ALL,
+        );
+        let dropped = ByReason::new::<_, DroppedLabel>(
+            registry,
+            "messages_dropped",
+            "Messages not delivered, by reason",
+            Dropped::ALL,
+        );
+        let closes = ByReason::new::<_, CloseLabel>(
+            registry,
+            "server_closes",
+            "Connections closed by the server, by reason",
+            Close::ALL,
+        );
+        let backplane_refused = ByReason::new::<_, EnvelopeLabel>(
+            registry,
+            "backplane_envelopes_refused",
+            "Envelopes from Redis refused, by reason (forged, replayed, too big, ...)",
+            EnvelopeRefusal::ALL,
+        );
+        let token_rejections = Family::<Check, Counter>::default();
+        registry.register(
+            "token_rejections",
+            "Refused tokens, by the check that failed",
+            token_rejections.clone(),
+        );
+        let mut m = Maker(registry);
+        let metrics = Metrics {
+            connections: m.gauge("connections", "Open WebSocket connections"),
+            spaces: m.gauge("spaces", "Spaces with at least one connection"),
+            rooms: m.gauge("rooms", "Rooms with at least one connection"),
+            pending: m.gauge(
+                "handshakes_pending",
+                "Sockets accepted and not yet through their handshake",
+            ),
+            accepted: m.counter("handshakes_accepted", "WebSocket handshakes accepted"),
+            received: m.counter("messages_received", "Messages received from clients"),
+            delivered: m.counter("messages_delivered", "Message copies queued for receivers"),
+            slow_closes: m.counter(
+                "slow_consumer_closes",
+                "Connections closed because they stopped reading (slow_consumer and write_timeout)",
+            ),
+            bytes_in: m.counter("bytes_received", "Payload bytes received from clients"),
+            bytes_out: m.counter("bytes_sent", "Payload bytes queued for clients"),
+            accept_errors: m.counter(
+                "accept_errors",
+                "Failed accept() calls (e.g. out of file descriptors)",
+            ),
+            backplane_up: m.gauge(
+                "backplane_up",
+                "1 while Redis is reachable (0 when down or not configured)",
+            ),
+            backplane_channels: m.gauge("backplane_channels", "Redis channels (spaces) subscribed"),
+            backplane_published: m
+                .counter("backplane_published", "Messages sent to the other nodes"),
+            backplane_received: m.counter(
+                "backplane_received",
+                "Messages received from the other nodes and delivered",
+            ),
+            backplane_dropped: m.counter(
+                "backplane_dropped",
+                "Messages not sent to the other nodes (Redis down or slow)",
+            ),
+            backplane_reconnects: m.counter(
+                "backplane_reconnects",
+                "Times the connection to Redis was lost",
+            ),
+            handshake_seconds: m.seconds(
+                "handshake_duration_seconds",
+                "From accept to the answer (101 or a refusal), for requests that got one",
+            ),
+            queue_wait_seconds: m.seconds(
+                "queue_wait_seconds",
+                "How long the oldest message of each write waited in its receiver's queue",
+            ),
+            publish_seconds: m.seconds(
+                "publish_duration_seconds",
+                "From a POST /publish request's head to its answer",
+            ),
+            refused,
+            dropped,
+            closes,
+            backplane_refused,
+            token_rejections,
+            registry: Registry::default(),
+        };
+        Metrics {
+            registry: root,
+            ..metrics
+        }
+    }
+
+    /// A connection opened: counted until the guard drops.
+    pub fn open_connection(self: &Arc<Self>) -> OpenConnection {
+        self.connections.inc();
+        OpenConnection(Arc::clone(self))
+    }
+    /// Open WebSocket connections now.
+    pub fn connection_count(&self) -> i64 {
+        self.connections.get()
+    }
+    /// A socket entered its handshake: counted until the guard drops.
+    pub fn in_handshake(self: &Arc<Self>) -> InHandshake {
+        self.pending.inc();
+        InHandshake(Arc::clone(self))
+    }
+    /// A request got its answer (101 or a refusal) this long after it was accepted.
+    pub fn handshake_took(&self, took: Duration) {
+        self.handshake_seconds.observe(took.as_secs_f64());
+    }
+    /// The oldest message of a write had waited this long in its receiver's queue.
+    pub fn queue_waited(&self, waited: Duration) {
+        self.queue_wait_seconds.observe(waited.as_secs_f64());
+    }
+    /// A `POST /publish` was answered this long after its head arrived.
+    pub fn publish_took(&self, took: Duration) {
+        self.publish_seconds.observe(took.as_secs_f64());
+    }
+    /// An envelope from Redis was refused.
+    pub fn envelope_refused(&self, why: EnvelopeRefusal) {
+        self.backplane_refused.0[why as usize].inc();
+    }
+    /// How many envelopes were refused for this reason.
+    pub fn envelope_refused_count(&self, why: EnvelopeRefusal) -> u64 {
+        self.backplane_refused.0[why as usize].get()
+    }
+    /// A space gained its first (+1) or lost its last (-1) member.
+    pub fn spaces(&self, delta: i64) {
+        self.spaces.inc_by(delta);
+    }
+    /// A room gained its first (+1) or lost its last (-1) member.
+    pub fn rooms(&self, delta: i64) {
+        self.rooms.inc_by(delta);
+    }
+    /// A WebSocket handshake succeeded.
+    pub fn accepted(&self) {
+        self.accepted.inc();
+    }
+    /// A handshake was refused.
+    pub fn refused(&self, why: Refusal) {
+        self.refused.0[why as usize].inc();
+    }
+    /// How many handshakes were refused for this reason.
+    pub fn refused_count(&self, why: Refusal) -> u64 {
+        self.refused.0[why as usize].get()
+    }
+    /// Which token check failed (the code of `Rejection`; never any token content).
+    pub fn token_rejected(&self, code: &'static str) {
+        self.token_rejections
+            .get_or_create(&Check { check: code })
+            .inc();
+    }
+    /// A message arrived from a client.
+    pub fn received(&self, bytes: usize) {
+        self.received.inc();
+        self.bytes_in.inc_by(bytes as u64);
+    }
+    /// Copies of a message were queued for `n` receivers.
+    pub fn delivered(&self, n: u64, bytes: usize) {
+        self.delivered.inc_by(n);
+        self.bytes_out.inc_by(n * bytes as u64);
+    }
+    /// A message was dropped.
+    pub fn dropped(&self, why: Dropped) {
+        self.dropped.0[why as usize].inc();
+    }
+    /// The server closed a connection.
+    pub fn closed(&self, why: Close) {
+        self.closes.0[why as usize].inc();
+        if matches!(why, Close::SlowConsumer | Close::WriteTimeout) {
+            self.slow_closes.inc();
+        }
+    }
+    /// How many connections were closed for this reason.
+    pub fn closed_count(&self, why: Close) -> u64 {
+        self.closes.0[why as usize].get()
+    }
+    /// `accept()` failed (e.g. out of file descriptors).
+    pub fn accept_error(&self) {
+        self.accept_errors.inc();
+    }
+    /// The backplane came up (true) or went down (false).
+    pub fn backplane_up(&self, up: bool) {
+        self.backplane_up.set(i64::from(up));
+    }
+    /// A message went to Redis.
+    pub fn backplane_published(&self) {
+        self.backplane_published.inc();
+    }
+    /// A message came from another node.
+    pub fn backplane_received(&self) {
+        self.backplane_received.inc();
+    }
+    /// A message could not go to the other nodes (Redis down or slow).
+    pub fn backplane_dropped(&self) {
+        self.backplane_dropped.inc();
+    }
+    /// Redis channels (spaces) subscribed now.
+    pub fn backplane_channels(&self, n: usize) {
+        self.backplane_channels
+            .set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+    /// Redis channels subscribed now.
+    pub fn backplane_channel_count(&self) -> i64 {
+        self.backplane_channels.get()
+    }
+    /// Whether the backplane is connected.
+    pub fn backplane_is_up(&self) -> bool {
+        self.backplane_up.get() == 1
+    }
+    /// The connection to Redis was lost.
+    pub fn backplane_reconnect(&self) {
+        self.backplane_reconnects.inc();
+    }
+
+    /// The Prometheus text exposition format ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(8192);
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
+        out
     }
 }
 
 /// An open connection, counted in the gauge until it drops (on every way out,
 /// a panic included).
 #[derive(Debug)]
-pub struct OpenConnection(std::sync::Arc<Metrics>);
+pub struct OpenConnection(Arc<Metrics>);
 
-impl std::ops::Drop for OpenConnection {
+impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.connections.fetch_sub(1, Relaxed);
+        self.0.connections.dec();
     }
 }
 
 /// A socket in its handshake, counted in the gauge until it drops.
 #[derive(Debug)]
-pub struct InHandshake(std::sync::Arc<Metrics>);
+pub struct InHandshake(Arc<Metrics>);
 
-impl std::ops::Drop for InHandshake {
+impl Drop for InHandshake {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Relaxed);
+        self.0.pending.dec();
     }
 }
 
-impl Metrics {
-    /// A connection opened: counted until the guard drops.
-    pub fn open_connection(self: &std::sync::Arc<Self>) -> OpenConnection {
-        self.connections.fetch_add(1, Relaxed);
-        OpenConnection(std::sync::Arc::clone(self))
-    }
-    /// Open WebSocket connections now.
-    pub fn connection_count(&self) -> i64 {
-        self.connections.load(Relaxed)
-    }
-    /// A socket entered its handshake: counted until the guard drops.
-    pub fn in_handshake(self: &std::sync::Arc<Self>) -> InHandshake {
-        self.pending.fetch_add(1, Relaxed);
-        InHandshake(std::sync::Arc::clone(self))
-    }
-    /// An envelope from Redis was refused.
-    pub fn envelope_refused(&self, why: Envelope) {
-        self.backplane_refused[why as usize].fetch_add(1, Relaxed);
-    }
-    /// How many envelopes were refused for this reason.
-    pub fn envelope_refused_count(&self, why: Envelope) -> u64 {
-        self.backplane_refused[why as usize].load(Relaxed)
-    }
-    /// A space gained its first (+1) or lost its last (-1) member.
-    pub fn spaces(&self, delta: i64) {
-        self.spaces.fetch_add(delta, Relaxed);
-    }
-    /// A room gained its first (+1) or lost its last (-1) member.
-    pub fn rooms(&self, delta: i64) {
-        self.rooms.fetch_add(delta, Relaxed);
-    }
-    /// A WebSocket handshake succeeded.
-    pub fn accepted(&self) {
-        self.accepted.fetch_add(1, Relaxed);
-    }
-    /// A handshake was refused.
-    pub fn refused(&self, why: Refusal) {
-        self.refused[why as usize].fetch_add(1, Relaxed);
-    }
-    /// How many handshakes were refused for this reason.
-    pub fn refused_count(&self, why: Refusal) -> u64 {
-        self.refused[why as usize].load(Relaxed)
-    }
-    /// Which token check failed (the code of `Rejection`; never any token content).
-    pub fn token_rejected(&self, code: &'static str) {
-        if let Ok(mut m) = self.token_rejections.lock() {
-            *m.entry(code).or_default() += 1;
-        }
-    }
-    /// A message arrived from a client.
-    pub fn received(&self, bytes: usize) {
-        self.received.fetch_add(1, Relaxed);
-        self.bytes_in.fetch_add(bytes as u64, Relaxed);
-    }
-    /// Copies of a message were queued for `n` receivers.
-    pub fn delivered(&self, n: u64, bytes: usize) {
-        self.delivered.fetch_add(n, Relaxed);
-        self.bytes_out.fetch_add(n * bytes as u64, Relaxed);
-    }
-    /// A message was dropped.
-    pub fn dropped(&self, why: Dropped) {
-        match why {
-            Dropped::RateLimit => &self.dropped_rate,
-            Dropped::SlowConsumer => &self.dropped_slow,
-        }
-        .fetch_add(1, Relaxed);
-    }
-    /// The server closed a connection.
-    pub fn closed(&self, why: Close) {
-        self.closes[why as usize].fetch_add(1, Relaxed);
-    }
-    /// How many connections were closed for this reason.
-    pub fn closed_count(&self, why: Close) -> u64 {
-        self.closes[why as usize].load(Relaxed)
-    }
-    /// `accept()` failed (e.g. out of file descriptors).
-    pub fn accept_error(&self) {
-        self.accept_errors.fetch_add(1, Relaxed);
-    }
-    /// The backplane came up (true) or went down (false).
-    pub fn backplane_up(&self, up: bool) {
-        self.backplane_up.store(i64::from(up), Relaxed);
-    }
-    /// A message went to Redis.
-    pub fn backplane_published(&self) {
-        self.backplane_published.fetch_add(1, Relaxed);
-    }
-    /// A message came from another node.
-    pub fn backplane_received(&self) {
-        self.backplane_received.fetch_add(1, Relaxed);
-    }
-    /// A message could not go to the other nodes (Redis down or slow).
-    pub fn backplane_dropped(&self) {
-        self.backplane_dropped.fetch_add(1, Relaxed);
-    }
-    /// Redis channels (spaces) subscribed now.
-    pub fn backplane_channels(&self, n: usize) {
-        self.backplane_channels.store(n as i64, Relaxed);
-    }
-    /// Redis channels subscribed now.
-    pub fn backplane_channel_count(&self) -> i64 {
-        self.backplane_channels.load(Relaxed)
-    }
-    /// Whether the backplane is connected.
-    pub fn backplane_is_up(&self) -> bool {
-        self.backplane_up.load(Relaxed) == 1
-    }
-    /// The connection to Redis was lost.
-    pub fn backplane_reconnect(&self) {
-        self.backplane_reconnects.fetch_add(1, Relaxed);
-    }
+/// The standard `process_*` figures of this process, read from `/proc` at each scrape
+/// (the names and units every Prometheus dashboard knows).
+#[derive(Debug)]
+struct Process;
 
-    /// Prometheus text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::with_capacity(4096);
-        let mut metric = |name: &str, kind: &str, help: &str, rows: &[(String, u64)]| {
-            let _ = writeln!(out, "# HELP tsugi_notify_{name} {help}");
-            let _ = writeln!(out, "# TYPE tsugi_notify_{name} {kind}");
-            for (labels, v) in rows {
-                let _ = writeln!(out, "tsugi_notify_{name}{labels} {v}");
-            }
+/// What `/proc/self` says.
+#[derive(Debug, Default, PartialEq)]
+struct ProcessStat {
+    cpu_seconds: f64,
+    start_time_seconds: f64,
+    virtual_bytes: u64,
+    resident_bytes: u64,
+    open_fds: u64,
+    max_fds: u64,
+}
+
+impl ProcessStat {
+    fn read() -> Option<ProcessStat> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command, which is in parentheses and may hold spaces.
+        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
+        // From the state (field 3 of proc(5)): utime 14, stime 15, starttime 22, vsize
+        // 23, rss 24, here at index n - 3.
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        let ticks = rustix::param::clock_ticks_per_second() as f64;
+        let page = rustix::param::page_size() as u64;
+        let boot = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
+        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
+            .current
+            .unwrap_or(u64::MAX);
+        Some(ProcessStat {
+            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
+            start_time_seconds: boot as f64 + field(22)? as f64 / ticks,
+            virtual_bytes: field(23)?,
+            resident_bytes: field(24)? * page,
+            open_fds,
+            max_fds,
+        })
+    }
+}
+
+impl Collector for Process {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let Some(p) = ProcessStat::read() else {
+            return Ok(());
         };
-        let gauge = |a: &AtomicI64| vec![(String::new(), a.load(Relaxed).max(0) as u64)];
-        let counter = |a: &AtomicU64| vec![(String::new(), a.load(Relaxed))];
-        metric(
-            "connections",
-            "gauge",
-            "Open WebSocket connections.",
-            &gauge(&self.connections),
-        );
-        metric(
-            "spaces",
-            "gauge",
-            "Spaces with at least one connection.",
-            &gauge(&self.spaces),
-        );
-        metric(
-            "rooms",
-            "gauge",
-            "Rooms with at least one connection.",
-            &gauge(&self.rooms),
-        );
-        metric(
-            "handshakes_accepted_total",
-            "counter",
-            "WebSocket handshakes accepted.",
-            &counter(&self.accepted),
-        );
-        let refused: Vec<_> = Refusal::ALL
-            .iter()
-            .zip(&self.refused)
-            .map(|(r, a)| (format!("{{reason=\"{}\"}}", r.label()), a.load(Relaxed)))
-            .collect();
-        metric(
-            "handshakes_refused_total",
-            "counter",
-            "Requests refused before the upgrade, by reason.",
-            &refused,
-        );
-        let rejections: Vec<_> = self
-            .token_rejections
-            .lock()
-            .map(|m| {
-                m.iter()
-                    .map(|(k, v)| (format!("{{check=\"{k}\"}}"), *v))
-                    .collect()
-            })
-            .unwrap_or_default();
-        metric(
-            "token_rejections_total",
-            "counter",
-            "Refused tokens, by the check that failed.",
-            &rejections,
-        );
-        metric(
-            "messages_received_total",
-            "counter",
-            "Messages received from clients.",
-            &counter(&self.received),
-        );
-        metric(
-            "messages_delivered_total",
-            "counter",
-            "Message copies queued for receivers.",
-            &counter(&self.delivered),
-        );
-        metric(
-            "messages_dropped_total",
-            "counter",
-            "Messages not delivered, by reason.",
-            &[
-                (
-                    "{reason=\"rate_limit\"}".into(),
-                    self.dropped_rate.load(Relaxed),
-                ),
-                (
-                    "{reason=\"slow_consumer\"}".into(),
-                    self.dropped_slow.load(Relaxed),
-                ),
-            ],
-        );
-        let closes: Vec<_> = Close::ALL
-            .iter()
-            .zip(&self.closes)
-            .map(|(c, a)| (format!("{{reason=\"{}\"}}", c.label()), a.load(Relaxed)))
-            .collect();
-        metric(
-            "server_closes_total",
-            "counter",
-            "Connections closed by the server, by reason.",
-            &closes,
-        );
-        metric(
-            "slow_consumer_closes_total",
-            "counter",
-            "Connections closed because they stopped reading (slow_consumer and write_timeout).",
-            &[(
-                String::new(),
-                self.closed_count(Close::SlowConsumer) + self.closed_count(Close::WriteTimeout),
-            )],
-        );
-        metric(
-            "bytes_received_total",
-            "counter",
-            "Payload bytes received from clients.",
-            &counter(&self.bytes_in),
-        );
-        metric(
-            "bytes_sent_total",
-            "counter",
-            "Payload bytes queued for clients.",
-            &counter(&self.bytes_out),
-        );
-        metric(
-            "handshakes_pending",
-            "gauge",
-            "Sockets accepted and not yet through their handshake.",
-            &gauge(&self.pending),
-        );
-        metric(
-            "backplane_up",
-            "gauge",
-            "1 while Redis is reachable (0 when down or not configured).",
-            &gauge(&self.backplane_up),
-        );
-        metric(
-            "backplane_channels",
-            "gauge",
-            "Redis channels (spaces) subscribed.",
-            &gauge(&self.backplane_channels),
-        );
-        metric(
-            "backplane_published_total",
-            "counter",
-            "Messages sent to the other nodes.",
-            &counter(&self.backplane_published),
-        );
-        metric(
-            "backplane_received_total",
-            "counter",
-            "Messages received from the other nodes and delivered.",
-            &counter(&self.backplane_received),
-        );
-        metric(
-            "backplane_dropped_total",
-            "counter",
-            "Messages not sent to the other nodes (Redis down or slow).",
-            &counter(&self.backplane_dropped),
-        );
-        metric(
-            "backplane_reconnects_total",
-            "counter",
-            "Times the connection to Redis was lost.",
-            &counter(&self.backplane_reconnects),
-        );
-        let refused: Vec<_> = Envelope::ALL
-            .iter()
-            .zip(&self.backplane_refused)
-            .map(|(e, a)| (format!("{{reason=\"{}\"}}", e.label()), a.load(Relaxed)))
-            .collect();
-        metric(
-            "backplane_envelopes_refused_total",
-            "counter",
-            "Envelopes from Redis refused, by reason (forged, replayed, too big, ...).",
-            &refused,
-        );
-        metric(
-            "accept_errors_total",
-            "counter",
-            "Failed accept() calls (e.g. out of file descriptors).",
-            &counter(&self.accept_errors),
-        );
-        out
+        let counter = ConstCounter::new(p.cpu_seconds);
+        counter.encode(encoder.encode_descriptor(
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds",
+            None,
+            counter.metric_type(),
+        )?)?;
+        let gauges: [(&str, &str, f64); 5] = [
+            (
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds",
+                p.start_time_seconds,
+            ),
+            (
+                "process_resident_memory_bytes",
+                "Resident memory size in bytes",
+                p.resident_bytes as f64,
+            ),
+            (
+                "process_virtual_memory_bytes",
+                "Virtual memory size in bytes",
+                p.virtual_bytes as f64,
+            ),
+            (
+                "process_open_fds",
+                "Number of open file descriptors",
+                p.open_fds as f64,
+            ),
+            (
+                "process_max_fds",
+                "Maximum number of open file descriptors",
+                p.max_fds as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let gauge = ConstGauge::new(value);
+            gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
+        }
+        Ok(())
     }
 }
 
@@ -531,11 +688,62 @@ mod tests {
         for (i, r) in Refusal::ALL.iter().enumerate() {
             assert_eq!(*r as usize, i);
         }
+        for (i, d) in Dropped::ALL.iter().enumerate() {
+            assert_eq!(*d as usize, i);
+        }
         for (i, c) in Close::ALL.iter().enumerate() {
             assert_eq!(*c as usize, i);
         }
-        for (i, e) in Envelope::ALL.iter().enumerate() {
+        for (i, e) in EnvelopeRefusal::ALL.iter().enumerate() {
             assert_eq!(*e as usize, i);
+        }
+    }
+
+    #[test]
+    fn every_reason_is_exported_and_counted_under_its_label() {
+        let m = Metrics::new();
+        m.refused(Refusal::TokenCapacity);
+        m.closed(Close::WriteTimeout);
+        m.dropped(Dropped::RateLimit);
+        m.envelope_refused(EnvelopeRefusal::BadMac);
+        m.token_rejected("expired");
+        let text = m.render();
+        for line in [
+            "tsugi_notify_handshakes_refused_total{reason=\"token_capacity\"} 1",
+            "tsugi_notify_handshakes_refused_total{reason=\"timeout\"} 0",
+            "tsugi_notify_server_closes_total{reason=\"write_timeout\"} 1",
+            "tsugi_notify_slow_consumer_closes_total 1",
+            "tsugi_notify_messages_dropped_total{reason=\"rate_limit\"} 1",
+            "tsugi_notify_backplane_envelopes_refused_total{reason=\"bad_mac\"} 1",
+            "tsugi_notify_token_rejections_total{check=\"expired\"} 1",
+            "tsugi_notify_connections 0",
+            "tsugi_notify_backplane_up 0",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(
+            text.contains("tsugi_notify_build_info{version=\""),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_process_figures_are_read() {
+        let p = ProcessStat::read().expect("/proc/self");
+        assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
+        assert!(p.open_fds >= 3 && p.max_fds >= p.open_fds);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        assert!(p.start_time_seconds > now - 86_400.0 && p.start_time_seconds <= now + 1.0);
+        let text = Metrics::new().render();
+        for name in [
+            "process_resident_memory_bytes ",
+            "process_open_fds ",
+            "process_cpu_seconds_total ",
+        ] {
+            assert!(text.contains(name), "{name} missing in\n{text}");
         }
     }
 }

@@ -89,11 +89,13 @@ impl Outbox {
         Push::Queued
     }
 
-    /// Moves up to `max` queued messages into `out`; returns how many.
-    pub fn take(&self, out: &mut Vec<Message>, max: usize) -> usize {
+    /// Moves up to `max` queued messages into `out`; returns when the oldest of them
+    /// was queued, or `None` when the queue was empty.
+    pub fn take(&self, out: &mut Vec<Message>, max: usize) -> Option<Instant> {
         let mut guard = self.lock();
         let st = &mut *guard;
         let n = st.queue.len().min(max);
+        let oldest = st.queue.front().filter(|_| n > 0).map(|(_, at)| *at);
         for (m, _) in st.queue.drain(..n) {
             st.bytes -= m.len();
             out.push(m);
@@ -102,7 +104,7 @@ impl Outbox {
         if st.queue.is_empty() && st.queue.capacity() > 64 {
             st.queue = VecDeque::new();
         }
-        n
+        oldest
     }
 
     /// Waits until something may be queued.

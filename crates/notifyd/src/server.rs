@@ -152,7 +152,8 @@ async fn serve_metrics(listener: TcpListener, node: Arc<Node>, shutdown: Cancell
             match (req.method.as_str(), req.path.as_str()) {
                 ("GET", "/metrics") => {
                     let body = node.metrics.render();
-                    http::respond(&mut stream, 200, "OK", "text/plain; version=0.0.4", &body).await;
+                    http::respond(&mut stream, 200, "OK", crate::metrics::CONTENT_TYPE, &body)
+                        .await;
                 }
                 ("GET" | "HEAD", "/healthz") => {
                     http::health(&mut stream, &req, node.health()).await;

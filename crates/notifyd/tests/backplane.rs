@@ -16,7 +16,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use tsugi_notify_core::Plaintext;
 use tsugi_notifyd::config::Redis;
-use tsugi_notifyd::metrics::Envelope as Refused;
+use tsugi_notifyd::metrics::EnvelopeRefusal as Refused;
 use tsugi_notifyd::Running;
 
 struct RedisServer {
