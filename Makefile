@@ -16,7 +16,7 @@ EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
-.PHONY: soak test-php84 deb-php84 test-phpize bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
+.PHONY: check soak test-php84 deb-php84 test-phpize bench demo run test test-node test-deb deb setup setup-test node-deps build ext ext-testclock lint test-rust test-vectors \
         test-php test-stubs test-install test-packaging test-fuzz-build stubs install-ext \
         valgrind-php bench-php fuzz clean
 
@@ -113,6 +113,12 @@ test-phpize:
 
 test-fuzz-build:
 	$(CARGO) build --manifest-path fuzz/Cargo.toml --bins
+
+# The inner loop: fmt, clippy, every cargo test, and the PHPUnit suites on this
+# machine's PHP, reusing target/. No apt, no packaging, no PHP 8.4 root: `make test`
+# (what CI runs) is the whole suite.
+check: lint test-rust test-php
+	@echo "make check: passed (make test runs the whole suite)"
 
 test: setup-test lint test-vectors test-rust test-php test-stubs test-install test-node test-packaging \
       test-deb test-phpize test-php84 deb-php84 test-fuzz-build
