@@ -25,13 +25,11 @@
 
 mod clock;
 mod error;
-mod legacy;
 mod model;
 mod secret;
 mod site;
 mod token;
 mod url;
-mod v1;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, Rejection, Result};

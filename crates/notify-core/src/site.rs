@@ -275,7 +275,8 @@ impl<C: Clock> Site<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FixedClock;
+    use crate::clock::FixedClock;
+    use crate::error::Rejection;
 
     fn keyring() -> Option<Keyring> {
         Keyring::new(["opensource"]).ok()
@@ -456,7 +457,7 @@ mod tests {
         for other in ["", "Grades", "grades ", "other"] {
             assert_eq!(
                 v.clone().for_room(&Room::new(other).unwrap()).unwrap_err(),
-                Error::InvalidToken(crate::Rejection::Room),
+                Error::InvalidToken(Rejection::Room),
                 "{other:?}"
             );
         }
@@ -483,7 +484,7 @@ mod tests {
                 Scope::Browser
             )
             .unwrap_err(),
-            Error::InvalidToken(crate::Rejection::Scope)
+            Error::InvalidToken(Rejection::Scope)
         );
         assert_eq!(
             Site::new(None, None)
