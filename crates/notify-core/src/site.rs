@@ -60,11 +60,6 @@ enum PublishTarget {
     Refused,
 }
 
-/// The JSON body of a publish request.
-pub fn publish_body(room: &str, message: &str) -> String {
-    serde_json::json!({ "room": room, "message": message }).to_string()
-}
-
 /// What `$CFG` says about notifications.
 ///
 /// Enabled when `websocket_url` is a WebSocket URL with a host and a port and there is at
@@ -326,10 +321,6 @@ mod tests {
             Some("http://[::1]:1/publish")
         );
         assert_eq!(Site::new(Some("ws://h:1"), None).publish_url(), None);
-        assert_eq!(
-            publish_body("r", "a\"b"),
-            r#"{"message":"a\"b","room":"r"}"#
-        );
     }
 
     #[test]
