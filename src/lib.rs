@@ -18,8 +18,8 @@ use ext_php_rs::types::Zval;
 use ext_php_rs::zend::ModuleEntry;
 use ext_php_rs::{info_table_end, info_table_row, info_table_start};
 use tsugi_notify_core::{
-    CfgString, Clock, Format, Keyring, Plaintext, PublishEndpoint, Room, Scope, Site, Space,
-    SystemClock,
+    CfgString, Clock, Format, Keyring, Plaintext, PublishEndpoint, PublishRequest, Room, Scope,
+    Site, Space, SystemClock,
 };
 
 /// The wall clock. A build with the `test-clock` feature (never a release) reads the
@@ -314,11 +314,7 @@ impl WebSocket {
             let Ok(token) = site.mint_publish_for_room(&p, &bound) else {
                 return false;
             };
-            post::publish(
-                &url,
-                &token,
-                &tsugi_notify_core::publish_body(room, message),
-            )
+            post::publish(&url, &token, &PublishRequest::new(room, message).to_json())
         })
     }
 

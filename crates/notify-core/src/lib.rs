@@ -25,20 +25,18 @@
 
 mod clock;
 mod error;
-mod legacy;
 mod model;
+mod publish;
 mod secret;
 mod site;
 mod token;
 mod url;
-mod v1;
 
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, Rejection, Result};
 pub use model::{Plaintext, Room, Space, MAX_ROOM_BYTES};
+pub use publish::PublishRequest;
 pub use secret::Keyring;
-pub use site::{
-    publish_body, CfgString, PublishEndpoint, Site, PUBLISH_CALL_TTL_SECS, PUBLISH_TTL_SECS,
-};
+pub use site::{CfgString, PublishEndpoint, Site, PUBLISH_CALL_TTL_SECS, PUBLISH_TTL_SECS};
 pub use token::{Format, Scope, Tokens, Verified, DEFAULT_TTL_SECS, LEEWAY_SECS, MAX_TOKEN_BYTES};
 pub use url::WebsocketUrl;

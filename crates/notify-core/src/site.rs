@@ -60,9 +60,13 @@ enum PublishTarget {
     Refused,
 }
 
-/// The JSON body of a publish request.
-pub fn publish_body(room: &str, message: &str) -> String {
-    serde_json::json!({ "room": room, "message": message }).to_string()
+/// `http` for `ws`, `https` for `wss`.
+fn http_scheme(url: &WebsocketUrl) -> &'static str {
+    if url.is_secure() {
+        "https"
+    } else {
+        "http"
+    }
 }
 
 /// What `$CFG` says about notifications.
@@ -177,6 +181,21 @@ impl<C: Clock> Site<C> {
         self.proxyport.filter(|_| self.enabled())
     }
 
+    /// The port the socket server listens on, when enabled: `websocket_proxyport` when it
+    /// is set (the server sits behind a proxy), else the URL's port.
+    pub fn listen_port(&self) -> Option<u16> {
+        self.proxyport().or_else(|| self.port())
+    }
+
+    /// The site's web origin as `websocket_url` implies it, when enabled: `http://host`
+    /// for `ws`, `https://host` for `wss`, the host as written (an IPv6 literal in
+    /// brackets) and no port: the `wwwroot` the daemon's `token mint` uses when none is
+    /// given.
+    pub fn http_origin(&self) -> Option<String> {
+        self.url()
+            .map(|url| format!("{}://{}", http_scheme(url), url.host()))
+    }
+
     /// Whether a secret is configured (minting and verifying need one).
     pub fn has_secret(&self) -> bool {
         self.tokens.is_some()
@@ -241,7 +260,7 @@ impl<C: Clock> Site<C> {
                     Some(port) => format!("http://{}:{port}{path}/publish", url.host()),
                     None => format!(
                         "{}://{}:{}{path}/publish",
-                        if url.is_secure() { "https" } else { "http" },
+                        http_scheme(url),
                         url.host(),
                         url.port()
                     ),
@@ -275,7 +294,8 @@ impl<C: Clock> Site<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::FixedClock;
+    use crate::clock::FixedClock;
+    use crate::error::Rejection;
 
     fn keyring() -> Option<Keyring> {
         Keyring::new(["opensource"]).ok()
@@ -325,10 +345,66 @@ mod tests {
             Some("http://[::1]:1/publish")
         );
         assert_eq!(Site::new(Some("ws://h:1"), None).publish_url(), None);
+    }
+
+    #[test]
+    fn listen_port_is_the_proxyport_else_the_urls_port() {
+        let port = |url: Option<&str>, secret: Option<Keyring>, proxy: Option<i64>| {
+            Site::new(url, secret).with_proxyport(proxy).listen_port()
+        };
+        assert_eq!(port(Some("ws://h:2021"), keyring(), None), Some(2021));
+        assert_eq!(port(Some("ws://h:2021"), keyring(), Some(9000)), Some(9000));
+        assert_eq!(port(Some("wss://h"), keyring(), None), Some(443));
+        assert_eq!(port(Some("ws://h"), keyring(), None), Some(80));
         assert_eq!(
-            publish_body("r", "a\"b"),
-            r#"{"message":"a\"b","room":"r"}"#
+            port(Some("wss://h/sock"), keyring(), Some(8443)),
+            Some(8443)
         );
+        // A proxyport that is no port number is not set.
+        for unusable in [0, -1, 65_536] {
+            assert_eq!(
+                port(Some("ws://h:2021"), keyring(), Some(unusable)),
+                Some(2021)
+            );
+        }
+        // Not enabled: none, whatever the proxyport.
+        assert_eq!(port(Some("ws://h:2021"), None, Some(9000)), None);
+        assert_eq!(port(Some("xyzzy"), keyring(), Some(9000)), None);
+        assert_eq!(port(None, keyring(), None), None);
+    }
+
+    #[test]
+    fn http_origin_is_scheme_and_host_without_the_port() {
+        let origin = |url: &str| {
+            Site::new(Some(url), keyring())
+                .with_proxyport(Some(9000))
+                .http_origin()
+        };
+        for (url, want) in [
+            ("ws://localhost:2021", "http://localhost"),
+            ("wss://socket.example.org", "https://socket.example.org"),
+            (
+                "wss://socket.example.org:8443/sock?x",
+                "https://socket.example.org",
+            ),
+            ("WSS://H.example:443", "https://H.example"),
+            ("ws://[::1]:2021", "http://[::1]"),
+            ("ws://u:p@h:1/", "http://h"),
+        ] {
+            assert_eq!(origin(url).as_deref(), Some(want), "{url}");
+            // The daemon's default wwwroot for `token mint`, from the same URL.
+            let u = WebsocketUrl::parse(url).unwrap();
+            assert_eq!(
+                format!(
+                    "{}://{}",
+                    if u.is_secure() { "https" } else { "http" },
+                    u.host()
+                ),
+                want
+            );
+        }
+        assert_eq!(Site::new(Some("ws://h:1"), None).http_origin(), None);
+        assert_eq!(Site::new(Some("http://h:1"), keyring()).http_origin(), None);
     }
 
     #[test]
@@ -456,7 +532,7 @@ mod tests {
         for other in ["", "Grades", "grades ", "other"] {
             assert_eq!(
                 v.clone().for_room(&Room::new(other).unwrap()).unwrap_err(),
-                Error::InvalidToken(crate::Rejection::Room),
+                Error::InvalidToken(Rejection::Room),
                 "{other:?}"
             );
         }
@@ -483,7 +559,7 @@ mod tests {
                 Scope::Browser
             )
             .unwrap_err(),
-            Error::InvalidToken(crate::Rejection::Scope)
+            Error::InvalidToken(Rejection::Scope)
         );
         assert_eq!(
             Site::new(None, None)

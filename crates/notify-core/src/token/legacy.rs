@@ -8,10 +8,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
 use hmac::Mac;
 
+use super::claims::{Format, Scope, Verified};
 use crate::error::{Error, Rejection, Result};
 use crate::model::Plaintext;
 use crate::secret::{Key, Keyring};
-use crate::token::{Format, Scope, Verified};
 
 type Encryptor = cbc::Encryptor<aes::Aes256>;
 type Decryptor = cbc::Decryptor<aes::Aes256>;

@@ -7,10 +7,10 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use super::claims::{Format, Scope, Verified, LEEWAY_SECS, MAX_TOKEN_BYTES};
 use crate::error::{Error, Rejection, Result};
 use crate::model::{Plaintext, Room};
 use crate::secret::Keyring;
-use crate::token::{Format, Scope, Verified, LEEWAY_SECS, MAX_TOKEN_BYTES};
 
 /// `BASE64URL({"alg":"HS256","typ":"JWT"})`: the header of every minted token.
 const HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
