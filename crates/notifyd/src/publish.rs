@@ -7,11 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
-use tsugi_notify_core::{Room, Scope};
+use tsugi_notify_core::{PublishRequest, Room, Scope};
 
 use crate::fanout::Origin;
 use crate::http::Request;
@@ -43,14 +42,6 @@ fn invalid_token(node: &Node, e: &tsugi_notify_core::Error) -> Outcome {
         debug!(check = r.code(), "publish token refused");
     }
     error(403, "Forbidden", "invalid token")
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Body {
-    #[serde(default)]
-    room: String,
-    message: String,
 }
 
 /// Reads the body (bounded) and broadcasts it; the answer says how many members of this
@@ -105,7 +96,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
         body.extend_from_slice(&rest);
     }
     body.truncate(len);
-    let Ok(parsed) = serde_json::from_slice::<Body>(&body) else {
+    let Ok(parsed) = serde_json::from_slice::<PublishRequest>(&body) else {
         return error(
             400,
             "Bad Request",
