@@ -1,0 +1,47 @@
+//! `Type=notify`: the daemon tells systemd it is ready once it listens, and that it is
+//! stopping at SIGTERM (a datagram socket stands in for systemd).
+#![allow(clippy::unwrap_used)]
+
+use std::os::unix::net::UnixDatagram;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tsugi-notifyd");
+
+/// The next state the daemon sends, within `within`.
+fn next_state(sock: &UnixDatagram, within: Duration) -> String {
+    sock.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 512];
+    let n = sock.recv(&mut buf).expect("a notification from the daemon");
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[test]
+fn ready_once_listening_and_stopping_at_sigterm() {
+    let dir = std::env::temp_dir().join(format!("tsugi-notify-sd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--dev", "--proxyport", "0", "--metrics-bind", "off"])
+        .env("NOTIFY_SOCKET", &path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let ready = next_state(&sock, Duration::from_secs(20));
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    rustix::process::kill_process(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::Signal::TERM,
+    )
+    .unwrap();
+    let stopping = next_state(&sock, Duration::from_secs(20));
+    assert!(stopping.lines().any(|l| l == "STOPPING=1"), "{stopping:?}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?} after {:?}", started.elapsed());
+    let _ = std::fs::remove_dir_all(&dir);
+}
