@@ -112,40 +112,24 @@ struct Need {
 
 impl Need {
     /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`.
-    const ENDPOINT: Need = Need {
-        endpoint: true,
-        publish: false,
-        mint: false,
-        verify: false,
-    };
+    const ENDPOINT: Need = Need::of(true, false, false, false);
     /// `publish()`.
-    const PUBLISH: Need = Need {
-        endpoint: true,
-        publish: true,
-        mint: false,
-        verify: false,
-    };
+    const PUBLISH: Need = Need::of(true, true, false, false);
     /// `getToken()`, `getPublishToken()`.
-    const MINT: Need = Need {
-        endpoint: false,
-        publish: false,
-        mint: true,
-        verify: false,
-    };
+    const MINT: Need = Need::of(false, false, true, false);
     /// `decodeToken()`.
-    const VERIFY: Need = Need {
-        endpoint: false,
-        publish: false,
-        mint: false,
-        verify: true,
-    };
+    const VERIFY: Need = Need::of(false, false, false, true);
     /// `php --ri`.
-    const ALL: Need = Need {
-        endpoint: true,
-        publish: true,
-        mint: true,
-        verify: true,
-    };
+    const ALL: Need = Need::of(true, true, true, true);
+
+    const fn of(endpoint: bool, publish: bool, mint: bool, verify: bool) -> Need {
+        Need {
+            endpoint,
+            publish,
+            mint,
+            verify,
+        }
+    }
 }
 
 /// `$CFG` (when it is an object) and what it says about notifications, as far as

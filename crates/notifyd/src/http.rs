@@ -136,44 +136,48 @@ pub(crate) fn percent_decode(s: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// The status, reason phrase and body of a refusal.
-pub fn refusal_response(why: Refusal) -> (u16, &'static str, &'static str) {
+/// The status and body of a refusal.
+pub fn refusal_response(why: Refusal) -> (u16, &'static str) {
+    const BAD_REQUEST: &str =
+        "bad request: expected GET /notify?token=...&room=... with a WebSocket upgrade\n";
+    const SPACE_FULL: &str = "too many connections for this link, try again later\n";
+    const TOKEN_FULL: &str = "too many connections with this token; reload the page\n";
+    const USER_FULL: &str = "too many connections for this user; close other tabs\n";
     match why {
-        Refusal::InvalidToken => (403, "Forbidden", "invalid token\n"),
-        Refusal::Origin => (403, "Forbidden", "origin not allowed\n"),
-        Refusal::BadRequest => (
-            400,
-            "Bad Request",
-            "bad request: expected GET /notify?token=...&room=... with a WebSocket upgrade\n",
-        ),
-        Refusal::RoomTooLong => (400, "Bad Request", "room name longer than 256 bytes\n"),
-        Refusal::NotFound => (404, "Not Found", "not found\n"),
-        Refusal::Method => (405, "Method Not Allowed", "method not allowed\n"),
-        Refusal::HeadersTooLarge => (
-            431,
-            "Request Header Fields Too Large",
-            "request head too large\n",
-        ),
-        Refusal::Capacity => (503, "Service Unavailable", "server full, try again later\n"),
-        Refusal::SpaceCapacity => (
-            503,
-            "Service Unavailable",
-            "too many connections for this link, try again later\n",
-        ),
-        Refusal::TokenCapacity => (
-            429,
-            "Too Many Requests",
-            "too many connections with this token; reload the page\n",
-        ),
-        Refusal::UserCapacity => (
-            429,
-            "Too Many Requests",
-            "too many connections for this user; close other tabs\n",
-        ),
-        Refusal::ShuttingDown => (503, "Service Unavailable", "shutting down\n"),
+        Refusal::InvalidToken => (403, "invalid token\n"),
+        Refusal::Origin => (403, "origin not allowed\n"),
+        Refusal::BadRequest => (400, BAD_REQUEST),
+        Refusal::RoomTooLong => (400, "room name longer than 256 bytes\n"),
+        Refusal::NotFound => (404, "not found\n"),
+        Refusal::Method => (405, "method not allowed\n"),
+        Refusal::HeadersTooLarge => (431, "request head too large\n"),
+        Refusal::Capacity => (503, "server full, try again later\n"),
+        Refusal::SpaceCapacity => (503, SPACE_FULL),
+        Refusal::TokenCapacity => (429, TOKEN_FULL),
+        Refusal::UserCapacity => (429, USER_FULL),
+        Refusal::ShuttingDown => (503, "shutting down\n"),
         // Never sent: an evicted socket is dropped without an answer (like a timeout).
-        Refusal::Evicted => (503, "Service Unavailable", "server busy, try again\n"),
-        Refusal::Timeout => (408, "Request Timeout", "request timeout\n"),
+        Refusal::Evicted => (503, "server busy, try again\n"),
+        Refusal::Timeout => (408, "request timeout\n"),
+    }
+}
+
+/// The reason phrase of a status this daemon sends.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
     }
 }
 
@@ -228,8 +232,15 @@ async fn write_response<S: AsyncWrite + Unpin>(
 
 /// Writes a refusal.
 pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, why: Refusal) {
-    let (status, reason, body) = refusal_response(why);
-    respond(stream, status, reason, "text/plain; charset=utf-8", body).await;
+    let (status, body) = refusal_response(why);
+    respond(
+        stream,
+        status,
+        reason_phrase(status),
+        "text/plain; charset=utf-8",
+        body,
+    )
+    .await;
 }
 
 #[cfg(test)]

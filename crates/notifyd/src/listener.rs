@@ -125,7 +125,7 @@ async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
             http::respond(
                 &mut stream,
                 out.status,
-                out.reason,
+                http::reason_phrase(out.status),
                 "application/json",
                 &out.body,
             )

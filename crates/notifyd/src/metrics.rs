@@ -205,10 +205,19 @@ impl EnvelopeRefusal {
     }
 }
 
-/// Each reason enum is a label value (its `label()`), in a label set `{reason="..."}`
-/// of its own.
-macro_rules! reason_label {
-    ($($t:ident => $set:ident),*) => {$(
+/// A reason enum: a label value (its `label()`) in a label set `{reason="..."}` of its
+/// own, and the name and help of its counter family.
+trait Reason: Copy {
+    /// The label set.
+    type Label: From<Self> + EncodeLabelSet + Clone + std::fmt::Debug + std::hash::Hash + Eq;
+    /// The family's name (without the prefix and `_total`).
+    const NAME: &'static str;
+    /// The family's help.
+    const HELP: &'static str;
+}
+
+macro_rules! reason {
+    ($($t:ident => $set:ident, $name:literal, $help:literal;)*) => {$(
         impl EncodeLabelValue for $t {
             fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
                 std::fmt::Write::write_str(encoder, self.label())
@@ -225,14 +234,23 @@ macro_rules! reason_label {
                 $set { reason }
             }
         }
+
+        impl Reason for $t {
+            type Label = $set;
+            const NAME: &'static str = $name;
+            const HELP: &'static str = $help;
+        }
     )*};
 }
-reason_label!(
-    Refusal => RefusalLabel,
-    Dropped => DroppedLabel,
-    Close => CloseLabel,
-    EnvelopeRefusal => EnvelopeLabel
-);
+
+reason! {
+    Refusal => RefusalLabel, "handshakes_refused",
+        "Requests refused before the upgrade, by reason";
+    Dropped => DroppedLabel, "messages_dropped", "Messages not delivered, by reason";
+    Close => CloseLabel, "server_closes", "Connections closed by the server, by reason";
+    EnvelopeRefusal => EnvelopeLabel, "backplane_envelopes_refused",
+        "Envelopes from Redis refused, by reason (forged, replayed, too big, ...)";
+}
 
 /// The label set `{check="..."}`: which token check failed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -254,14 +272,13 @@ type Int = Gauge<i64, AtomicI64>;
 struct ByReason<const N: usize>([Counter<u64, AtomicU64>; N]);
 
 impl<const N: usize> ByReason<N> {
-    fn new<T, L>(registry: &mut Registry, name: &str, help: &str, all: [T; N]) -> Self
+    fn new<T: Reason>(registry: &mut Registry, all: [T; N]) -> Self
     where
-        L: From<T> + EncodeLabelSet + Clone + std::fmt::Debug + std::hash::Hash + Eq,
-        L: Send + Sync + 'static,
+        T::Label: Send + Sync + 'static,
     {
-        let family = Family::<L, Counter>::default();
-        let counters = all.map(|reason| family.get_or_create(&L::from(reason)).clone());
-        registry.register(name, help, family);
+        let family = Family::<T::Label, Counter>::default();
+        let counters = all.map(|reason| family.get_or_create(&T::Label::from(reason)).clone());
+        registry.register(T::NAME, T::HELP, family);
         ByReason(counters)
     }
 }
@@ -338,30 +355,10 @@ impl Metrics {
                 version: env!("CARGO_PKG_VERSION"),
             }),
         );
-        let refused = ByReason::new::<_, RefusalLabel>(
-            registry,
-            "handshakes_refused",
-            "Requests refused before the upgrade, by reason",
-            Refusal::ALL,
-        );
-        let dropped = ByReason::new::<_, DroppedLabel>(
-            registry,
-            "messages_dropped",
-            "Messages not delivered, by reason",
-            Dropped::ALL,
-        );
-        let closes = ByReason::new::<_, CloseLabel>(
-            registry,
-            "server_closes",
-            "Connections closed by the server, by reason",
-            Close::ALL,
-        );
-        let backplane_refused = ByReason::new::<_, EnvelopeLabel>(
-            registry,
-            "backplane_envelopes_refused",
-            "Envelopes from Redis refused, by reason (forged, replayed, too big, ...)",
-            EnvelopeRefusal::ALL,
-        );
+        let refused = ByReason::new(registry, Refusal::ALL);
+        let dropped = ByReason::new(registry, Dropped::ALL);
+        let closes = ByReason::new(registry, Close::ALL);
+        let backplane_refused = ByReason::new(registry, EnvelopeRefusal::ALL);
         let token_rejections = Family::<Check, Counter>::default();
         registry.register(
             "token_rejections",

@@ -21,16 +21,13 @@ use crate::node::Node;
 pub struct Outcome {
     /// HTTP status.
     pub status: u16,
-    /// Reason phrase.
-    pub reason: &'static str,
     /// JSON body.
     pub body: String,
 }
 
-fn error(status: u16, reason: &'static str, message: &str) -> Outcome {
+fn error(status: u16, message: &str) -> Outcome {
     Outcome {
         status,
-        reason,
         body: serde_json::json!({ "error": message }).to_string() + "\n",
     }
 }
@@ -41,7 +38,7 @@ fn invalid_token(node: &Node, e: &tsugi_notify_core::Error) -> Outcome {
         node.metrics.token_rejected(r.code());
         debug!(check = r.code(), "publish token refused");
     }
-    error(403, "Forbidden", "invalid token")
+    error(403, "invalid token")
 }
 
 /// Reads the body (bounded) and broadcasts it; the answer says how many members of this
@@ -55,7 +52,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
     // The JSON encoding of a message can be up to 6 bytes per byte (\u00XX).
     let max_body = max.saturating_mul(6).saturating_add(1024);
     if req.method != "POST" {
-        return error(405, "Method Not Allowed", "use POST");
+        return error(405, "use POST");
     }
     let Some(token) = req
         .header("authorization")
@@ -66,11 +63,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
         .map(str::trim)
         .filter(|t| !t.is_empty())
     else {
-        return error(
-            401,
-            "Unauthorized",
-            "missing Authorization: Bearer <publish token>",
-        );
+        return error(401, "missing Authorization: Bearer <publish token>");
     };
     let verified = match node.tokens.verify(token, Scope::Publish) {
         Ok(v) => v,
@@ -80,10 +73,10 @@ pub async fn handle<S: AsyncRead + Unpin>(
         .header("content-length")
         .and_then(|v| v.parse::<usize>().ok())
     else {
-        return error(411, "Length Required", "Content-Length required");
+        return error(411, "Content-Length required");
     };
     if len > max_body {
-        return error(413, "Payload Too Large", "body too large");
+        return error(413, "body too large");
     }
     let mut body = req.rest;
     if body.len() < len {
@@ -91,27 +84,19 @@ pub async fn handle<S: AsyncRead + Unpin>(
         let read =
             tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut rest)).await;
         if !matches!(read, Ok(Ok(_))) {
-            return error(400, "Bad Request", "incomplete body");
+            return error(400, "incomplete body");
         }
         body.extend_from_slice(&rest);
     }
     body.truncate(len);
     let Ok(parsed) = serde_json::from_slice::<PublishRequest>(&body) else {
-        return error(
-            400,
-            "Bad Request",
-            r#"expected {"room": "...", "message": "..."}"#,
-        );
+        return error(400, r#"expected {"room": "...", "message": "..."}"#);
     };
     if parsed.message.len() > max {
-        return error(
-            413,
-            "Payload Too Large",
-            "message larger than max_message_bytes",
-        );
+        return error(413, "message larger than max_message_bytes");
     }
     let Ok(room) = Room::new(&parsed.room) else {
-        return error(400, "Bad Request", "room name longer than 256 bytes");
+        return error(400, "room name longer than 256 bytes");
     };
     // A token bound to one room publishes to that room only.
     let verified = match verified.for_room(&room) {
@@ -130,7 +115,6 @@ pub async fn handle<S: AsyncRead + Unpin>(
     );
     Outcome {
         status: 200,
-        reason: "OK",
         body: serde_json::json!({ "delivered": delivered }).to_string() + "\n",
     }
 }
