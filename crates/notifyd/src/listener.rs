@@ -67,7 +67,7 @@ impl Shared {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> anyhow::Result<Arc<Self>> {
-        let tokens = Tokens::new(config.keyring.clone()).accept_legacy(config.accept_legacy);
+        let tokens = config.tokens();
         let hub = Arc::new(Hub::new(
             config.limits.max_connections_per_space,
             metrics.clone(),
