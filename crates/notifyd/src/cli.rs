@@ -1,14 +1,13 @@
 //! Command line: flags for every setting, `--check-config`, `--dev`, and the `token`
 //! tools for admins.
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
-use toml::{Table, Value};
-use tsugi_notify_core::{Plaintext, Scope, Tokens};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tsugi_notify_core::{Plaintext, Scope};
 
-use crate::config::{Config, LogFormat};
+use crate::config::Config;
 
 /// The Tsugi notification daemon: checks tokens at the WebSocket handshake and relays
 /// each message to the other browsers of the same link and room.
@@ -33,198 +32,32 @@ pub struct Cli {
     pub command: Option<Command>,
 }
 
-/// One flag per setting (the same names as the file's keys, with dashes).
-#[derive(Debug, Args)]
-pub struct Settings {
-    /// $CFG->websocket_url; the daemon listens on its port.
-    #[arg(long, global = true)]
-    pub url: Option<String>,
-    /// $CFG->websocket_secret (prefer secret_file or the environment: flags show in ps).
-    #[arg(long, global = true)]
-    pub secret: Option<String>,
-    /// File with the secrets, one per line (the first mints, any verifies).
-    #[arg(long, value_name = "FILE", global = true)]
-    pub secret_file: Option<PathBuf>,
-    /// $CFG->websocket_proxyport: listen on this port instead of the URL's.
-    #[arg(long)]
-    pub proxyport: Option<u16>,
-    /// Address to listen on [default: 0.0.0.0].
-    #[arg(long)]
-    pub bind: Option<IpAddr>,
-    /// Accept tokens minted by unmodified Tsugi servers [default: true].
-    #[arg(long, value_name = "BOOL", global = true)]
-    pub accept_legacy_tokens: Option<bool>,
-    /// Origins allowed to connect, comma-separated [default: any].
-    #[arg(long, value_delimiter = ',')]
-    pub allowed_origins: Option<Vec<String>>,
-    /// Largest message in bytes; larger closes with 1009 [default: 65536].
-    #[arg(long)]
-    pub max_message_bytes: Option<usize>,
-    /// Sustained messages per second per connection [default: 20].
-    #[arg(long)]
-    pub messages_per_second: Option<u32>,
-    /// Messages a connection may send at once above its rate [default: 40].
-    #[arg(long)]
-    pub burst: Option<u32>,
-    /// Sustained payload bytes per second per connection [default: 65536].
-    #[arg(long)]
-    pub bytes_per_second: Option<usize>,
-    /// Payload bytes a connection may send at once above its rate [default: 262144].
-    #[arg(long)]
-    pub burst_bytes: Option<usize>,
-    /// Connections in total; more get 503 [default: 19000].
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Connections per space (link); more get 503 [default: 5000].
-    #[arg(long)]
-    pub max_connections_per_space: Option<usize>,
-    /// Connections opened with one token (one page render); more get 429 [default: 8].
-    #[arg(long)]
-    pub max_connections_per_token: Option<usize>,
-    /// Connections per user of a site (v1 tokens naming a user); more get 429 [default: 32].
-    #[arg(long)]
-    pub max_connections_per_user: Option<usize>,
-    /// Sockets not through their handshake; past it the oldest is closed [default: 1024].
-    #[arg(long)]
-    pub max_pending_handshakes: Option<usize>,
-    /// Seconds a client has to send its request [default: 10].
-    #[arg(long)]
-    pub handshake_timeout_secs: Option<u64>,
-    /// Seconds without any frame (not even a pong) before a close [default: 60].
-    #[arg(long)]
-    pub idle_timeout_secs: Option<u64>,
-    /// Seconds between server pings [default: 25].
-    #[arg(long)]
-    pub ping_interval_secs: Option<u64>,
-    /// Seconds a reader is given: no byte taken while output waits, or a queued message
-    /// this old, closes it as not reading [default: 10].
-    #[arg(long)]
-    pub write_timeout_secs: Option<u64>,
-    /// Messages queued per connection before it counts as not reading [default: 4096].
-    #[arg(long)]
-    pub outbound_queue: Option<usize>,
-    /// Bytes queued per connection before it counts as not reading [default: 1048576].
-    #[arg(long)]
-    pub outbound_queue_bytes: Option<usize>,
-    /// Address of /metrics, or "off" [default: 127.0.0.1:9102].
-    #[arg(long)]
-    pub metrics_bind: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Log filter: error, warn, info, debug, trace, or per module [default: info].
-    #[arg(long)]
-    pub log_level: Option<String>,
-    /// Lifetime of tokens minted by `token mint`, in seconds [default: 86400].
-    #[arg(long)]
-    pub token_ttl_secs: Option<u64>,
-    /// Redis for more than one node ([redis] url), e.g. redis://10.0.0.5:6379/ or
-    /// rediss://user@10.0.0.5:6380/ (TLS).
-    #[arg(long)]
-    pub redis_url: Option<String>,
-    /// File whose first line is the Redis password ([redis] password_file).
-    #[arg(long, value_name = "FILE")]
-    pub redis_password_file: Option<PathBuf>,
-    /// PEM file of the CA to trust for rediss:// ([redis] ca_file) [default: the system's].
-    #[arg(long, value_name = "FILE")]
-    pub redis_ca_file: Option<PathBuf>,
+/// One flag per setting, with the file's names (dashes for underscores; `[redis] url`
+/// is `--redis-url`): declared with the settings, in `config`.
+pub use crate::config::Settings;
+
+/// The command line's parser: `Cli`'s, with each setting's default (from
+/// [`Settings::defaults`]) added to its help as `[default: X]`.
+pub fn command() -> clap::Command {
+    let defaults: BTreeMap<&str, String> = Settings::defaults()
+        .shown()
+        .into_iter()
+        .filter_map(|(name, value)| Some((name, value?)))
+        .collect();
+    Cli::command().mut_args(|arg| {
+        let Some(default) = defaults.get(arg.get_id().as_str()) else {
+            return arg;
+        };
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        arg.help(format!("{help} [default: {default}]"))
+    })
 }
 
-impl Settings {
-    /// The flags given, as a configuration layer.
-    pub fn to_table(&self) -> Table {
-        let mut t = Table::new();
-        let mut put = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                t.insert(k.to_owned(), v);
-            }
-        };
-        let s = |v: &Option<String>| v.clone().map(Value::String);
-        let n = |v: Option<u64>| v.map(|n| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)));
-        put("url", s(&self.url));
-        put("secret", s(&self.secret));
-        put(
-            "secret_file",
-            self.secret_file
-                .as_ref()
-                .map(|p| Value::String(p.display().to_string())),
-        );
-        put("proxyport", n(self.proxyport.map(u64::from)));
-        put("bind", self.bind.map(|b| Value::String(b.to_string())));
-        put(
-            "accept_legacy_tokens",
-            self.accept_legacy_tokens.map(Value::Boolean),
-        );
-        put(
-            "allowed_origins",
-            self.allowed_origins
-                .clone()
-                .map(|v| Value::Array(v.into_iter().map(Value::String).collect())),
-        );
-        put(
-            "max_message_bytes",
-            n(self.max_message_bytes.map(|v| v as u64)),
-        );
-        put(
-            "messages_per_second",
-            n(self.messages_per_second.map(u64::from)),
-        );
-        put("burst", n(self.burst.map(u64::from)));
-        put(
-            "bytes_per_second",
-            n(self.bytes_per_second.map(|v| v as u64)),
-        );
-        put("burst_bytes", n(self.burst_bytes.map(|v| v as u64)));
-        put("max_connections", n(self.max_connections.map(|v| v as u64)));
-        put(
-            "max_connections_per_space",
-            n(self.max_connections_per_space.map(|v| v as u64)),
-        );
-        put(
-            "max_connections_per_token",
-            n(self.max_connections_per_token.map(|v| v as u64)),
-        );
-        put(
-            "max_connections_per_user",
-            n(self.max_connections_per_user.map(|v| v as u64)),
-        );
-        put(
-            "max_pending_handshakes",
-            n(self.max_pending_handshakes.map(|v| v as u64)),
-        );
-        put("handshake_timeout_secs", n(self.handshake_timeout_secs));
-        put("idle_timeout_secs", n(self.idle_timeout_secs));
-        put("ping_interval_secs", n(self.ping_interval_secs));
-        put("write_timeout_secs", n(self.write_timeout_secs));
-        put("outbound_queue", n(self.outbound_queue.map(|v| v as u64)));
-        put(
-            "outbound_queue_bytes",
-            n(self.outbound_queue_bytes.map(|v| v as u64)),
-        );
-        put("metrics_bind", s(&self.metrics_bind));
-        put(
-            "log_format",
-            self.log_format.map(|f| {
-                Value::String(match f {
-                    LogFormat::Text => "text".into(),
-                    LogFormat::Json => "json".into(),
-                })
-            }),
-        );
-        put("log_level", s(&self.log_level));
-        put("token_ttl_secs", n(self.token_ttl_secs));
-        let path = |p: &Option<PathBuf>| p.as_ref().map(|p| Value::String(p.display().to_string()));
-        for (key, value) in [
-            ("redis_url", s(&self.redis_url)),
-            ("redis_password_file", path(&self.redis_password_file)),
-            ("redis_ca_file", path(&self.redis_ca_file)),
-        ] {
-            if let Some(v) = value {
-                crate::config::insert_key(&mut t, key.into(), v);
-            }
-        }
-        t
-    }
+/// Parses the process's command line, as `Cli::try_parse` does.
+pub fn parse() -> Result<Cli, clap::Error> {
+    let mut command = command();
+    let mut matches = command.try_get_matches_from_mut(std::env::args_os())?;
+    Cli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut command))
 }
 
 /// Admin tools.
@@ -273,7 +106,7 @@ pub enum TokenCommand {
 pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
     match cmd {
         TokenCommand::Verify { token, publish } => {
-            let tokens = Tokens::new(config.keyring.clone()).accept_legacy(config.accept_legacy);
+            let tokens = config.tokens();
             let scope = if *publish {
                 Scope::Publish
             } else {
@@ -322,16 +155,7 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
             ttl,
             publish,
         } => {
-            let default_root = format!(
-                "{}://{}",
-                if config.url.is_secure() {
-                    "https"
-                } else {
-                    "http"
-                },
-                config.url.host()
-            );
-            let root = wwwroot.clone().unwrap_or(default_root);
+            let root = wwwroot.clone().unwrap_or_else(|| config.http_origin());
             let plaintext = match Plaintext::new(&root, link, context.as_deref(), user.as_deref()) {
                 Ok(p) => p,
                 Err(e) => {
@@ -339,8 +163,9 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
                     return 2;
                 }
             };
-            let tokens =
-                Tokens::new(config.keyring.clone()).with_ttl(ttl.unwrap_or(config.token_ttl_secs));
+            let tokens = config
+                .tokens()
+                .with_ttl(ttl.unwrap_or(config.token_ttl_secs));
             let scope = if *publish {
                 Scope::Publish
             } else {
@@ -357,5 +182,40 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn help_shows_the_real_defaults_and_flags_are_a_layer() {
+        let help = command().render_long_help().to_string();
+        for line in [
+            "Largest message in bytes; larger closes with 1009 [default: 65536]",
+            "Lifetime of tokens minted by `token mint`, in seconds (0: never expire) \
+             [default: 86400]",
+            "Address of /metrics, or \"off\" [default: 127.0.0.1:9102]",
+        ] {
+            assert!(help.contains(line), "{line}: {help}");
+        }
+        // The settings without a default say nothing of one.
+        assert!(!help.contains("the daemon listens on its port [default"));
+        let matches = command()
+            .try_get_matches_from([
+                "tsugi-notifyd",
+                "--url=ws://h:1",
+                "--secrets=a,b",
+                "--proxyport=0",
+                "--redis-url=redis://h/",
+                "--allowed-origins=https://a.example,https://b.example",
+            ])
+            .unwrap();
+        let cli = Cli::from_arg_matches(&matches).unwrap();
+        let c = Config::load(None, [], cli.settings, false).unwrap();
+        assert_eq!((c.keyring.len(), c.listen.port()), (2, 0));
+        assert_eq!(c.allowed_origins.len(), 2);
+        assert_eq!(c.redis.unwrap().url, "redis://h/");
     }
 }

@@ -1,19 +1,28 @@
-//! Settings: a TOML file, then `TSUGI_NOTIFY_<KEY>` environment variables, then flags,
-//! each overriding the one before. One name per setting everywhere; an unknown name is
-//! an error that names it.
+//! Settings: `--dev` defaults, then a TOML file, then `TSUGI_NOTIFY_<KEY>` environment
+//! variables, then flags, each overriding the one before. One name per setting
+//! everywhere; an unknown name is an error that suggests the setting it is a typo of.
+//!
+//! Every setting is declared once, in [`settings!`] below: its name, type, default and
+//! help. That one declaration gives the file's keys (`redis_<key>` is `<key>` of the
+//! file's `[redis]` table), the environment variables, the flags with their help and
+//! `[default: X]`, the defaults, the type checks and the `--check-config` summary.
 //!
 //! No error ever quotes a value: a secret typed without quotes, or under a misspelled
-//! key, must not reach stderr (journald). Errors name the key, the line and what is
-//! wrong. Types are therefore checked here, key by key, before serde sees the table.
+//! key, must not reach stderr (journald). Errors name the origin, the key, the line and
+//! what is wrong. Types are therefore checked here, key by key, before serde sees a
+//! table.
+//!
+//! The layering is written here rather than taken from a crate made for it (figment):
+//! such a crate's errors quote the value they could not use, its TOML errors carry no
+//! line, and its environment provider guesses types (a secret `123` would be a number).
 
-use std::collections::BTreeMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use toml::{Table, Value};
-use tsugi_notify_core::{Keyring, WebsocketUrl};
+use tsugi_notify_core::{Keyring, Site, Tokens, WebsocketUrl, DEFAULT_TTL_SECS};
 
 /// Where development mode listens, and its well-known secret.
 pub const DEV_URL: &str = "ws://127.0.0.1:2021";
@@ -23,6 +32,322 @@ pub const DEV_SECRET: &str = "opensource";
 pub const ENV_PREFIX: &str = "TSUGI_NOTIFY_";
 /// Largest `max_message_bytes` accepted.
 pub const MAX_MESSAGE_BYTES_LIMIT: usize = 16 * 1024 * 1024;
+/// The file's tables: a setting named `<table>_<key>` is `<key>` of `[<table>]`.
+const TABLES: &[&str] = &["redis"];
+
+/// Declares the settings. Each one is
+///
+/// ```text
+/// /// Help, shown by --help (and the field's documentation).
+/// #[arg(...)]                 // if need be: how clap takes the flag `--name`
+/// name: Type = default;       // or `name: Type;`: no default
+/// ```
+///
+/// and gives [`Settings`] (one layer: every setting optional; the flags themselves),
+/// `KEYS` (every name with its [`Kind`], from the type through [`Setting`]),
+/// [`Settings::defaults`] and `Values` (the settings in force: those with a default
+/// are always set).
+macro_rules! settings {
+    ($(
+        $(#[$attr:meta])*
+        $name:ident : $ty:ty $(= $default:expr)?;
+    )*) => {
+        /// One layer of settings (`--dev`, the file, the environment or the flags):
+        /// every setting, each one optional. Its flags are the daemon's.
+        #[derive(Clone, Default, clap::Args, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct Settings {
+            $( $(#[$attr])* #[arg(long)] pub $name: Option<$ty>, )*
+        }
+
+        /// Every setting, with how its value is written.
+        const KEYS: &[(&str, Kind)] = &[$( (stringify!($name), <$ty as Setting>::KIND), )*];
+
+        /// The settings in force: those with a default always have a value.
+        struct Values {
+            $( $name: settings!(@in_force $ty $(, $default)?), )*
+        }
+
+        impl Settings {
+            /// The defaults of the settings that have one.
+            #[allow(clippy::useless_conversion)]
+            pub fn defaults() -> Settings {
+                Settings { $( $name: settings!(@default $ty $(, $default)?), )* }
+            }
+
+            /// Every setting given here, else the one of `lower`.
+            fn or(self, lower: Settings) -> Settings {
+                Settings { $( $name: self.$name.or(lower.$name), )* }
+            }
+
+            /// Every setting's name and its value as it may be shown (secrets are not).
+            pub fn shown(&self) -> Vec<(&'static str, Option<String>)> {
+                vec![$( (stringify!($name), self.$name.as_ref().map(Setting::show)), )*]
+            }
+
+            /// With the default of every setting not given.
+            #[allow(clippy::useless_conversion)]
+            fn in_force(self) -> Values {
+                Values { $( $name: settings!(@resolve self.$name, $ty $(, $default)?), )* }
+            }
+        }
+    };
+    (@in_force $ty:ty) => { Option<$ty> };
+    (@in_force $ty:ty, $default:expr) => { $ty };
+    (@default $ty:ty) => { None };
+    (@default $ty:ty, $default:expr) => { Some(<$ty>::from($default)) };
+    (@resolve $v:expr, $ty:ty) => { $v };
+    (@resolve $v:expr, $ty:ty, $default:expr) => { $v.unwrap_or_else(|| <$ty>::from($default)) };
+}
+
+settings! {
+    /// $CFG->websocket_url; the daemon listens on its port.
+    #[arg(global = true)]
+    url: String;
+    /// $CFG->websocket_secret (prefer secret_file or the environment: flags show in ps).
+    #[arg(global = true)]
+    secret: Secret;
+    /// Several secrets, comma-separated: the first mints, any verifies (prefer
+    /// secret_file or the environment: flags show in ps).
+    #[arg(global = true, value_delimiter = ',')]
+    secrets: Vec<Secret>;
+    /// File with the secrets, one per line (the first mints, any verifies).
+    #[arg(value_name = "FILE", global = true)]
+    secret_file: PathBuf;
+    /// $CFG->websocket_proxyport: listen on this port instead of the URL's (0: any free
+    /// port).
+    proxyport: i64;
+    /// Address to listen on.
+    bind: String = "0.0.0.0";
+    /// Accept tokens minted by unmodified Tsugi servers.
+    #[arg(value_name = "BOOL", global = true)]
+    accept_legacy_tokens: bool = true;
+    /// Origins allowed to connect, comma-separated; none means any.
+    #[arg(value_delimiter = ',')]
+    allowed_origins: Vec<String> = Vec::new();
+    /// Largest message in bytes; larger closes with 1009.
+    max_message_bytes: i64 = 64 * 1024;
+    /// Sustained messages per second per connection.
+    messages_per_second: i64 = 20;
+    /// Messages a connection may send at once above its rate.
+    burst: i64 = 40;
+    /// Sustained payload bytes per second per connection.
+    bytes_per_second: i64 = 64 * 1024;
+    /// Payload bytes a connection may send at once above its rate.
+    burst_bytes: i64 = 256 * 1024;
+    /// Connections in total; more get 503.
+    max_connections: i64 = 19_000;
+    /// Connections per space (link); more get 503.
+    max_connections_per_space: i64 = 5_000;
+    /// Connections opened with one token (one page render); more get 429.
+    max_connections_per_token: i64 = 8;
+    /// Connections per user of a site (v1 tokens naming a user); more get 429.
+    max_connections_per_user: i64 = 32;
+    /// Sockets not through their handshake; past it the oldest is closed.
+    max_pending_handshakes: i64 = 1024;
+    /// Seconds a client has to send its request.
+    handshake_timeout_secs: i64 = 10;
+    /// Seconds without any frame (not even a pong) before a close.
+    idle_timeout_secs: i64 = 60;
+    /// Seconds between server pings.
+    ping_interval_secs: i64 = 25;
+    /// Seconds a reader is given: no byte taken while output waits, or a queued message
+    /// this old, closes it as not reading.
+    write_timeout_secs: i64 = 10;
+    /// Messages queued per connection before it counts as not reading.
+    outbound_queue: i64 = 4096;
+    /// Bytes queued per connection before it counts as not reading.
+    outbound_queue_bytes: i64 = 1024 * 1024;
+    /// Address of /metrics, or "off".
+    metrics_bind: String = "127.0.0.1:9102";
+    /// Log format.
+    #[arg(value_parser = ["text", "json"])]
+    log_format: String = "text";
+    /// Log filter: error, warn, info, debug, trace, or per module.
+    log_level: String = "info";
+    /// Lifetime of tokens minted by `token mint`, in seconds (0: never expire).
+    token_ttl_secs: i64 = DEFAULT_TTL_SECS as i64;
+    /// Redis for more than one node ([redis] url), e.g. redis://10.0.0.5:6379/ or
+    /// rediss://user@10.0.0.5:6380/ (TLS).
+    redis_url: MaskedUrl;
+    /// File whose first line is the Redis password ([redis] password_file).
+    #[arg(value_name = "FILE")]
+    redis_password_file: PathBuf;
+    /// PEM file of the CA to trust for rediss:// ([redis] ca_file); when not set, the
+    /// system's store.
+    #[arg(value_name = "FILE")]
+    redis_ca_file: PathBuf;
+}
+
+impl std::fmt::Debug for Settings {
+    /// The names of the settings given, never their values.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given: Vec<&str> = self
+            .shown()
+            .into_iter()
+            .filter_map(|(k, v)| v.map(|_| k))
+            .collect();
+        f.debug_struct("Settings").field("given", &given).finish()
+    }
+}
+
+impl Settings {
+    /// `self` (a higher layer) over `lower`: every setting given here wins, and a secret
+    /// given here in any of its three forms (secret, secrets, secret_file) replaces the
+    /// others from below.
+    pub fn over(self, mut lower: Settings) -> Settings {
+        if self.secret.is_some() || self.secrets.is_some() || self.secret_file.is_some() {
+            lower.secret = None;
+            lower.secrets = None;
+            lower.secret_file = None;
+        }
+        self.or(lower)
+    }
+
+    /// What `--dev` starts from: loopback, the URL of development mode, its secret.
+    fn dev() -> Settings {
+        Settings {
+            url: Some(DEV_URL.into()),
+            secret: Some(Secret(DEV_SECRET.into())),
+            bind: Some("127.0.0.1".into()),
+            ..Settings::default()
+        }
+    }
+}
+
+/// A string setting that is never shown as it is: `Debug`, like the summary, shows
+/// [`Setting::show`].
+macro_rules! masked_string {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub String);
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                $name(s)
+            }
+        }
+
+        impl std::fmt::Debug for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(&self.show())
+            }
+        }
+    };
+}
+
+masked_string! {
+    /// A secret as given: shown only as given.
+    Secret
+}
+
+masked_string! {
+    /// A URL that may hold `user:password@`: shown through [`redact_url`].
+    MaskedUrl
+}
+
+/// How a setting's value is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Str,
+    Int,
+    Bool,
+    List,
+}
+
+impl Kind {
+    fn expected(self) -> &'static str {
+        match self {
+            Kind::Str => "a string (in quotes)",
+            Kind::Int => "an integer",
+            Kind::Bool => "true or false",
+            Kind::List => "a list of strings",
+        }
+    }
+
+    fn matches(self, v: &Value) -> bool {
+        match (self, v) {
+            (Kind::Str, Value::String(_))
+            | (Kind::Int, Value::Integer(_))
+            | (Kind::Bool, Value::Boolean(_)) => true,
+            (Kind::List, Value::Array(items)) => items.iter().all(Value::is_str),
+            _ => false,
+        }
+    }
+
+    /// An environment variable's text as a value of this kind: integers, booleans
+    /// (true/1/yes/on, false/0/no/off), comma-separated lists.
+    fn parse_env(self, text: String) -> Result<Value, &'static str> {
+        Ok(match self {
+            Kind::Str => Value::String(text),
+            Kind::Int => Value::Integer(text.trim().parse().map_err(|_| "an integer")?),
+            Kind::Bool => Value::Boolean(match text.trim() {
+                "true" | "1" | "yes" | "on" => true,
+                "false" | "0" | "no" | "off" => false,
+                _ => return Err("true or false"),
+            }),
+            Kind::List => Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(|s| Value::String(s.to_owned()))
+                    .collect(),
+            ),
+        })
+    }
+}
+
+/// The types a setting may have: how each is written, and how it is shown.
+trait Setting {
+    const KIND: Kind;
+    /// For `--help`'s `[default: X]` and the summary; never a secret.
+    fn show(&self) -> String;
+}
+
+/// [`Setting`] for each type: its kind, and how a value is shown.
+macro_rules! setting_types {
+    ($($ty:ty: $kind:ident, |$v:ident| $show:expr;)*) => {
+        $(impl Setting for $ty {
+            const KIND: Kind = Kind::$kind;
+            fn show(&self) -> String {
+                let $v = self;
+                $show
+            }
+        })*
+    };
+}
+
+setting_types! {
+    String: Str, |s| s.clone();
+    PathBuf: Str, |p| p.display().to_string();
+    i64: Int, |n| n.to_string();
+    bool: Bool, |b| b.to_string();
+    Vec<String>: List, |l| if l.is_empty() { "none".to_owned() } else { l.join(", ") };
+    Secret: Str, |_s| "(given, not shown)".to_owned();
+    Vec<Secret>: List, |l| format!("({} given, not shown)", l.len());
+    MaskedUrl: Str, |u| redact_url(&u.0);
+}
+
+/// Where a setting is written in the file: `(None, name)` at the top level, or
+/// `(Some(table), key)` for `<table>_<key>`.
+fn file_key(name: &'static str) -> (Option<&'static str>, &'static str) {
+    for table in TABLES {
+        if let Some(key) = name.strip_prefix(table).and_then(|r| r.strip_prefix('_')) {
+            return (Some(table), key);
+        }
+    }
+    (None, name)
+}
+
+/// The keys of the file's `table` (`None`: the top level), with their kinds.
+fn file_keys(table: Option<&str>) -> impl Iterator<Item = (&'static str, Kind)> + '_ {
+    KEYS.iter().filter_map(move |(name, kind)| {
+        let (t, key) = file_key(name);
+        (t == table).then_some((key, *kind))
+    })
+}
 
 /// A configuration error, with the setting and where it came from. Never holds a value.
 #[derive(Debug, thiserror::Error)]
@@ -52,123 +377,8 @@ pub enum Error {
     Setting(String),
 }
 
-/// How a setting's value is written.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Str,
-    Int,
-    Bool,
-    List,
-}
-
-impl Kind {
-    fn expected(self) -> &'static str {
-        match self {
-            Kind::Str => "a string (in quotes)",
-            Kind::Int => "an integer",
-            Kind::Bool => "true or false",
-            Kind::List => "a list of strings",
-        }
-    }
-
-    fn matches(self, v: &Value) -> bool {
-        match (self, v) {
-            (Kind::Str, Value::String(_))
-            | (Kind::Int, Value::Integer(_))
-            | (Kind::Bool, Value::Boolean(_)) => true,
-            (Kind::List, Value::Array(items)) => items.iter().all(Value::is_str),
-            _ => false,
-        }
-    }
-}
-
-/// Every top-level key, with its kind.
-const KEYS: &[(&str, Kind)] = &[
-    ("url", Kind::Str),
-    ("secret", Kind::Str),
-    ("secrets", Kind::List),
-    ("secret_file", Kind::Str),
-    ("proxyport", Kind::Int),
-    ("bind", Kind::Str),
-    ("accept_legacy_tokens", Kind::Bool),
-    ("allowed_origins", Kind::List),
-    ("max_message_bytes", Kind::Int),
-    ("messages_per_second", Kind::Int),
-    ("burst", Kind::Int),
-    ("bytes_per_second", Kind::Int),
-    ("burst_bytes", Kind::Int),
-    ("max_connections", Kind::Int),
-    ("max_connections_per_space", Kind::Int),
-    ("max_connections_per_token", Kind::Int),
-    ("max_connections_per_user", Kind::Int),
-    ("max_pending_handshakes", Kind::Int),
-    ("handshake_timeout_secs", Kind::Int),
-    ("idle_timeout_secs", Kind::Int),
-    ("ping_interval_secs", Kind::Int),
-    ("write_timeout_secs", Kind::Int),
-    ("outbound_queue", Kind::Int),
-    ("outbound_queue_bytes", Kind::Int),
-    ("metrics_bind", Kind::Str),
-    ("log_format", Kind::Str),
-    ("log_level", Kind::Str),
-    ("token_ttl_secs", Kind::Int),
-];
-
-/// The keys of `[redis]`; as environment variables and flags they are `redis_<key>`.
-const REDIS_KEYS: &[(&str, Kind)] = &[
-    ("url", Kind::Str),
-    ("password_file", Kind::Str),
-    ("ca_file", Kind::Str),
-];
-
-/// The settings as written, before validation (types already checked by `check_types`,
-/// so deserializing cannot fail on a well-typed table; a key in `KEYS` missing here
-/// fails loudly).
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    url: Option<String>,
-    secret: Option<String>,
-    secrets: Option<Vec<String>>,
-    secret_file: Option<PathBuf>,
-    proxyport: Option<i64>,
-    bind: Option<String>,
-    accept_legacy_tokens: Option<bool>,
-    allowed_origins: Option<Vec<String>>,
-    max_message_bytes: Option<i64>,
-    messages_per_second: Option<i64>,
-    burst: Option<i64>,
-    bytes_per_second: Option<i64>,
-    burst_bytes: Option<i64>,
-    max_connections: Option<i64>,
-    max_connections_per_space: Option<i64>,
-    max_connections_per_token: Option<i64>,
-    max_connections_per_user: Option<i64>,
-    max_pending_handshakes: Option<i64>,
-    handshake_timeout_secs: Option<i64>,
-    idle_timeout_secs: Option<i64>,
-    ping_interval_secs: Option<i64>,
-    write_timeout_secs: Option<i64>,
-    outbound_queue: Option<i64>,
-    outbound_queue_bytes: Option<i64>,
-    metrics_bind: Option<String>,
-    log_format: Option<String>,
-    log_level: Option<String>,
-    token_ttl_secs: Option<i64>,
-    redis: Option<RedisRaw>,
-}
-
-/// `[redis]`: the backplane between nodes.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedisRaw {
-    url: Option<String>,
-    password_file: Option<PathBuf>,
-    ca_file: Option<PathBuf>,
-}
-
 /// Log line format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum LogFormat {
     /// Human-readable lines.
     #[default]
@@ -176,7 +386,6 @@ pub enum LogFormat {
     /// One JSON object per line.
     Json,
 }
-
 /// Bounds on what clients may do.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
@@ -219,25 +428,9 @@ pub struct Limits {
 }
 
 impl Default for Limits {
+    /// The limits of [`Settings::defaults`].
     fn default() -> Self {
-        Limits {
-            max_message_bytes: 64 * 1024,
-            messages_per_second: 20,
-            burst: 40,
-            bytes_per_second: 64 * 1024,
-            burst_bytes: 256 * 1024,
-            max_connections: 19_000,
-            max_connections_per_space: 5_000,
-            max_connections_per_token: 8,
-            max_connections_per_user: 32,
-            max_pending_handshakes: 1024,
-            handshake_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            ping_interval: Duration::from_secs(25),
-            write_timeout: Duration::from_secs(10),
-            outbound_queue: 4096,
-            outbound_queue_bytes: 1024 * 1024,
-        }
+        limits(&Settings::default().in_force()).expect("the default limits are valid")
     }
 }
 
@@ -301,67 +494,78 @@ pub struct Config {
     pub dev: bool,
     /// Redis for the backplane between nodes, when configured.
     pub redis: Option<Redis>,
+    /// The settings in force (the layers over the defaults), for the summary.
+    settings: Settings,
+    /// `$CFG` as core reads it (the same as the extension).
+    site: Site,
 }
 
 impl Config {
     /// A configuration for tests and embedding: loopback, any free port, the given
     /// secret, metrics off, default limits.
     pub fn for_loopback(secret: &str) -> Result<Config, Error> {
-        let mut table = Table::new();
-        table.insert("url".into(), Value::String(DEV_URL.into()));
-        table.insert("secret".into(), Value::String(secret.into()));
-        table.insert("bind".into(), Value::String("127.0.0.1".into()));
-        table.insert("proxyport".into(), Value::Integer(0));
-        table.insert("metrics_bind".into(), Value::String("off".into()));
-        Config::from_table(table, false)
+        let settings = Settings {
+            url: Some(DEV_URL.into()),
+            secret: Some(Secret(secret.into())),
+            bind: Some("127.0.0.1".into()),
+            proxyport: Some(0),
+            metrics_bind: Some("off".into()),
+            ..Settings::default()
+        };
+        Config::from_settings(settings, false)
     }
 
     /// Loads the layers in order: `--dev` defaults, the file, the environment, flags.
     pub fn load(
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
-        flags: Table,
+        flags: Settings,
         dev: bool,
     ) -> Result<Config, Error> {
-        let mut table = Table::new();
-        if dev {
-            table.insert("url".into(), Value::String(DEV_URL.into()));
-            table.insert("secret".into(), Value::String(DEV_SECRET.into()));
-            table.insert("bind".into(), Value::String("127.0.0.1".into()));
-        }
+        let mut settings = if dev {
+            Settings::dev()
+        } else {
+            Settings::default()
+        };
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
                 path: path.to_owned(),
                 source,
             })?;
-            layer(&mut table, parse_toml(&text, &path.display().to_string())?);
+            settings = parse_toml(&text, &path.display().to_string())?.over(settings);
         }
-        layer(&mut table, env_table(env)?);
-        check_types(&flags, "flags", None)?;
-        layer(&mut table, flags);
-        Config::from_table(table, dev)
+        settings = env_settings(env)?.over(settings);
+        Config::from_settings(flags.over(settings), dev)
     }
 
     /// A configuration from TOML text alone (no environment, no flags), as a file would
-    /// give it (the config fuzz target feeds it).
+    /// give it: what the config fuzz target feeds.
     pub fn from_toml_str(text: &str) -> Result<Config, Error> {
-        Config::from_table(parse_toml(text, "configuration")?, false)
+        Config::from_settings(parse_toml(text, "configuration")?, false)
     }
 
-    fn from_table(table: Table, dev: bool) -> Result<Config, Error> {
-        check_types(&table, "configuration", None)?;
-        // Every type was checked above; this cannot fail, and if it did its message
-        // (which may quote a value) is not shown.
-        let raw = Raw::deserialize(Value::Table(table)).map_err(|_| Error::Invalid {
-            origin: "configuration".into(),
-            message: "a setting has the wrong type".into(),
-        })?;
-        validate(raw, dev)
+    fn from_settings(settings: Settings, dev: bool) -> Result<Config, Error> {
+        let settings = settings.or(Settings::defaults());
+        validate(settings.clone().in_force(), settings, dev)
+    }
+
+    /// The tokens this configuration mints and verifies: its secrets, with
+    /// `token_ttl_secs` and `accept_legacy_tokens`.
+    pub fn tokens(&self) -> Tokens {
+        Tokens::new(self.keyring.clone())
+            .with_ttl(self.token_ttl_secs)
+            .accept_legacy(self.accept_legacy)
+    }
+
+    /// The site's origin as `http(s)://host` (`wss` gives https): `token mint`'s
+    /// default wwwroot.
+    pub fn http_origin(&self) -> String {
+        self.site.http_origin().unwrap_or_default()
     }
 }
 
-/// Parses a file's text, and type-checks it so that errors can give the line.
-fn parse_toml(text: &str, origin: &str) -> Result<Table, Error> {
+/// A file's text as a layer: parsed, and type-checked so that errors can give the line.
+fn parse_toml(text: &str, origin: &str) -> Result<Settings, Error> {
     let table: Table = text.parse().map_err(|e: toml::de::Error| {
         let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
         let (line, column) = line_col(text, at);
@@ -376,8 +580,30 @@ fn parse_toml(text: &str, origin: &str) -> Result<Table, Error> {
             ),
         }
     })?;
-    check_types(&table, origin, Some(text))?;
-    Ok(table)
+    check_types(&table, origin, text)?;
+    // `[redis] url` is the setting `redis_url`.
+    let mut flat = Table::new();
+    for (key, value) in table {
+        match value {
+            Value::Table(inner) if TABLES.contains(&key.as_str()) => {
+                flat.extend(inner.into_iter().map(|(k, v)| (format!("{key}_{k}"), v)));
+            }
+            value => {
+                flat.insert(key, value);
+            }
+        }
+    }
+    settings_of(flat, origin)
+}
+
+/// A checked, flat table (every key a setting of the right kind) as a layer.
+fn settings_of(table: Table, origin: &str) -> Result<Settings, Error> {
+    // Every key and type was checked before; this cannot fail, and if it did its
+    // message (which may quote a value) is not shown.
+    Settings::deserialize(Value::Table(table)).map_err(|_| Error::Invalid {
+        origin: origin.to_owned(),
+        message: "a setting has the wrong type".into(),
+    })
 }
 
 /// 1-based line and column of a byte offset.
@@ -396,19 +622,23 @@ fn key_on_line(text: &str, line: usize) -> Option<&'static str> {
     known(key.trim())
 }
 
-/// The name of a setting, as `&'static str`, if `name` is one (`redis.url` style too).
+/// The file's key of a setting, as `&'static str`, if `name` is one (in a table, or
+/// dotted: `url`, `redis.url`).
 fn known(name: &str) -> Option<&'static str> {
-    let name = name.strip_prefix("redis.").unwrap_or(name);
     KEYS.iter()
-        .chain(REDIS_KEYS)
-        .map(|(k, _)| *k)
-        .find(|k| *k == name)
+        .map(|(k, _)| file_key(k))
+        .find_map(|(table, key)| {
+            let dotted = table.is_some_and(|t| {
+                name.strip_prefix(t).and_then(|r| r.strip_prefix('.')) == Some(key)
+            });
+            (name == key || dotted).then_some(key)
+        })
 }
 
 /// What is said of an unknown name: never the name itself (it could be a secret written
 /// where a key goes), but the setting it is a near miss of, if any (a typo).
-fn unknown(name: &str, settings: &[(&'static str, Kind)]) -> String {
-    match near_miss(name, settings.iter().map(|(k, _)| *k)) {
+fn unknown<'a>(name: &str, settings: impl IntoIterator<Item = &'a str>) -> String {
+    match near_miss(name, settings) {
         Some(k) => format!("unknown key (did you mean `{k}`?)"),
         None => "unknown key (not a setting: see packaging/tsugi-notifyd.toml)".to_owned(),
     }
@@ -441,35 +671,37 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The line where `key` is set, in `section` (`None`: the top level).
-fn line_of(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
-    let mut current: Option<String> = None;
-    for (i, l) in text.lines().enumerate() {
+/// Each `key = ...` line of a file's text: its number (from 1), its table (`None`: the
+/// top level) and its key.
+fn assignments(text: &str) -> impl Iterator<Item = (usize, Option<String>, &str)> {
+    let mut table = None;
+    text.lines().enumerate().filter_map(move |(i, l)| {
         let t = l.trim();
         if let Some(name) = t.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
-            current = Some(name.trim().to_owned());
-            continue;
+            table = Some(name.trim().to_owned());
+            return None;
         }
-        let Some((k, _)) = t.split_once('=') else {
-            continue;
-        };
-        let k = k.trim();
-        let here = current.as_deref() == section && k == key;
-        let dotted = section.is_some_and(|s| current.is_none() && k == format!("{s}.{key}"));
-        if here || dotted {
-            return Some(i + 1);
-        }
-    }
-    None
+        let (k, _) = t.split_once('=')?;
+        Some((i + 1, table.clone(), k.trim()))
+    })
 }
 
-/// Checks every key of a layer against its kind, so that an error names where the bad
-/// setting came from and never repeats its value.
-fn check_types(table: &Table, origin: &str, text: Option<&str>) -> Result<(), Error> {
-    let kinds: BTreeMap<&str, Kind> = KEYS.iter().copied().collect();
-    let redis_kinds: BTreeMap<&str, Kind> = REDIS_KEYS.iter().copied().collect();
-    let at = |section: Option<&str>, key: &str| {
-        text.and_then(|t| line_of(t, section, key))
+/// The line where `key` is set, in `section` (`None`: the top level).
+fn line_of(text: &str, section: Option<&str>, key: &str) -> Option<usize> {
+    assignments(text)
+        .find(|(_, current, k)| {
+            let here = current.as_deref() == section && *k == key;
+            let dotted = section.is_some_and(|s| current.is_none() && *k == format!("{s}.{key}"));
+            here || dotted
+        })
+        .map(|(line, ..)| line)
+}
+
+/// Checks every key of a file against its kind, so that an error names the file, the
+/// line and the key, and never repeats a value.
+fn check_types(table: &Table, origin: &str, text: &str) -> Result<(), Error> {
+    let at = |table: Option<&str>, key: &str| {
+        line_of(text, table, key)
             .map(|l| format!("line {l}: "))
             .unwrap_or_default()
     };
@@ -477,122 +709,64 @@ fn check_types(table: &Table, origin: &str, text: Option<&str>) -> Result<(), Er
         origin: origin.to_owned(),
         message,
     };
-    for (key, value) in table {
-        if key == "redis" {
-            let Value::Table(redis) = value else {
-                return Err(invalid(format!(
-                    "{}`redis` must be a table ([redis])",
-                    at(None, key)
-                )));
-            };
-            for (k, v) in redis {
-                let kind = redis_kinds.get(k.as_str()).ok_or_else(|| {
-                    invalid(format!(
-                        "{}[redis]: {}",
-                        at(Some("redis"), k),
-                        unknown(k, REDIS_KEYS)
-                    ))
-                })?;
-                if !kind.matches(v) {
-                    return Err(invalid(format!(
-                        "{}[redis] `{k}` must be {}",
-                        at(Some("redis"), k),
-                        kind.expected()
-                    )));
-                }
-            }
-            continue;
-        }
-        let kind = kinds
-            .get(key.as_str())
-            .ok_or_else(|| invalid(format!("{}{}", at(None, key), unknown(key, KEYS))))?;
-        if !kind.matches(value) {
+    let check = |table: Option<&str>, key: &str, value: &Value| {
+        let within = table.map(|t| format!("[{t}] ")).unwrap_or_default();
+        let Some((_, kind)) = file_keys(table).find(|(k, _)| *k == key) else {
+            let within = table.map(|t| format!("[{t}]: ")).unwrap_or_default();
+            let keys = file_keys(table).map(|(k, _)| k);
             return Err(invalid(format!(
-                "{}`{key}` must be {}",
-                at(None, key),
-                kind.expected()
+                "{}{within}{}",
+                at(table, key),
+                unknown(key, keys)
             )));
+        };
+        if kind.matches(value) {
+            Ok(())
+        } else {
+            Err(invalid(format!(
+                "{}{within}`{key}` must be {}",
+                at(table, key),
+                kind.expected()
+            )))
+        }
+    };
+    for (key, value) in table {
+        let Some(name) = TABLES.iter().find(|t| **t == key) else {
+            check(None, key, value)?;
+            continue;
+        };
+        let Value::Table(inner) = value else {
+            return Err(invalid(format!(
+                "{}`{key}` must be a table ([{key}])",
+                at(None, key)
+            )));
+        };
+        for (k, v) in inner {
+            check(Some(name), k, v)?;
         }
     }
     Ok(())
 }
 
-/// Overrides `base` with every key of `top`; a secret given in a higher layer in any
-/// of its three forms replaces the others from lower layers; `[redis]` keys merge.
-fn layer(base: &mut Table, top: Table) {
-    const SECRET_KEYS: [&str; 3] = ["secret", "secrets", "secret_file"];
-    if SECRET_KEYS.iter().any(|k| top.contains_key(*k)) {
-        for k in SECRET_KEYS {
-            base.remove(k);
-        }
-    }
-    for (k, v) in top {
-        match (base.get_mut(&k), v) {
-            (Some(Value::Table(b)), Value::Table(t)) if k == "redis" => b.extend(t),
-            (_, v) => {
-                base.insert(k, v);
-            }
-        }
-    }
-}
-
-/// `TSUGI_NOTIFY_<KEY>` variables as a layer.
-fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<Table, Error> {
-    let kinds: BTreeMap<&str, Kind> = KEYS.iter().copied().collect();
-    let redis_kinds: BTreeMap<&str, Kind> = REDIS_KEYS.iter().copied().collect();
+/// `TSUGI_NOTIFY_<KEY>` variables as a layer; a variable with the prefix that names no
+/// setting is an error that names the variable.
+fn env_settings(env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, Error> {
     let mut table = Table::new();
     for (name, value) in env {
         let Some(key) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
         let key = key.to_ascii_lowercase();
-        let kind = kinds
-            .get(key.as_str())
-            .or_else(|| key.strip_prefix("redis_").and_then(|k| redis_kinds.get(k)))
-            .copied()
-            .ok_or_else(|| Error::UnknownEnv(name.clone()))?;
-        let bad = |what: &str| Error::Invalid {
+        let Some((key, kind)) = KEYS.iter().find(|(k, _)| *k == key) else {
+            return Err(Error::UnknownEnv(name));
+        };
+        let value = kind.parse_env(value).map_err(|what| Error::Invalid {
             origin: format!("environment {name}"),
             message: format!("expected {what}"),
-        };
-        let parsed = match kind {
-            Kind::Str => Value::String(value),
-            Kind::Int => Value::Integer(value.trim().parse().map_err(|_| bad("an integer"))?),
-            Kind::Bool => Value::Boolean(match value.trim() {
-                "true" | "1" | "yes" | "on" => true,
-                "false" | "0" | "no" | "off" => false,
-                _ => return Err(bad("true or false")),
-            }),
-            Kind::List => Value::Array(
-                value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|s| !s.is_empty())
-                    .map(|s| Value::String(s.to_owned()))
-                    .collect(),
-            ),
-        };
-        insert_key(&mut table, key, parsed);
+        })?;
+        table.insert((*key).to_owned(), value);
     }
-    check_types(&table, "environment", None)?;
-    Ok(table)
-}
-
-/// Inserts a flat key; `redis_<key>` goes to `[redis] <key>`.
-pub(crate) fn insert_key(table: &mut Table, key: String, value: Value) {
-    match key.strip_prefix("redis_") {
-        Some(sub) => {
-            let redis = table
-                .entry("redis")
-                .or_insert_with(|| Value::Table(Table::new()));
-            if let Value::Table(t) = redis {
-                t.insert(sub.to_owned(), value);
-            }
-        }
-        None => {
-            table.insert(key, value);
-        }
-    }
+    settings_of(table, "environment")
 }
 
 /// One secret per non-empty line, byte for byte (a secret may start with `#`); only a
@@ -610,22 +784,13 @@ fn read_secret_file(path: &Path) -> Result<Vec<String>, Error> {
         .collect())
 }
 
-/// A whole number in `min..=max`, or `default` when not given.
-fn int<T: TryFrom<i64> + Copy>(
-    name: &str,
-    value: Option<i64>,
-    default: T,
-    min: i64,
-    max: i64,
-) -> Result<T, Error> {
-    match value {
-        None => Ok(default),
-        Some(v) if v < min || v > max => Err(Error::Setting(format!(
-            "{name} must be between {min} and {max}"
-        ))),
-        Some(v) => T::try_from(v)
-            .map_err(|_| Error::Setting(format!("{name} must be between {min} and {max}"))),
+/// A whole number in `min..=max`.
+fn int<T: TryFrom<i64>>(name: &str, value: i64, min: i64, max: i64) -> Result<T, Error> {
+    let out_of_range = || Error::Setting(format!("{name} must be between {min} and {max}"));
+    if value < min || value > max {
+        return Err(out_of_range());
     }
+    T::try_from(value).map_err(|_| out_of_range())
 }
 
 /// Reads a file's bytes for a setting.
@@ -636,181 +801,143 @@ fn read_file(path: &Path) -> Result<Vec<u8>, Error> {
     })
 }
 
-fn validate(raw: Raw, dev: bool) -> Result<Config, Error> {
-    let setting = |m: String| Error::Setting(m);
-    let url_text = raw
+fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Error> {
+    let setting = |m: &str| Error::Setting(m.to_owned());
+    let url = v
         .url
-        .ok_or_else(|| setting("url is required (the same value as $CFG->websocket_url)".into()))?;
-    let url = WebsocketUrl::parse(&url_text).ok_or_else(|| {
-        setting("url must be a ws:// or wss:// URL with a host, as $CFG->websocket_url".into())
-    })?;
-    let secrets = match (raw.secret, raw.secrets, raw.secret_file) {
-        (Some(s), None, None) => vec![s],
-        (None, Some(list), None) => list,
+        .take()
+        .ok_or_else(|| setting("url is required (the same value as $CFG->websocket_url)"))?;
+    let secrets = match (v.secret.take(), v.secrets.take(), v.secret_file.take()) {
+        (Some(s), None, None) => vec![s.0],
+        (None, Some(list), None) => list.into_iter().map(|s| s.0).collect(),
         (None, None, Some(path)) => read_secret_file(&path)?,
         (None, None, None) => {
             return Err(setting(
-                "a secret is required: secret, secrets or secret_file ($CFG->websocket_secret)"
-                    .into(),
+                "a secret is required: secret, secrets or secret_file ($CFG->websocket_secret)",
             ))
         }
-        _ => {
-            return Err(setting(
-                "give only one of secret, secrets and secret_file".into(),
-            ))
-        }
+        _ => return Err(setting("give only one of secret, secrets and secret_file")),
     };
     let keyring = Keyring::new(&secrets)
-        .map_err(|_| setting("secrets must be non-empty (and at least one given)".into()))?;
-    let bind = match raw.bind.as_deref() {
-        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-        Some(b) => b.parse().map_err(|_| {
-            setting("bind must be an IP address such as 0.0.0.0, 127.0.0.1 or ::".into())
-        })?,
+        .map_err(|_| setting("secrets must be non-empty (and at least one given)"))?;
+    let bind: IpAddr = v
+        .bind
+        .parse()
+        .map_err(|_| setting("bind must be an IP address such as 0.0.0.0, 127.0.0.1 or ::"))?;
+    let proxyport = v
+        .proxyport
+        .map(|p| int::<u16>("proxyport", p, 0, 65_535))
+        .transpose()?;
+    let ttl = int::<i64>("token_ttl_secs", v.token_ttl_secs, 0, i64::MAX)?;
+    // $CFG semantics (the URL, its port, proxyport, the token lifetime, the legacy
+    // switch) are core's, as the PHP extension has them.
+    let site = Site::new(Some(&url), Some(keyring))
+        .with_proxyport(proxyport.map(i64::from))
+        .with_ttl(Some(ttl))
+        .with_accept_legacy(v.accept_legacy_tokens);
+    let (Some(url), Some(tokens)) = (site.url(), site.tokens()) else {
+        return Err(setting(
+            "url must be a ws:// or wss:// URL with a host, as $CFG->websocket_url",
+        ));
     };
-    let port = int("proxyport", raw.proxyport, url.port(), 0, 65_535)?;
-    let d = Limits::default();
-    const BIG: i64 = i32::MAX as i64;
-    let secs = |name: &str, v: Option<i64>, default: Duration| {
-        int(name, v, default.as_secs(), 1, 86_400).map(Duration::from_secs)
-    };
-    let limits = Limits {
-        max_message_bytes: int(
-            "max_message_bytes",
-            raw.max_message_bytes,
-            d.max_message_bytes,
-            1,
-            MAX_MESSAGE_BYTES_LIMIT as i64,
-        )?,
-        messages_per_second: int(
-            "messages_per_second",
-            raw.messages_per_second,
-            d.messages_per_second,
-            1,
-            BIG,
-        )?,
-        burst: int("burst", raw.burst, d.burst, 1, BIG)?,
-        bytes_per_second: int(
-            "bytes_per_second",
-            raw.bytes_per_second,
-            d.bytes_per_second,
-            1,
-            BIG,
-        )?,
-        burst_bytes: int("burst_bytes", raw.burst_bytes, d.burst_bytes, 1, BIG)?,
-        max_connections: int(
-            "max_connections",
-            raw.max_connections,
-            d.max_connections,
-            1,
-            BIG,
-        )?,
-        max_connections_per_space: int(
-            "max_connections_per_space",
-            raw.max_connections_per_space,
-            d.max_connections_per_space,
-            1,
-            BIG,
-        )?,
-        max_connections_per_token: int(
-            "max_connections_per_token",
-            raw.max_connections_per_token,
-            d.max_connections_per_token,
-            1,
-            BIG,
-        )?,
-        max_connections_per_user: int(
-            "max_connections_per_user",
-            raw.max_connections_per_user,
-            d.max_connections_per_user,
-            1,
-            BIG,
-        )?,
-        max_pending_handshakes: int(
-            "max_pending_handshakes",
-            raw.max_pending_handshakes,
-            d.max_pending_handshakes,
-            1,
-            BIG,
-        )?,
-        handshake_timeout: secs(
-            "handshake_timeout_secs",
-            raw.handshake_timeout_secs,
-            d.handshake_timeout,
-        )?,
-        idle_timeout: secs("idle_timeout_secs", raw.idle_timeout_secs, d.idle_timeout)?,
-        ping_interval: secs(
-            "ping_interval_secs",
-            raw.ping_interval_secs,
-            d.ping_interval,
-        )?,
-        write_timeout: secs(
-            "write_timeout_secs",
-            raw.write_timeout_secs,
-            d.write_timeout,
-        )?,
-        outbound_queue: int(
-            "outbound_queue",
-            raw.outbound_queue,
-            d.outbound_queue,
-            1,
-            BIG,
-        )?,
-        outbound_queue_bytes: int(
-            "outbound_queue_bytes",
-            raw.outbound_queue_bytes,
-            d.outbound_queue_bytes,
-            1,
-            BIG,
-        )?,
-    };
-    check_limits(&limits)?;
-    let metrics_bind = match raw.metrics_bind.as_deref() {
-        None => Some(SocketAddr::from(([127, 0, 0, 1], 9102))),
-        Some("" | "off") => None,
-        Some(addr) => Some(addr.parse().map_err(|_| {
-            setting("metrics_bind must be an address such as 127.0.0.1:9102, or \"off\"".into())
+    let limits = limits(&v)?;
+    let metrics_bind = match v.metrics_bind.as_str() {
+        "" | "off" => None,
+        addr => Some(addr.parse().map_err(|_| {
+            setting("metrics_bind must be an address such as 127.0.0.1:9102, or \"off\"")
         })?),
     };
-    let log_format = match raw.log_format.as_deref() {
-        None | Some("text") => LogFormat::Text,
-        Some("json") => LogFormat::Json,
-        Some(_) => return Err(setting("log_format must be \"text\" or \"json\"".into())),
+    let log_format = match v.log_format.as_str() {
+        "text" => LogFormat::Text,
+        "json" => LogFormat::Json,
+        _ => return Err(setting("log_format must be \"text\" or \"json\"")),
     };
-    let log_level = raw.log_level.unwrap_or_else(|| "info".into());
-    if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+    if tracing_subscriber::EnvFilter::try_new(&v.log_level).is_err() {
         return Err(setting(
-            "log_level must be a log filter such as info, debug or tsugi_notifyd=debug".into(),
+            "log_level must be a log filter such as info, debug or tsugi_notifyd=debug",
         ));
     }
-    let allowed_origins = raw
+    let allowed_origins = v
         .allowed_origins
-        .unwrap_or_default()
         .into_iter()
         .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
         .collect();
     Ok(Config {
-        url,
-        listen: SocketAddr::new(bind, port),
-        keyring,
-        accept_legacy: raw.accept_legacy_tokens.unwrap_or(true),
+        url: url.clone(),
+        listen: SocketAddr::new(bind, listen_port(&site, proxyport)),
+        keyring: tokens.keyring().clone(),
+        accept_legacy: site.accepts_legacy(),
         allowed_origins,
         limits,
         metrics_bind,
         log_format,
-        log_level,
-        token_ttl_secs: int("token_ttl_secs", raw.token_ttl_secs, 86_400, 0, i64::MAX)?,
+        log_level: v.log_level,
+        token_ttl_secs: site.ttl(),
         dev,
-        redis: redis_settings(raw.redis)?,
+        redis: redis_settings(v.redis_url, v.redis_password_file, v.redis_ca_file)?,
+        settings,
+        site,
     })
+}
+
+/// The port to listen on: `Site`'s (proxyport when set, else the URL's), except that
+/// `proxyport = 0` means any free port (tests and embedding bind so), which `Site` takes
+/// for "not set".
+fn listen_port(site: &Site, proxyport: Option<u16>) -> u16 {
+    match proxyport {
+        Some(0) => 0,
+        _ => site.listen_port().unwrap_or(0),
+    }
+}
+
+/// The client bounds, each in its range, and agreeing with each other.
+fn limits(v: &Values) -> Result<Limits, Error> {
+    const BIG: i64 = i32::MAX as i64;
+    // A count of at least 1, or seconds from 1 to a day, named after its setting.
+    macro_rules! count {
+        ($key:ident, $max:expr) => {
+            int(stringify!($key), v.$key, 1, $max)?
+        };
+        ($key:ident) => {
+            count!($key, BIG)
+        };
+    }
+    macro_rules! secs {
+        ($key:ident) => {
+            Duration::from_secs(count!($key, 86_400))
+        };
+    }
+    let limits = Limits {
+        max_message_bytes: count!(max_message_bytes, MAX_MESSAGE_BYTES_LIMIT as i64),
+        messages_per_second: count!(messages_per_second),
+        burst: count!(burst),
+        bytes_per_second: count!(bytes_per_second),
+        burst_bytes: count!(burst_bytes),
+        max_connections: count!(max_connections),
+        max_connections_per_space: count!(max_connections_per_space),
+        max_connections_per_token: count!(max_connections_per_token),
+        max_connections_per_user: count!(max_connections_per_user),
+        max_pending_handshakes: count!(max_pending_handshakes),
+        handshake_timeout: secs!(handshake_timeout_secs),
+        idle_timeout: secs!(idle_timeout_secs),
+        ping_interval: secs!(ping_interval_secs),
+        write_timeout: secs!(write_timeout_secs),
+        outbound_queue: count!(outbound_queue),
+        outbound_queue_bytes: count!(outbound_queue_bytes),
+    };
+    check_limits(&limits)?;
+    Ok(limits)
 }
 
 /// `[redis]`: the URL's scheme, and the files read now so that a bad path fails at
 /// start (and in `--check-config`), not at the first reconnect.
-fn redis_settings(raw: Option<RedisRaw>) -> Result<Option<Redis>, Error> {
-    let Some(raw) = raw else { return Ok(None) };
-    let Some(url) = raw.url.filter(|u| !u.is_empty()) else {
-        if raw.password_file.is_some() || raw.ca_file.is_some() {
+fn redis_settings(
+    url: Option<MaskedUrl>,
+    password_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
+) -> Result<Option<Redis>, Error> {
+    let Some(url) = url.map(|u| u.0).filter(|u| !u.is_empty()) else {
+        if password_file.is_some() || ca_file.is_some() {
             return Err(Error::Setting(
                 "[redis] password_file and ca_file need [redis] url".into(),
             ));
@@ -829,7 +956,7 @@ fn redis_settings(raw: Option<RedisRaw>) -> Result<Option<Redis>, Error> {
                 .into(),
         ));
     }
-    let password = match raw.password_file {
+    let password = match password_file {
         Some(path) => {
             let text = String::from_utf8(read_file(&path)?)
                 .map_err(|_| Error::Setting("[redis] password_file must hold UTF-8 text".into()))?;
@@ -843,7 +970,7 @@ fn redis_settings(raw: Option<RedisRaw>) -> Result<Option<Redis>, Error> {
         }
         None => None,
     };
-    let ca_pem = match raw.ca_file {
+    let ca_pem = match ca_file {
         Some(_) if !tls => {
             return Err(Error::Setting(
                 "[redis] ca_file is for rediss:// (TLS) URLs".into(),
@@ -905,81 +1032,36 @@ fn check_limits(l: &Limits) -> Result<(), Error> {
 }
 
 impl Config {
-    /// What `--check-config` prints: every setting in force, no secret.
+    /// What `--check-config` prints: what the daemon makes of the settings (where it
+    /// listens, the URL, how many secrets), then every setting with its value in force.
+    /// No secret is shown: a secret only as given, a Redis URL through [`redact_url`].
     pub fn summary(&self) -> String {
-        let l = &self.limits;
-        let origins = if self.allowed_origins.is_empty() {
-            "any".to_owned()
-        } else {
-            self.allowed_origins.join(", ")
-        };
-        let redis = match &self.redis {
-            None => "off (one node)".to_owned(),
-            Some(r) => format!(
-                "{}{}{}",
-                redact_url(&r.url),
-                if r.password.is_some() {
-                    ", password from file"
-                } else {
-                    ""
-                },
-                if r.ca_pem.is_some() {
-                    ", own CA file"
-                } else {
-                    ""
-                }
+        let url = &self.url;
+        let scheme = if url.is_secure() { "wss" } else { "ws" };
+        let mut lines = vec![
+            ("listen".to_owned(), self.listen.to_string()),
+            (
+                "websocket url".to_owned(),
+                format!("{scheme}://{}:{}{}", url.host(), url.port(), url.path()),
             ),
-        };
-        format!(
-            "url                       {}://{}:{}{}\n\
-             listen                    {}\n\
-             secrets                   {} configured\n\
-             accept_legacy_tokens      {}\n\
-             allowed_origins           {}\n\
-             max_message_bytes         {}\n\
-             messages_per_second       {} (burst {})\n\
-             bytes_per_second          {} (burst_bytes {})\n\
-             max_connections           {} ({} per space, {} per token, {} per user)\n\
-             max_pending_handshakes    {}\n\
-             handshake_timeout_secs    {}\n\
-             idle_timeout_secs         {} (ping every {} s)\n\
-             write_timeout_secs        {}\n\
-             outbound_queue            {} messages, {} bytes\n\
-             metrics_bind              {}\n\
-             log                       {:?} {}\n\
-             redis                     {}\n\
-             dev                       {}",
-            if self.url.is_secure() { "wss" } else { "ws" },
-            self.url.host(),
-            self.url.port(),
-            self.url.path(),
-            self.listen,
-            self.keyring.len(),
-            self.accept_legacy,
-            origins,
-            l.max_message_bytes,
-            l.messages_per_second,
-            l.burst,
-            l.bytes_per_second,
-            l.burst_bytes,
-            l.max_connections,
-            l.max_connections_per_space,
-            l.max_connections_per_token,
-            l.max_connections_per_user,
-            l.max_pending_handshakes,
-            l.handshake_timeout.as_secs(),
-            l.idle_timeout.as_secs(),
-            l.ping_interval.as_secs(),
-            l.write_timeout.as_secs(),
-            l.outbound_queue,
-            l.outbound_queue_bytes,
-            self.metrics_bind
-                .map_or("off".to_owned(), |a| a.to_string()),
-            self.log_format,
-            self.log_level,
-            redis,
-            self.dev,
-        )
+            (
+                "secrets in use".to_owned(),
+                format!("{} configured", self.keyring.len()),
+            ),
+            ("dev".to_owned(), self.dev.to_string()),
+        ];
+        for (name, value) in self.settings.shown() {
+            let name = match file_key(name) {
+                (Some(table), key) => format!("{table}.{key}"),
+                (None, key) => key.to_owned(),
+            };
+            lines.push((name, value.unwrap_or_else(|| "(not set)".to_owned())));
+        }
+        lines
+            .iter()
+            .map(|(name, value)| format!("{name:<25} {value}"))
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 }
 
@@ -987,16 +1069,22 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn flags(pairs: &[(&str, Value)]) -> Table {
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .map(|(k, v)| (format!("{ENV_PREFIX}{k}"), (*v).to_owned()))
             .collect()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("notifyd-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
     }
 
     #[test]
     fn dev_defaults() {
-        let c = Config::load(None, [], Table::new(), true).unwrap();
+        let c = Config::load(None, [], Settings::default(), true).unwrap();
         assert_eq!(c.listen, "127.0.0.1:2021".parse().unwrap());
         assert!(c.dev);
         assert_eq!(c.limits.max_message_bytes, 65536);
@@ -1021,7 +1109,10 @@ mod tests {
         let c = Config::load(
             Some(&file),
             env,
-            flags(&[("proxyport", Value::Integer(4000))]),
+            Settings {
+                proxyport: Some(4000),
+                ..Settings::default()
+            },
             false,
         )
         .unwrap();
@@ -1036,12 +1127,14 @@ mod tests {
         let e = Config::load(
             None,
             [("TSUGI_NOTIFY_BRUST".to_owned(), "1".to_owned())],
-            Table::new(),
+            Settings::default(),
             true,
         )
         .unwrap_err();
         assert!(e.to_string().contains("TSUGI_NOTIFY_BRUST"), "{e}");
-        let e = Config::load(None, [], flags(&[("brust", Value::Integer(1))]), true).unwrap_err();
+        // (An unknown flag is clap's, and main's error suggests the near miss.)
+        let e =
+            Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\nbrust = 1\n").unwrap_err();
         assert!(e.to_string().contains("did you mean `burst`"), "{e}");
         // Whatever starts like a key is still not repeated.
         let e = Config::from_toml_str("url = \"ws://h:1\"\nurlc2VjcmV0 = 1\nsecret = \"s\"\n")
@@ -1119,13 +1212,242 @@ mod tests {
         assert!(e.contains("did you mean `secret`"), "{e}");
     }
 
+    /// Every `key = value` line of the example file, commented out or not, with its
+    /// table (`# [redis]` opens one too).
+    fn example_keys(text: &str) -> Vec<(Option<String>, String)> {
+        let uncommented: String = text
+            .lines()
+            .map(|l| format!("{}\n", l.trim_start_matches('#')))
+            .collect();
+        assignments(&uncommented)
+            .filter(|(_, _, k)| {
+                !k.is_empty() && k.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+            })
+            .map(|(_, table, key)| (table, key.to_owned()))
+            .collect()
+    }
+
+    /// What the example file gets wrong: a key the daemon does not know (set or
+    /// commented out), a setting it does not document, a default it misstates.
+    fn example_problems(text: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let documented = example_keys(text);
+        for (table, key) in &documented {
+            if !file_keys(table.as_deref()).any(|(k, _)| k == key) {
+                problems.push(format!("`{key}` in {table:?} is not a setting"));
+            }
+        }
+        let given: std::collections::BTreeMap<_, _> = match parse_toml(text, "example") {
+            Ok(file) => file.shown().into_iter().collect(),
+            Err(e) => return vec![e.to_string()],
+        };
+        for (name, default) in Settings::defaults().shown() {
+            let (table, key) = file_key(name);
+            if !documented
+                .iter()
+                .any(|(t, k)| t.as_deref() == table && k == key)
+            {
+                problems.push(format!("`{name}` is not documented"));
+            }
+            if default.is_some() && given[name] != default {
+                problems.push(format!("`{name}` is not set to its default"));
+            }
+        }
+        problems
+    }
+
     #[test]
-    fn the_example_config_documents_the_real_defaults() {
+    fn the_example_config_documents_every_key_with_its_real_default() {
         let text = include_str!("../../../packaging/tsugi-notifyd.toml");
+        assert_eq!(example_problems(text), Vec::<String>::new());
         let c = Config::from_toml_str(&format!("secret = \"s\"\n{text}")).unwrap();
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.token_ttl_secs, 86_400);
+        assert_eq!(c.token_ttl_secs, DEFAULT_TTL_SECS);
         assert!(c.accept_legacy);
+        // The check sees each way of going wrong.
+        for (from, to) in [
+            ("burst = 40", "burst = 41"),
+            ("burst = 40", "# burst = 40"),
+            ("bind = \"0.0.0.0\"\n", ""),
+            ("# ca_file = ", "# ca_path = "),
+            ("# secret = ", "# secert = "),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let wrong = text.replacen(from, to, 1);
+            assert!(!example_problems(&wrong).is_empty(), "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn every_setting_is_one_of_each_layer() {
+        // The file (tables included), the environment and the flags take every key.
+        for (name, kind) in KEYS {
+            let (table, key) = file_key(name);
+            let value = match kind {
+                Kind::Str => "\"x\"",
+                Kind::Int => "1",
+                Kind::Bool => "true",
+                Kind::List => "[\"x\"]",
+            };
+            let text = match table {
+                Some(t) => format!("[{t}]\n{key} = {value}\n"),
+                None => format!("{key} = {value}\n"),
+            };
+            let layer = parse_toml(&text, "t").unwrap_or_else(|e| panic!("{name}: {e}"));
+            let shown = layer.shown();
+            assert!(
+                shown.iter().any(|(k, v)| k == name && v.is_some()),
+                "{name}"
+            );
+            let text = match kind {
+                Kind::Str => "x",
+                Kind::Int => "1",
+                Kind::Bool => "on",
+                Kind::List => "x,y",
+            };
+            let upper = name.to_ascii_uppercase();
+            let layer = env_settings(env(&[(&upper, text)])).unwrap();
+            assert!(layer.shown().iter().any(|(k, v)| k == name && v.is_some()));
+        }
+    }
+
+    #[test]
+    fn env_values_by_kind() {
+        let base = env(&[("URL", "ws://h:1"), ("SECRETS", "a, b,,c")]);
+        for (var, yes) in [
+            ("1", true),
+            ("yes", true),
+            ("on", true),
+            ("off", false),
+            ("0", false),
+            ("no", false),
+        ] {
+            let mut vars = base.clone();
+            vars.extend(env(&[("ACCEPT_LEGACY_TOKENS", var), ("BURST", " 9 ")]));
+            vars.extend(env(&[(
+                "ALLOWED_ORIGINS",
+                "https://A.example/,https://b.example",
+            )]));
+            let c = Config::load(None, vars, Settings::default(), false).unwrap();
+            assert_eq!(c.accept_legacy, yes, "{var}");
+            assert_eq!(c.keyring.len(), 3);
+            assert_eq!(c.limits.burst, 9);
+            assert_eq!(
+                c.allowed_origins,
+                ["https://a.example", "https://b.example"]
+            );
+        }
+        for (var, value) in [("BURST", "many"), ("ACCEPT_LEGACY_TOKENS", "maybe-hunter2")] {
+            let mut vars = base.clone();
+            vars.extend(env(&[(var, value)]));
+            let e = Config::load(None, vars, Settings::default(), false)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("TSUGI_NOTIFY_{var}")) && !e.contains(value),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_secret_from_a_higher_layer_replaces_every_form_below_and_redis_merges() {
+        let dir = temp_dir("layers");
+        let file = dir.join("c.toml");
+        let password = dir.join("pw");
+        std::fs::write(&password, "pw\n").unwrap();
+        std::fs::write(
+            &file,
+            "url = \"ws://h:2021\"\nsecrets = [\"f1\", \"f2\"]\n[redis]\nurl = \"redis://h/\"\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("SECRET", "e"),
+            ("REDIS_PASSWORD_FILE", password.to_str().unwrap()),
+        ]);
+        let c = Config::load(Some(&file), vars.clone(), Settings::default(), false).unwrap();
+        assert_eq!(
+            c.keyring.len(),
+            1,
+            "the environment's secret replaced the file's"
+        );
+        let redis = c.redis.unwrap();
+        assert_eq!(
+            (redis.url.as_str(), redis.password.as_deref()),
+            ("redis://h/", Some("pw"))
+        );
+        let flags = Settings {
+            secret_file: Some(password.clone()),
+            ..Settings::default()
+        };
+        let c = Config::load(Some(&file), vars, flags, true).unwrap();
+        assert_eq!(c.keyring.len(), 1);
+        assert_eq!(c.listen.port(), 2021, "the file's url over --dev's");
+        // Within one layer, two forms are still refused.
+        let e = Config::load(
+            None,
+            env(&[("URL", "ws://h:1"), ("SECRET", "a"), ("SECRETS", "b")]),
+            Settings::default(),
+            true,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("only one"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn site_semantics_proxyport_ttl_and_origin() {
+        let base = "url = \"wss://h.example/socket\"\nsecret = \"s\"\n";
+        let c = Config::from_toml_str(base).unwrap();
+        assert_eq!(c.listen.port(), 443);
+        assert_eq!(c.http_origin(), "https://h.example");
+        assert_eq!(c.token_ttl_secs, DEFAULT_TTL_SECS);
+        let c = Config::from_toml_str(&format!("{base}proxyport = 2021\ntoken_ttl_secs = 0\n"))
+            .unwrap();
+        assert_eq!((c.listen.port(), c.token_ttl_secs), (2021, 0));
+        assert_eq!(c.tokens().ttl(), 0);
+        // 0: any free port (Site would take it for "not set").
+        let c = Config::from_toml_str(&format!("{base}proxyport = 0\n")).unwrap();
+        assert_eq!(c.listen.port(), 0);
+        let c = Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
+        assert_eq!(c.http_origin(), "http://h");
+    }
+
+    #[test]
+    fn the_summary_shows_every_setting_in_force_and_no_secret() {
+        let dir = temp_dir("summary");
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "url = \"ws://h:2021\"\nsecrets = [\"hunter2-A\", \"hunter2-B\"]\n",
+        )
+        .unwrap();
+        let vars = env(&[
+            ("REDIS_URL", "redis://u:hunter2-C@10.0.0.5/"),
+            ("BURST", "7"),
+        ]);
+        let c = Config::load(Some(&file), vars, Settings::default(), false).unwrap();
+        let s = c.summary();
+        assert!(!s.contains("hunter2"), "{s}");
+        for line in [
+            "listen                    0.0.0.0:2021",
+            "secrets in use            2 configured",
+            "burst                     7",
+            "messages_per_second       20",
+            "redis.url                 redis://MASKED@10.0.0.5/",
+            "secret_file               (not set)",
+        ] {
+            assert!(s.lines().any(|l| l == line), "{line:?} in\n{s}");
+        }
+        for (name, _) in KEYS {
+            let (table, key) = file_key(name);
+            let shown = table.map_or(key.to_owned(), |t| format!("{t}.{key}"));
+            assert!(
+                s.lines().any(|l| l.split(' ').next() == Some(&shown)),
+                "{name}"
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -1179,7 +1501,7 @@ mod tests {
                 "TSUGI_NOTIFY_REDIS_URL".to_owned(),
                 "rediss://h:6380/".to_owned(),
             )],
-            Table::new(),
+            Settings::default(),
             true,
         )
         .unwrap();

@@ -2,21 +2,20 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 use tsugi_notifyd::cli::Cli;
 use tsugi_notifyd::{shutdown, systemd, Config, LogFormat, Server};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match tsugi_notifyd::cli::parse() {
         Ok(cli) => cli,
         Err(e) => return command_line_error(&e),
     };
     let config = match Config::load(
         cli.config.as_deref(),
         std::env::vars(),
-        cli.settings.to_table(),
+        cli.settings.clone(),
         cli.dev,
     ) {
         Ok(c) => c,

@@ -56,7 +56,7 @@ impl Node {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Self>, Error> {
-        let tokens = Tokens::new(config.keyring.clone()).accept_legacy(config.accept_legacy);
+        let tokens = config.tokens();
         let hub = Arc::new(Hub::new(
             config.limits.max_connections_per_space,
             metrics.clone(),

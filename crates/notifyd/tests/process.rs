@@ -191,7 +191,8 @@ fn check_config_accepts_the_documented_file_and_names_bad_keys() {
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(
-        out.contains("(burst 7)") && out.contains("outbound_queue            640"),
+        out.contains("\nburst                     7\n")
+            && out.contains("\noutbound_queue            640\n"),
         "{out}"
     );
     let out = Command::new(BIN)
