@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -110,43 +109,9 @@ async fn randomized_isolation_exactly_once() {
         let ws = connect(server.addr, &t, Some(&room)).await;
         clients.push(((site, link, room), ws));
     }
-    let per_client = 100;
     // Everyone sends; each message names its sender and number.
-    for (i, (_, ws)) in clients.iter_mut().enumerate() {
-        for k in 0..per_client {
-            ws.feed(Message::text(format!("{i}:{k}"))).await.unwrap();
-        }
-        ws.flush().await.unwrap();
-    }
-    let groups: Vec<_> = clients.iter().map(|(g, _)| g.clone()).collect();
-    let mut leaks = 0;
-    for (i, (group, ws)) in clients.iter_mut().enumerate() {
-        let expected: HashSet<String> = groups
-            .iter()
-            .enumerate()
-            .filter(|(j, g)| *j != i && *g == group)
-            .flat_map(|(j, _)| (0..per_client).map(move |k| format!("{j}:{k}")))
-            .collect();
-        let mut got: HashMap<String, usize> = HashMap::new();
-        while got.len() < expected.len() {
-            let Some(Message::Text(t)) = recv_within(ws, Duration::from_secs(5)).await else {
-                break;
-            };
-            *got.entry(t.to_string()).or_default() += 1;
-        }
-        // Nothing more arrives after the expected set.
-        if let Some(extra) = recv_within(ws, Duration::from_millis(100)).await {
-            panic!("client {i} got an extra message {extra:?}");
-        }
-        for (m, n) in &got {
-            assert_eq!(*n, 1, "client {i} got {m} {n} times");
-            if !expected.contains(m) {
-                leaks += 1;
-            }
-        }
-        assert_eq!(got.len(), expected.len(), "client {i} missed messages");
-    }
-    assert_eq!(leaks, 0);
+    let (groups, mut sockets): (Vec<_>, Vec<_>) = clients.into_iter().unzip();
+    exactly_once_in_groups(&groups, &mut sockets, 100).await;
 }
 
 #[tokio::test]

@@ -4,6 +4,7 @@
 //! tests (tests/cross.rs, tests/cluster.rs) use them too, through `#[path]`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -221,6 +222,45 @@ pub fn metric(metrics: &Metrics, row: &str) -> u64 {
 
 pub async fn send(ws: &mut Ws, m: Message) {
     ws.send(m).await.unwrap();
+}
+
+/// Client `i` (socket `i`, in group `groups[i]`) sends `per` messages `i:k`; then each
+/// must receive every message of the other members of its group exactly once, and
+/// nothing else: no echo, no leak from another group, no duplicate.
+pub async fn exactly_once_in_groups<G: PartialEq>(groups: &[G], sockets: &mut [Ws], per: usize) {
+    assert_eq!(groups.len(), sockets.len());
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        for k in 0..per {
+            ws.feed(Message::text(format!("{i}:{k}"))).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let expected: HashSet<String> = groups
+            .iter()
+            .enumerate()
+            .filter(|(j, g)| *j != i && *g == &groups[i])
+            .flat_map(|(j, _)| (0..per).map(move |k| format!("{j}:{k}")))
+            .collect();
+        let mut got: HashMap<String, usize> = HashMap::new();
+        while got.len() < expected.len() {
+            let Some(m) = next_text(ws, Duration::from_secs(5)).await else {
+                break;
+            };
+            *got.entry(m).or_default() += 1;
+        }
+        // Nothing more arrives after the expected set.
+        if let Some(extra) = recv_within(ws, Duration::from_millis(100)).await {
+            panic!("client {i} got an extra message {extra:?}");
+        }
+        for (m, n) in &got {
+            assert_eq!(*n, 1, "client {i} got {m} {n} times");
+        }
+        let keys: HashSet<String> = got.into_keys().collect();
+        let leaked: Vec<_> = keys.difference(&expected).collect();
+        assert!(leaked.is_empty(), "client {i} got {leaked:?}: leaked");
+        assert_eq!(keys.len(), expected.len(), "client {i} missed messages");
+    }
 }
 
 pub fn free_port() -> u16 {
