@@ -5,129 +5,48 @@
 //! client library (Node's `ws`) talks to Rust clients through it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
-use std::process::Command;
+#[path = "../crates/notifyd/tests/common/mod.rs"]
+mod common;
+mod php;
+
 use std::time::Duration;
 
+use common::*;
 use futures_util::{SinkExt, StreamExt};
+use php::{php, php_async, root, WWWROOT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Keyring, Room, Scope, Tokens};
-use tsugi_notifyd::{Config, Running, Server};
+use tsugi_notifyd::{Config, Running};
 
-const SECRET: &str = "cross-component-secret";
-const WWWROOT: &str = "https://tsugi.example.edu/tsugi";
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+/// The daemon with its shipped limits.
+async fn daemon() -> Running {
+    start(Config::for_loopback(SECRET).unwrap()).await
 }
 
-fn extension() -> PathBuf {
-    let so = root().join("target/release/libtsugi_websocket.so");
-    assert!(
-        so.exists(),
-        "build the extension first (make test does: cargo build --release -p tsugi-websocket)"
-    );
-    so
-}
-
-/// Runs PHP with the extension and `$CFG` set; `code` prints its result.
-fn php(code: &str) -> String {
-    let prelude = format!(
-        "$CFG = new stdClass; $CFG->wwwroot = '{WWWROOT}'; $CFG->websocket_url = 'ws://127.0.0.1:2021'; \
-         $CFG->websocket_secret = '{SECRET}'; \
-         function launch($link, $ctx, $user) {{ return (object) ['link' => (object) ['id' => $link], \
-         'context' => (object) ['id' => $ctx], 'user' => (object) ['id' => $user]]; }} \
-         require '{}'; ",
-        root().join("tests/vectors/reference.php").display()
-    );
-    let out = Command::new("php")
-        .arg("-d")
-        .arg(format!("extension={}", extension().display()))
-        .arg("-r")
-        .arg(format!("{prelude}{code}"))
-        .output()
-        .expect("php is installed (make test installs php8.2-cli)");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-async fn start() -> Running {
-    let config = Config::for_loopback(SECRET).unwrap();
-    Server::bind(config)
-        .await
-        .unwrap()
-        .start(CancellationToken::new())
-        .unwrap()
-}
-
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
-fn url(running: &Running, token: &str, room: &str) -> String {
-    format!(
-        "ws://{}/notify?token={}&room={}",
-        running.addr,
-        enc(token),
-        enc(room)
-    )
-}
-
-async fn next_text<S>(ws: &mut S) -> Option<String>
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(t)))) => return Some(t.to_string()),
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            _ => return None,
-        }
-    }
+/// The next text message within 5 s.
+async fn text(ws: &mut Ws) -> Option<String> {
+    next_text(ws, Duration::from_secs(5)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_publish_reaches_the_browsers_of_the_room() {
-    let running = start().await;
+    let running = daemon().await;
     let tokens: Vec<String> = serde_json::from_str(&php(
         "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 2))]);",
     ))
     .unwrap();
-    let (mut a, _) = tokio_tungstenite::connect_async(url(&running, &tokens[0], "grades"))
-        .await
-        .unwrap();
-    let (mut b, _) = tokio_tungstenite::connect_async(url(&running, &tokens[1], "other"))
-        .await
-        .unwrap();
+    let mut a = connect(running.addr, &tokens[0], Some("grades")).await;
+    let mut b = connect(running.addr, &tokens[1], Some("other")).await;
     let port = running.addr.port();
-    let out = tokio::task::spawn_blocking(move || {
-        php(&format!(
-            "$CFG->websocket_url = 'ws://127.0.0.1:{port}'; \
-             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', '{{\"graded\":true}}'));"
-        ))
-    })
-    .await
-    .unwrap();
+    let out = php_async(format!(
+        "$CFG->websocket_url = 'ws://127.0.0.1:{port}'; \
+         var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', '{{\"graded\":true}}'));"
+    ))
+    .await;
     assert_eq!(out, "true");
-    assert_eq!(
-        next_text(&mut a).await.as_deref(),
-        Some("{\"graded\":true}")
-    );
+    assert_eq!(text(&mut a).await.as_deref(), Some("{\"graded\":true}"));
     let heard = tokio::time::timeout(Duration::from_millis(300), b.next()).await;
     assert!(heard.is_err(), "another room hears nothing: {heard:?}");
 }
@@ -186,30 +105,6 @@ async fn read_request(stream: &mut TcpStream) -> Captured {
     }
 }
 
-/// Posts to the daemon's publish API; returns the status and body.
-async fn post_publish(running: &Running, token: &str, body: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(running.addr).await.unwrap();
-    let req = format!(
-        "POST /publish HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {token}\r\n\
-         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut out = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out))
-        .await
-        .expect("the daemon answers")
-        .unwrap();
-    let text = String::from_utf8_lossy(&out).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-    (status, body)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn php_publish_sends_a_room_bound_token_to_websocket_publish_url() {
     // (a) websocket_publish_url points at a plain listener that captures the request;
@@ -231,15 +126,12 @@ async fn php_publish_sends_a_room_bound_token_to_websocket_publish_url() {
             .unwrap();
         req
     });
-    let out = tokio::task::spawn_blocking(move || {
-        php(&format!(
-            "$CFG->websocket_url = 'wss://127.0.0.1:1'; \
-             $CFG->websocket_publish_url = 'http://127.0.0.1:{capture_port}/'; \
-             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', 'hello'));"
-        ))
-    })
-    .await
-    .unwrap();
+    let out = php_async(format!(
+        "$CFG->websocket_url = 'wss://127.0.0.1:1'; \
+         $CFG->websocket_publish_url = 'http://127.0.0.1:{capture_port}/'; \
+         var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', 'hello'));"
+    ))
+    .await;
     let req = tokio::time::timeout(Duration::from_secs(10), server)
         .await
         .expect("the capture server ends")
@@ -274,56 +166,49 @@ async fn php_publish_sends_a_room_bound_token_to_websocket_publish_url() {
     );
 
     // (b) The captured token replayed to a real daemon: its room only.
-    let running = start().await;
+    let running = daemon().await;
     let browser: Vec<String> = serde_json::from_str(&php(
         "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 2))]);",
     ))
     .unwrap();
-    let (mut grades, _) = tokio_tungstenite::connect_async(url(&running, &browser[0], "grades"))
-        .await
-        .unwrap();
-    let (mut other, _) = tokio_tungstenite::connect_async(url(&running, &browser[1], "other"))
-        .await
-        .unwrap();
+    let mut grades = connect(running.addr, &browser[0], Some("grades")).await;
+    let mut other = connect(running.addr, &browser[1], Some("other")).await;
     for body in [
         r#"{"room":"other","message":"replayed"}"#,
         r#"{"room":"","message":"replayed"}"#,
         r#"{"message":"replayed"}"#,
     ] {
         assert_eq!(
-            post_publish(&running, &token, body).await,
+            post_publish(running.addr, Some(&token), body).await,
             (403, "{\"error\":\"invalid token\"}\n".to_owned()),
             "{body}"
         );
     }
     assert_eq!(
         post_publish(
-            &running,
-            &token,
+            running.addr,
+            Some(&token),
             r#"{"room":"grades","message":"replayed"}"#
         )
         .await,
         (200, "{\"delivered\":1}\n".to_owned())
     );
-    assert_eq!(next_text(&mut grades).await.as_deref(), Some("replayed"));
+    assert_eq!(text(&mut grades).await.as_deref(), Some("replayed"));
     let heard = tokio::time::timeout(Duration::from_millis(300), other.next()).await;
     assert!(heard.is_err(), "another room hears nothing: {heard:?}");
 
     // (c) publish() through websocket_publish_url to the real daemon, websocket_url
     // pointing elsewhere, reaches the browsers of the room.
     let port = running.addr.port();
-    let out = tokio::task::spawn_blocking(move || {
-        php(&format!(
-            "$CFG->websocket_url = 'ws://127.0.0.1:1'; \
-             $CFG->websocket_publish_url = 'http://127.0.0.1:{port}'; \
-             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', '{{\"graded\":true}}'));"
-        ))
-    })
-    .await
-    .unwrap();
+    let out = php_async(format!(
+        "$CFG->websocket_url = 'ws://127.0.0.1:1'; \
+         $CFG->websocket_publish_url = 'http://127.0.0.1:{port}'; \
+         var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', '{{\"graded\":true}}'));"
+    ))
+    .await;
     assert_eq!(out, "true");
     assert_eq!(
-        next_text(&mut grades).await.as_deref(),
+        text(&mut grades).await.as_deref(),
         Some("{\"graded\":true}")
     );
     let heard = tokio::time::timeout(Duration::from_millis(300), other.next()).await;
@@ -333,7 +218,7 @@ async fn php_publish_sends_a_room_bound_token_to_websocket_publish_url() {
 
 #[tokio::test]
 async fn php_minted_tokens_of_every_kind_share_one_space() {
-    let running = start().await;
+    let running = daemon().await;
     // v1 from WebSocket::getToken, legacy from the extension's legacy mode, and legacy
     // exactly as tsugi-php mints it (openssl_encrypt + hash_hmac).
     let tokens = php(
@@ -349,22 +234,16 @@ async fn php_minted_tokens_of_every_kind_share_one_space() {
     assert!(!tokens[1].contains('.') && !tokens[2].contains('.'));
     let mut socks = Vec::new();
     for t in &tokens {
-        let (ws, _) = tokio_tungstenite::connect_async(url(&running, t, "room"))
-            .await
-            .expect("a PHP-minted token opens a socket");
-        socks.push(ws);
+        socks.push(connect(running.addr, t, Some("room")).await);
     }
     socks[0].send(Message::text("from v1")).await.unwrap();
-    assert_eq!(next_text(&mut socks[1]).await.as_deref(), Some("from v1"));
-    assert_eq!(next_text(&mut socks[2]).await.as_deref(), Some("from v1"));
+    assert_eq!(text(&mut socks[1]).await.as_deref(), Some("from v1"));
+    assert_eq!(text(&mut socks[2]).await.as_deref(), Some("from v1"));
     socks[2]
         .send(Message::text("from tsugi-php"))
         .await
         .unwrap();
-    assert_eq!(
-        next_text(&mut socks[0]).await.as_deref(),
-        Some("from tsugi-php")
-    );
+    assert_eq!(text(&mut socks[0]).await.as_deref(), Some("from tsugi-php"));
     // Link 43 is another space: it hears nothing.
     let mut other = socks.pop().unwrap();
     let heard = tokio::time::timeout(Duration::from_millis(300), other.next()).await;
@@ -373,10 +252,10 @@ async fn php_minted_tokens_of_every_kind_share_one_space() {
     let foreign = php(
         "$CFG->websocket_secret = 'another-site'; echo Tsugi\\Core\\WebSocket::getToken(launch(42, 7, 1));",
     );
-    match tokio_tungstenite::connect_async(url(&running, &foreign, "room")).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
-        other => panic!("expected 403, got {other:?}"),
-    }
+    assert_eq!(
+        refused_status(running.addr, &foreign, Some("room")).await,
+        403
+    );
 }
 
 /// Runs the Node `ws` client; returns its JSON events.
@@ -400,17 +279,15 @@ async fn node_client(args: Vec<String>) -> Vec<serde_json::Value> {
 
 #[tokio::test]
 async fn node_ws_client_and_rust_client_talk_through_the_daemon() {
-    let running = start().await;
+    let running = daemon().await;
     let tokens: Vec<String> = serde_json::from_str(&php(
         "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(5, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(5, 1, 2))]);",
     ))
     .unwrap();
-    let (mut rust, _) = tokio_tungstenite::connect_async(url(&running, &tokens[0], "r"))
-        .await
-        .unwrap();
+    let mut rust = connect(running.addr, &tokens[0], Some("r")).await;
     // Node connects, sends a text and a binary message, and waits for one from Rust.
     let node = tokio::spawn(node_client(vec![
-        url(&running, &tokens[1], "r"),
+        url(running.addr, &tokens[1], Some("r")),
         "--send".into(),
         "hello from node".into(),
         "--send-binary".into(),
@@ -418,18 +295,11 @@ async fn node_ws_client_and_rust_client_talk_through_the_daemon() {
         "--expect".into(),
         "1".into(),
     ]));
+    assert_eq!(text(&mut rust).await.as_deref(), Some("hello from node"));
     assert_eq!(
-        next_text(&mut rust).await.as_deref(),
-        Some("hello from node")
+        recv(&mut rust).await,
+        Message::binary(vec![0x00, 0xff, 0x10])
     );
-    let bin = loop {
-        match tokio::time::timeout(Duration::from_secs(5), rust.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => break b,
-            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
-            other => panic!("expected binary, got {other:?}"),
-        }
-    };
-    assert_eq!(&bin[..], &[0x00, 0xff, 0x10]);
     rust.send(Message::text("hello from rust")).await.unwrap();
     let events = node.await.unwrap();
     let messages: Vec<_> = events.iter().filter(|e| e["event"] == "message").collect();
@@ -440,16 +310,20 @@ async fn node_ws_client_and_rust_client_talk_through_the_daemon() {
         "no echo of node's own messages"
     );
     // Node sees a refusal as an HTTP status before any upgrade.
-    let refused = node_client(vec![url(&running, "bad-token", "r")]).await;
+    let refused = node_client(vec![url(running.addr, "bad-token", Some("r"))]).await;
     assert_eq!(refused[0]["event"], "refused");
     assert_eq!(refused[0]["status"], 403);
     // And the server's close code at shutdown.
     let closing = tokio::spawn(node_client(vec![
-        url(&running, &tokens[1], "r"),
+        url(running.addr, &tokens[1], Some("r")),
         "--timeout".into(),
         "5000".into(),
     ]));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Rust's client, the first Node client and this one: shut down once it is in.
+    wait_until("the Node client connected", Duration::from_secs(10), || {
+        metric(&running.metrics, "tsugi_notify_handshakes_accepted_total") == 3
+    })
+    .await;
     running.shutdown();
     let events = closing.await.unwrap();
     assert!(

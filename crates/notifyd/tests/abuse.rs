@@ -1,5 +1,7 @@
-//! Abuse, each with its expected outcome: floods, fragments, pings, compression offers,
-//! many rooms, and running out of file descriptors.
+//! Abuse, each with its expected outcome: a compression offer, ten thousand query
+//! parameters, fragments, a ping flood, a thousand rooms, a connection flood above
+//! max_connections. (Running out of file descriptors needs the daemon as a process
+//! under a lower limit: process.rs, `out_of_file_descriptors_accept_backs_off_and_recovers`.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;

@@ -7,6 +7,7 @@ mod common;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -300,18 +301,25 @@ async fn sigterm_closes_every_client_with_1001_and_exits_within_5_s() {
     // Under load: ten more clients send a message every millisecond until the server
     // closes them (paced so that the idle receivers' queues cannot fill before SIGTERM).
     let mut senders = Vec::new();
+    let sent: Arc<Vec<AtomicUsize>> = Arc::new((0..10).map(|_| AtomicUsize::new(0)).collect());
     for i in 0..10 {
         let mut ws = connect(d.addr, &token(&format!("{}", i % 5), "s"), None).await;
+        let sent = sent.clone();
         senders.push(tokio::spawn(async move {
             let mut n = 0u64;
             while ws.send(Message::text(format!("load {n}"))).await.is_ok() {
                 n += 1;
+                sent[i].fetch_add(1, Ordering::Relaxed);
+                // Pacing (see above), not a wait for anything.
                 tokio::time::sleep(Duration::from_millis(1)).await;
             }
             close_code(&mut ws).await
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("every sender under way", Duration::from_secs(20), || {
+        sent.iter().all(|n| n.load(Ordering::Relaxed) >= 100)
+    })
+    .await;
     let started = Instant::now();
     d.signal("TERM");
     let codes = futures_util::future::join_all(clients.iter_mut().map(close_code)).await;
@@ -352,7 +360,13 @@ async fn no_token_or_secret_in_logs_even_at_trace() {
         .unwrap();
     connect(d.addr, &legacy, None).await;
     drop((a, b));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // What the daemon logs as the three connections end is looked at too.
+    wait_until(
+        "three disconnections logged",
+        Duration::from_secs(10),
+        || d.log.lock().unwrap().matches("disconnected").count() >= 3,
+    )
+    .await;
     let log = d.log.lock().unwrap().clone();
     assert!(
         log.contains("token refused"),
@@ -461,8 +475,18 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
     let log_now = d.log.lock().unwrap().clone();
     assert!(log_now.contains("out of resources"), "{log_now}");
     drop(held);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut a = connect(addr, &token("9", "a"), None).await;
+    let mut a = eventually("the daemon to serve again", Duration::from_secs(20), || {
+        let u = url(addr, &token("9", "a"), None);
+        async move {
+            let attempt = tokio::time::timeout(
+                Duration::from_millis(300),
+                tokio_tungstenite::connect_async(u),
+            )
+            .await;
+            attempt.ok()?.ok().map(|(ws, _)| ws)
+        }
+    })
+    .await;
     let mut b = connect(addr, &token("9", "b"), None).await;
     a.send(Message::text("recovered")).await.unwrap();
     assert_eq!(recv(&mut b).await, Message::text("recovered"));
@@ -471,11 +495,7 @@ async fn out_of_file_descriptors_accept_backs_off_and_recovers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
     raise_fd_limit();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let args = |p: u16| {
         vec![
             "--url".to_owned(),
@@ -494,34 +514,47 @@ async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
     let d = Daemon::start_with(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     let addr = d.addr;
     let n = 500;
-    let reconnected = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let connected = Arc::new(AtomicUsize::new(0));
+    let cut_off = Arc::new(AtomicUsize::new(0));
+    let reconnected = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for i in 0..n {
-        let reconnected = reconnected.clone();
+        let (connected, cut_off, reconnected) =
+            (connected.clone(), cut_off.clone(), reconnected.clone());
         let t = token(&format!("{}", i % 10), &format!("u{i}"));
         tasks.push(tokio::spawn(async move {
             let mut ws = connect(addr, &t, None).await;
+            connected.fetch_add(1, Ordering::Relaxed);
             // Read until the daemon dies, then reconnect with full-jitter backoff.
             while recv_within(&mut ws, Duration::from_secs(60))
                 .await
                 .is_some()
             {}
+            cut_off.fetch_add(1, Ordering::Relaxed);
             let mut ceiling = 50u64;
             loop {
+                // The backoff is the clients' behaviour under test, not a wait.
                 let wait = rand::random::<u64>() % ceiling;
                 tokio::time::sleep(Duration::from_millis(wait)).await;
                 if let Ok((ws, _)) = tokio_tungstenite::connect_async(url(addr, &t, None)).await {
-                    reconnected.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    reconnected.fetch_add(1, Ordering::Relaxed);
                     return ws;
                 }
                 ceiling = (ceiling * 2).min(2000);
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_until("every client connected", Duration::from_secs(30), || {
+        connected.load(Ordering::Relaxed) == n
+    })
+    .await;
     d.signal("KILL");
     drop(d);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The restarted daemon meets a storm: every client has lost its socket first.
+    wait_until("every client cut off", Duration::from_secs(30), || {
+        cut_off.load(Ordering::Relaxed) == n
+    })
+    .await;
     let d2 = Daemon::start_with(&argv.iter().map(String::as_str).collect::<Vec<_>>());
     let mut clients = Vec::new();
     for t in tasks {
@@ -532,7 +565,7 @@ async fn after_sigkill_and_restart_every_reconnecting_client_is_served() {
                 .unwrap(),
         );
     }
-    assert_eq!(reconnected.load(std::sync::atomic::Ordering::Relaxed), n);
+    assert_eq!(reconnected.load(Ordering::Relaxed), n);
     // They all work: one message per link reaches the other 49 members.
     for c in clients.iter_mut().take(10) {
         c.send(Message::text("back")).await.unwrap();

@@ -1,8 +1,14 @@
 //! Helpers for the daemon's tests: a server on a free loopback port, tokens, a real
-//! WebSocket client (tokio-tungstenite), and raw HTTP for refusals.
+//! WebSocket client (tokio-tungstenite), raw HTTP for refusals and the publish API,
+//! waiting for a condition, and a real redis-server child process. The root package's
+//! tests (tests/cross.rs, tests/cluster.rs) use them too, through `#[path]`.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -13,6 +19,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Keyring, Plaintext, Scope, Tokens};
+use tsugi_notifyd::metrics::Metrics;
 use tsugi_notifyd::{Config, Running, Server};
 
 pub const SECRET: &str = "test-secret-for-notifyd";
@@ -116,6 +123,18 @@ pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> (u16, String) {
     (status, body)
 }
 
+/// Posts `body` to the publish API, with `auth` as the bearer token; the status and body.
+pub async fn post_publish(addr: SocketAddr, auth: Option<&str>, body: &str) -> (u16, String) {
+    let auth = auth
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let req = format!(
+        "POST /publish HTTP/1.1\r\nHost: x\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw_http(addr, req.as_bytes()).await
+}
+
 /// The next data message, or `None` when none comes within `wait`.
 pub async fn recv_within(ws: &mut Ws, wait: Duration) -> Option<Message> {
     let deadline = tokio::time::Instant::now() + wait;
@@ -127,6 +146,14 @@ pub async fn recv_within(ws: &mut Ws, wait: Duration) -> Option<Message> {
             Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
             Ok(Some(Ok(m))) => return Some(m),
         }
+    }
+}
+
+/// The next text message, or `None` when none (or something else) comes within `wait`.
+pub async fn next_text(ws: &mut Ws, wait: Duration) -> Option<String> {
+    match recv_within(ws, wait).await {
+        Some(Message::Text(t)) => Some(t.to_string()),
+        _ => None,
     }
 }
 
@@ -149,6 +176,9 @@ pub async fn close_code(ws: &mut Ws) -> Option<u16> {
     }
 }
 
+/// How long a polling helper waits between two looks.
+const POLL: Duration = Duration::from_millis(20);
+
 /// Waits for `f`, failing after `within`.
 pub async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
@@ -157,10 +187,165 @@ pub async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> boo
             tokio::time::Instant::now() < deadline,
             "timed out waiting for {what}"
         );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// Tries `f` until it gives a value (a connection accepted, say), failing after
+/// `within`.
+pub async fn eventually<T, F>(what: &str, within: Duration, mut f: impl FnMut() -> F) -> T
+where
+    F: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// The value of the row `row` of the metrics (its name and labels as rendered, e.g.
+/// `tsugi_notify_messages_dropped_total{reason="rate_limit"}`); 0 when absent.
+pub fn metric(metrics: &Metrics, row: &str) -> u64 {
+    metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(row)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0)
 }
 
 pub async fn send(ws: &mut Ws, m: Message) {
     ws.send(m).await.unwrap();
+}
+
+/// Client `i` (socket `i`, in group `groups[i]`) sends `per` messages `i:k`; then each
+/// must receive every message of the other members of its group exactly once, and
+/// nothing else: no echo, no leak from another group, no duplicate.
+pub async fn exactly_once_in_groups<G: PartialEq>(groups: &[G], sockets: &mut [Ws], per: usize) {
+    assert_eq!(groups.len(), sockets.len());
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        for k in 0..per {
+            ws.feed(Message::text(format!("{i}:{k}"))).await.unwrap();
+        }
+        ws.flush().await.unwrap();
+    }
+    for (i, ws) in sockets.iter_mut().enumerate() {
+        let expected: HashSet<String> = groups
+            .iter()
+            .enumerate()
+            .filter(|(j, g)| *j != i && *g == &groups[i])
+            .flat_map(|(j, _)| (0..per).map(move |k| format!("{j}:{k}")))
+            .collect();
+        let mut got: HashMap<String, usize> = HashMap::new();
+        while got.len() < expected.len() {
+            let Some(m) = next_text(ws, Duration::from_secs(5)).await else {
+                break;
+            };
+            *got.entry(m).or_default() += 1;
+        }
+        // Nothing more arrives after the expected set.
+        if let Some(extra) = recv_within(ws, Duration::from_millis(100)).await {
+            panic!("client {i} got an extra message {extra:?}");
+        }
+        for (m, n) in &got {
+            assert_eq!(*n, 1, "client {i} got {m} {n} times");
+        }
+        let keys: HashSet<String> = got.into_keys().collect();
+        let leaked: Vec<_> = keys.difference(&expected).collect();
+        assert!(leaked.is_empty(), "client {i} got {leaked:?}: leaked");
+        assert_eq!(keys.len(), expected.len(), "client {i} missed messages");
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A real redis-server on loopback, killed (and its directory removed) on drop.
+pub struct RedisServer {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+}
+
+impl RedisServer {
+    /// redis-server on a free port with `conf` (a redis.conf body; `port`/`tls-port`
+    /// are added).
+    pub fn start(name: &str, conf: &str, tls: bool) -> RedisServer {
+        RedisServer::start_on(name, free_port(), conf, tls)
+    }
+
+    /// The same on `port` (a restart where the daemons expect it).
+    pub fn start_on(name: &str, port: u16, conf: &str, tls: bool) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("notifyd-redis-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports = if tls {
+            format!("port 0\ntls-port {port}\n")
+        } else {
+            format!("port {port}\n")
+        };
+        let file = dir.join("redis.conf");
+        std::fs::write(
+            &file,
+            format!(
+                "bind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\n{ports}{conf}",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (make test installs it)");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not start"
+            );
+            std::thread::sleep(POLL);
+        }
+        RedisServer { child, port, dir }
+    }
+
+    /// Stops it now (Redis going away under the daemons).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Plain (no TLS, no password) Redis on loopback at `port`.
+pub fn plain(port: u16) -> tsugi_notifyd::config::Redis {
+    tsugi_notifyd::config::Redis {
+        url: format!("redis://127.0.0.1:{port}/"),
+        password: None,
+        ca_pem: None,
+    }
+}
+
+/// A daemon of the tests' config with `redis` as its backplane.
+pub async fn node(redis: tsugi_notifyd::config::Redis) -> Running {
+    let mut c = config();
+    c.redis = Some(redis);
+    start(c).await
 }

@@ -1,187 +1,40 @@
-//! The scenarios. Each returns its JSON report line.
+//! `fanout`: R rooms x M subscribers, S senders per room sending K messages each:
+//! deliveries per second, latency, loss, duplicates, leaks, echoes.
 
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::stream::FuturesUnordered;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::client::{connect, token, Ws};
+use super::{open_many, server_cpu};
+use crate::client::Ws;
 use crate::procfs;
 use crate::Target;
 
-/// Opens `n` connections, `concurrency` at a time; `spec(i)` gives space and room.
-pub(crate) async fn open_many(
-    target: &Target,
-    n: usize,
-    spec: impl Fn(usize) -> (String, String),
-) -> anyhow::Result<Vec<Ws>> {
-    let mut out: Vec<Option<Ws>> = (0..n).map(|_| None).collect();
-    let mut pending = FuturesUnordered::new();
-    let mut next = 0;
-    while next < n || !pending.is_empty() {
-        while next < n && pending.len() < target.concurrency {
-            let (space, room) = spec(next);
-            let tok = token(target, &space, next);
-            let source = target.sources[next % target.sources.len()];
-            let addr = target.addr;
-            let i = next;
-            pending.push(async move { (i, connect(addr, source, &tok, &room).await) });
-            next += 1;
-        }
-        if let Some((i, ws)) = pending.next().await {
-            out[i] = Some(ws?);
-        }
-    }
-    Ok(out.into_iter().flatten().collect())
-}
-
-fn server_rss(target: &Target) -> Option<u64> {
-    target.server_pid.and_then(procfs::rss_bytes)
-}
-
-fn server_cpu(target: &Target) -> Option<f64> {
-    target.server_pid.and_then(procfs::cpu_secs)
-}
-
-/// Keeps connections answering pings until `stop`.
-fn hold(conns: Vec<Ws>, stop: Arc<Notify>) -> Vec<tokio::task::JoinHandle<()>> {
-    conns
-        .into_iter()
-        .map(|mut ws| {
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                tokio::select! {
-                    () = stop.notified() => {}
-                    () = async { while let Some(Ok(_)) = ws.next().await {} } => {}
-                }
-            })
-        })
-        .collect()
-}
-
-pub async fn idle_worker(target: &Target, connections: usize) -> anyhow::Result<Option<String>> {
-    let started = Instant::now();
-    let conns = open_many(target, connections, |i| {
-        (format!("idle{}", i % 100), String::new())
-    })
-    .await?;
-    let secs = started.elapsed().as_secs_f64();
-    println!("ready {} {secs}", conns.len());
-    std::io::stdout().flush()?;
-    let stop = Arc::new(Notify::new());
-    let tasks = hold(conns, stop.clone());
-    // Hold until the parent closes stdin.
-    tokio::task::spawn_blocking(|| {
-        let mut line = String::new();
-        while std::io::stdin().read_line(&mut line).unwrap_or(0) > 0 {}
-    })
-    .await?;
-    stop.notify_waiters();
-    for t in tasks {
-        t.abort();
-    }
-    Ok(None)
-}
-
-pub async fn idle(
-    target: &Target,
-    connections: usize,
-    workers: usize,
-    settle_secs: u64,
-) -> anyhow::Result<Option<String>> {
-    let before = server_rss(target);
-    let cpu0 = procfs::own_cpu_secs();
-    let workers = workers.max(1);
-    let exe = std::env::current_exe()?;
-    let mut children = Vec::new();
-    for w in 0..workers {
-        let n = connections / workers + usize::from(w < connections % workers);
-        let sources: Vec<String> = target
-            .sources
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| target.sources.len() < workers || i % workers == w)
-            .map(|(_, s)| s.to_string())
-            .collect();
-        let mut cmd = Command::new(&exe);
-        cmd.args(["idle", "--worker", "--connections", &n.to_string()])
-            .args([
-                "--addr",
-                &target.addr.to_string(),
-                "--sources",
-                &sources.join(","),
-            ])
-            .args(["--concurrency", &target.concurrency.to_string()])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped());
-        if let Some(s) = &target.secret {
-            cmd.args(["--secret", s]);
-        }
-        children.push(cmd.spawn()?);
-    }
-    let mut held = 0usize;
-    let mut connect_secs: f64 = 0.0;
-    let mut client_cpu = 0.0;
-    for child in &mut children {
-        let out = child.stdout.take().expect("piped");
-        let mut line = String::new();
-        BufReader::new(out).read_line(&mut line)?;
-        let mut parts = line.split_whitespace();
-        anyhow::ensure!(parts.next() == Some("ready"), "a worker failed: {line:?}");
-        held += parts.next().unwrap_or("0").parse::<usize>()?;
-        connect_secs = connect_secs.max(parts.next().unwrap_or("0").parse()?);
-        client_cpu += procfs::cpu_secs(child.id()).unwrap_or(0.0);
-    }
-    tokio::time::sleep(Duration::from_secs(settle_secs)).await;
-    let after = server_rss(target);
-    for mut child in children {
-        drop(child.stdin.take());
-        let _ = child.wait();
-    }
-    let per_conn = match (before, after) {
-        (Some(b), Some(a)) if held > 0 => Some((a.saturating_sub(b)) as f64 / held as f64),
-        _ => None,
-    };
-    let report = json!({
-        "scenario": "idle",
-        "connections": held,
-        "handshakes_per_sec": held as f64 / connect_secs.max(1e-9),
-        "connect_secs": connect_secs,
-        "server_rss_before": before,
-        "server_rss_after": after,
-        "server_bytes_per_connection": per_conn,
-        "client_cpu_secs": client_cpu + procfs::own_cpu_secs() - cpu0,
-    });
-    eprintln!(
-        "idle: {held} connections in {connect_secs:.2} s ({:.0} handshakes/s); server RSS {} -> {} ({} per connection)",
-        held as f64 / connect_secs.max(1e-9),
-        mib(before),
-        mib(after),
-        per_conn.map_or("?".into(), |b| format!("{:.0} B", b)),
-    );
-    Ok(Some(report.to_string()))
-}
-
-fn mib(b: Option<u64>) -> String {
-    b.map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0))
-}
-
-/// A fan-out run.
-#[derive(Debug, Clone, Copy)]
-pub struct Fanout {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value_t = 1)]
     pub rooms: usize,
+    #[arg(long, default_value_t = 1000)]
     pub subscribers: usize,
+    #[arg(long, default_value_t = 1)]
     pub senders: usize,
+    #[arg(long, default_value_t = 2000)]
     pub messages: usize,
+    /// Message size in bytes (at least 48).
+    #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Messages per second per sender; 0 sends unpaced.
+    #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Connect the senders to this server instead (another node: cross-node delivery).
+    #[arg(long)]
     pub sender_addr: Option<std::net::SocketAddr>,
 }
 
@@ -286,7 +139,9 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[i.min(sorted.len() - 1)]
 }
 
-pub async fn fanout(target: &Target, f: Fanout) -> anyhow::Result<Option<String>> {
+pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
+    f.size = f.size.max(48);
+    let target = &f.target;
     let (r_n, m_n, s_n) = (f.rooms, f.subscribers, f.senders);
     let subs_total = r_n * m_n;
     // Subscribers first (ids 0..R*M), then senders (ids R*M..): sender s of room r is
@@ -460,47 +315,6 @@ pub async fn fanout(target: &Target, f: Fanout) -> anyhow::Result<Option<String>
         all.echoes,
         per_delivery_us.map_or("?".into(), |u| format!("{u:.2}")),
         100.0 * cpu_client / secs,
-    );
-    Ok(Some(report.to_string()))
-}
-
-pub async fn churn(
-    target: &Target,
-    connections: usize,
-    rounds: usize,
-) -> anyhow::Result<Option<String>> {
-    let before = server_rss(target);
-    let cpu0 = procfs::own_cpu_secs();
-    let t0 = Instant::now();
-    let mut opened = 0;
-    for round in 0..rounds {
-        let conns = open_many(target, connections, |i| {
-            (format!("churn{}", i % 50), format!("{}", i % 7))
-        })
-        .await?;
-        opened += conns.len();
-        // Everyone leaves at once, as after a restart or a class ending.
-        drop(conns);
-        if round + 1 < rounds {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let after = server_rss(target);
-    let report = json!({
-        "scenario": "churn",
-        "connections": connections, "rounds": rounds, "opened": opened,
-        "seconds": secs,
-        "handshakes_per_sec": opened as f64 / secs,
-        "server_rss_before": before, "server_rss_after": after,
-        "client_cpu_secs": procfs::own_cpu_secs() - cpu0,
-    });
-    eprintln!(
-        "churn: {opened} handshakes in {secs:.2} s = {:.0}/s; server RSS {} -> {}",
-        opened as f64 / secs,
-        mib(before),
-        mib(after)
     );
     Ok(Some(report.to_string()))
 }

@@ -1,4 +1,4 @@
-//! A long run: N connections in rooms of 10, one stable sender per room at a steady
+//! `soak`: a long run, N connections in rooms of 10, one stable sender per room at a steady
 //! total rate, a stable cohort of receivers whose deliveries are counted exactly, and
 //! churn (two members of every room come and go). Server RSS is sampled on a period.
 
@@ -11,27 +11,40 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::open_many;
 use crate::client::{connect, token};
 use crate::procfs;
-use crate::scenario::open_many;
 use crate::Target;
 
 /// Room members: 0 sends, 1..=7 are counted, 8 and 9 churn.
 const ROOM: usize = 10;
 const STABLE_RECEIVERS: usize = 7;
 
-/// A soak run.
-#[derive(Debug, Clone)]
-pub struct Soak {
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub target: Target,
+    #[arg(long, default_value_t = 10_000)]
     pub connections: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 600)]
     pub seconds: u64,
+    /// Messages per second in all (one stable sender per room of 10).
+    #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
+    /// Connections closed and reopened per second.
+    #[arg(long, default_value_t = 50)]
     pub churn: usize,
+    /// Seconds between RSS samples.
+    #[arg(long, default_value_t = 10)]
     pub sample_secs: u64,
+    /// CSV file for the samples (seconds, server RSS bytes, connections).
+    #[arg(long)]
     pub csv: Option<std::path::PathBuf>,
 }
 
-pub async fn run(target: &Target, s: Soak) -> anyhow::Result<Option<String>> {
+pub async fn run(s: Args) -> anyhow::Result<Option<String>> {
+    let target = &s.target;
     let rooms = (s.connections / ROOM).max(1);
     let spec = |i: usize| (format!("soak{}", i / ROOM), format!("r{}", i / ROOM));
     let conns = open_many(target, rooms * ROOM, spec).await?;
