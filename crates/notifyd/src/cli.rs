@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tsugi_notify_core::{Plaintext, Scope};
@@ -183,6 +184,56 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
             }
         }
     }
+}
+
+/// A command-line error without the words that caused it: clap would quote a value, and
+/// a secret given unquoted (`--secret two words`) must not reach the terminal or the
+/// journal. Help and version print as usual.
+pub fn usage_error(e: &clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = e.print();
+        return ExitCode::SUCCESS;
+    }
+    // The flag's name, and only when it is one of ours (what was typed could be a
+    // secret that starts with `-`).
+    let command = Cli::command();
+    let longs: Vec<&str> = command
+        .get_arguments()
+        .filter_map(clap::Arg::get_long)
+        .collect();
+    let flag = match e.get(ContextKind::InvalidArg) {
+        Some(ContextValue::String(s)) => {
+            let name = s.split(['=', ' ']).next().unwrap_or("");
+            let long = name.strip_prefix("--").unwrap_or("");
+            if longs.contains(&long) {
+                format!(" ({name})")
+            } else if let Some(near) = crate::config::near_miss(long, longs.iter().copied()) {
+                format!(" (did you mean --{near}?)")
+            } else {
+                String::new()
+            }
+        }
+        _ => String::new(),
+    };
+    let what = match e.kind() {
+        ErrorKind::InvalidValue | ErrorKind::ValueValidation => "a flag has an invalid value",
+        ErrorKind::UnknownArgument => "unknown flag",
+        ErrorKind::InvalidSubcommand => {
+            "unexpected word on the command line (a value with spaces needs quotes)"
+        }
+        ErrorKind::MissingRequiredArgument => "a required argument is missing",
+        ErrorKind::TooManyValues | ErrorKind::WrongNumberOfValues => "too many values for a flag",
+        ErrorKind::ArgumentConflict => "flags that cannot go together",
+        _ => "invalid command line",
+    };
+    eprintln!("tsugi-notifyd: {what}{flag}; see tsugi-notifyd --help");
+    ExitCode::from(2)
 }
 
 #[cfg(test)]

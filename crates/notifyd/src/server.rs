@@ -15,6 +15,7 @@ use crate::http;
 use crate::listener::accept_loop;
 use crate::metrics::Metrics;
 use crate::node::Node;
+use crate::systemd;
 use crate::Error;
 
 /// Requests the metrics listener serves at once; more are closed unanswered (it is
@@ -164,4 +165,23 @@ async fn serve_metrics(listener: TcpListener, node: Arc<Node>, shutdown: Cancell
             }
         });
     }
+}
+
+/// Runs a daemon until SIGTERM or SIGINT, telling systemd when it is ready and when it
+/// stops.
+pub async fn serve(config: Config) -> Result<(), Error> {
+    if config.dev {
+        tracing::warn!(
+            "DEVELOPMENT MODE: the secret is the well-known \"opensource\"; never use --dev in production"
+        );
+    }
+    let token = CancellationToken::new();
+    crate::shutdown::on_signal(token.clone())?;
+    let running = Server::bind(config).await?.start(token.clone())?;
+    systemd::notify(systemd::State::Ready);
+    token.cancelled().await;
+    systemd::notify(systemd::State::Stopping);
+    running.wait().await;
+    tracing::info!("stopped");
+    Ok(())
 }

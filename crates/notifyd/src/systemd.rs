@@ -23,8 +23,21 @@ pub fn notify(state: State) {
 }
 
 /// Raises the soft limit on open files to the hard limit (each connection is one), and
-/// returns the limit in force.
-pub fn raise_fd_limit() -> u64 {
+/// warns when what is in force is below what `limits` may hold open.
+pub fn raise_fd_limit(limits: &crate::config::Limits) -> u64 {
+    let fds = raise_nofile();
+    let wanted = limits.max_connections + limits.max_pending_handshakes + 64;
+    if usize::try_from(fds).unwrap_or(usize::MAX) < wanted {
+        tracing::warn!(
+            open_files = fds,
+            max_connections = limits.max_connections,
+            "the open-file limit is below max_connections + max_pending_handshakes: raise LimitNOFILE"
+        );
+    }
+    fds
+}
+
+fn raise_nofile() -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     if let (Some(cur), Some(max)) = (lim.current, lim.maximum) {
