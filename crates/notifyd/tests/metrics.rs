@@ -1,5 +1,6 @@
 //! `/metrics` over the metrics listener: every metric the README or the example
-//! configuration names is exported, and `/healthz` answers there as on the main port.
+//! configuration names is exported and every metric exported is in the README's table,
+//! and `/healthz` answers there as on the main port.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -81,6 +82,13 @@ async fn every_documented_metric_is_served_and_healthz_answers_on_both_ports() {
         missing.is_empty(),
         "documented but not served: {missing:?}\n{body}"
     );
+    // And the README's table names every metric served (a histogram by its name).
+    let undocumented: Vec<_> = served
+        .iter()
+        .filter(|n| !["_bucket", "_sum", "_count"].iter().any(|s| n.ends_with(s)))
+        .filter(|n| !documented.contains(*n))
+        .collect();
+    assert!(undocumented.is_empty(), "served but not in the README: {undocumented:?}");
     for histogram in [
         "tsugi_notify_handshake_duration_seconds_count",
         "tsugi_notify_queue_wait_seconds_count",
