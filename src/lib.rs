@@ -111,25 +111,39 @@ struct Need {
 }
 
 impl Need {
+    const NOTHING: Need = Need {
+        endpoint: false,
+        publish: false,
+        mint: false,
+        verify: false,
+    };
     /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`.
-    const ENDPOINT: Need = Need::of(true, false, false, false);
+    const ENDPOINT: Need = Need {
+        endpoint: true,
+        ..Need::NOTHING
+    };
     /// `publish()`.
-    const PUBLISH: Need = Need::of(true, true, false, false);
+    const PUBLISH: Need = Need {
+        publish: true,
+        ..Need::ENDPOINT
+    };
     /// `getToken()`, `getPublishToken()`.
-    const MINT: Need = Need::of(false, false, true, false);
+    const MINT: Need = Need {
+        mint: true,
+        ..Need::NOTHING
+    };
     /// `decodeToken()`.
-    const VERIFY: Need = Need::of(false, false, false, true);
+    const VERIFY: Need = Need {
+        verify: true,
+        ..Need::NOTHING
+    };
     /// `php --ri`.
-    const ALL: Need = Need::of(true, true, true, true);
-
-    const fn of(endpoint: bool, publish: bool, mint: bool, verify: bool) -> Need {
-        Need {
-            endpoint,
-            publish,
-            mint,
-            verify,
-        }
-    }
+    const ALL: Need = Need {
+        endpoint: true,
+        publish: true,
+        mint: true,
+        verify: true,
+    };
 }
 
 /// `$CFG` (when it is an object) and what it says about notifications, as far as

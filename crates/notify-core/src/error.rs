@@ -4,7 +4,7 @@ use std::fmt;
 
 /// Why a token was refused. Never shown to a client (they see only "invalid token");
 /// meant for a server's debug log. It never holds any part of the token or a secret.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum Rejection {
     /// Empty, or longer than [`crate::MAX_TOKEN_BYTES`].
@@ -38,6 +38,24 @@ pub enum Rejection {
 }
 
 impl Rejection {
+    /// Every check, in declaration order (for metrics, which export each from 0).
+    pub const ALL: [Rejection; 14] = [
+        Rejection::Size,
+        Rejection::Shape,
+        Rejection::Encoding,
+        Rejection::Signature,
+        Rejection::Header,
+        Rejection::Claims,
+        Rejection::Expired,
+        Rejection::NotYetValid,
+        Rejection::Scope,
+        Rejection::Room,
+        Rejection::LegacyDisabled,
+        Rejection::LegacyLength,
+        Rejection::LegacyPadding,
+        Rejection::LegacyPlaintext,
+    ];
+
     /// A stable snake_case name, for metrics labels and test vectors.
     pub fn code(self) -> &'static str {
         match self {
@@ -117,3 +135,32 @@ impl Error {
 
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_lists_every_check_once_in_order() {
+        for (i, r) in Rejection::ALL.iter().enumerate() {
+            // A variant added to the enum and not to ALL fails the match below.
+            let index = match r {
+                Rejection::Size => 0,
+                Rejection::Shape => 1,
+                Rejection::Encoding => 2,
+                Rejection::Signature => 3,
+                Rejection::Header => 4,
+                Rejection::Claims => 5,
+                Rejection::Expired => 6,
+                Rejection::NotYetValid => 7,
+                Rejection::Scope => 8,
+                Rejection::Room => 9,
+                Rejection::LegacyDisabled => 10,
+                Rejection::LegacyLength => 11,
+                Rejection::LegacyPadding => 12,
+                Rejection::LegacyPlaintext => 13,
+            };
+            assert_eq!(index, i, "{r:?}");
+        }
+    }
+}

@@ -33,7 +33,7 @@ use tsugi_notify_core::{Keyring, Room, Space, MAX_ROOM_BYTES};
 
 use crate::config::Redis;
 use crate::hub::{ConnId, Hub};
-use crate::metrics::{EnvelopeRefusal as Refused, Metrics};
+use crate::metrics::{EnvelopeRefusal, Metrics};
 use crate::Error;
 
 /// Channel name prefix; the rest is the space.
@@ -159,21 +159,21 @@ impl Envelope {
         channel: &str,
         keyring: &Keyring,
         max_message_bytes: usize,
-    ) -> Result<Envelope, Refused> {
+    ) -> Result<Envelope, EnvelopeRefusal> {
         if bytes.len() > Envelope::max_len(max_message_bytes) {
-            return Err(Refused::TooBig);
+            return Err(EnvelopeRefusal::TooBig);
         }
         let Some(split) = bytes.len().checked_sub(TAG) else {
-            return Err(Refused::BadMac);
+            return Err(EnvelopeRefusal::BadMac);
         };
         let (body, tag) = bytes.split_at(split);
         let len = channel_len(channel);
         if !keyring.verify_backplane(&[&len, channel.as_bytes(), body], tag) {
-            return Err(Refused::BadMac);
+            return Err(EnvelopeRefusal::BadMac);
         }
-        let env = Envelope::decode(body).ok_or(Refused::Malformed)?;
+        let env = Envelope::decode(body).ok_or(EnvelopeRefusal::Malformed)?;
         if env.message.len() > max_message_bytes {
-            return Err(Refused::TooBig);
+            return Err(EnvelopeRefusal::TooBig);
         }
         Ok(env)
     }
@@ -215,10 +215,16 @@ impl Seen {
 
     /// Accepts an envelope sent at `sent_ms` (Unix ms) with `seq` from `node`, or says
     /// why not; `now_ms` is this node's clock.
-    fn check(&mut self, node: u64, seq: u64, sent_ms: u64, now_ms: u64) -> Result<(), Refused> {
+    fn check(
+        &mut self,
+        node: u64,
+        seq: u64,
+        sent_ms: u64,
+        now_ms: u64,
+    ) -> Result<(), EnvelopeRefusal> {
         let window = u64::try_from(WINDOW.as_millis()).unwrap_or(u64::MAX);
         if sent_ms.abs_diff(now_ms) > window || sent_ms < self.since_ms {
-            return Err(Refused::Stale);
+            return Err(EnvelopeRefusal::Stale);
         }
         let now = Instant::now();
         if self.nodes.len() > 64 {
@@ -228,7 +234,7 @@ impl Seen {
         match self.nodes.entry(node) {
             Entry::Occupied(mut e) => {
                 if seq <= e.get().0 {
-                    return Err(Refused::Replayed);
+                    return Err(EnvelopeRefusal::Replayed);
                 }
                 e.insert((seq, now));
             }
@@ -545,12 +551,12 @@ async fn read_subscription(
         let len = msg.get_payload_bytes().len();
         if queued_bytes.fetch_add(len, Ordering::Relaxed) + len > INBOUND_BYTES {
             queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            metrics.envelope_refused(Refused::Overload);
+            metrics.envelope_refused(EnvelopeRefusal::Overload);
             continue;
         }
         if queue.try_send(msg).is_err() {
             queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            metrics.envelope_refused(Refused::Overload);
+            metrics.envelope_refused(EnvelopeRefusal::Overload);
         }
     }
 }
@@ -630,26 +636,26 @@ mod tests {
         // Another space's channel, another secret, one changed byte, no MAC at all.
         assert_eq!(
             Envelope::open(&sealed, "tsugi-notify:b", &keys, 100),
-            Err(Refused::BadMac)
+            Err(EnvelopeRefusal::BadMac)
         );
         let other = Keyring::new(["other"]).unwrap();
         assert_eq!(
             Envelope::open(&sealed, "tsugi-notify:a", &other, 100),
-            Err(Refused::BadMac)
+            Err(EnvelopeRefusal::BadMac)
         );
         for i in 0..sealed.len() {
             let mut forged = sealed.clone();
             forged[i] ^= 1;
             assert_eq!(
                 Envelope::open(&forged, "tsugi-notify:a", &keys, 100),
-                Err(Refused::BadMac),
+                Err(EnvelopeRefusal::BadMac),
                 "byte {i}"
             );
         }
         let plain = e.encode().unwrap();
         assert_eq!(
             Envelope::open(&plain, "tsugi-notify:a", &keys, 100),
-            Err(Refused::BadMac)
+            Err(EnvelopeRefusal::BadMac)
         );
         // Rotation: sealed under the old secret, opened by a node holding both.
         let rotated = Keyring::new(["new-secret", "site-secret"]).unwrap();
@@ -661,13 +667,13 @@ mod tests {
             .unwrap();
         assert_eq!(
             Envelope::open(&big, "tsugi-notify:a", &keys, 100),
-            Err(Refused::TooBig)
+            Err(EnvelopeRefusal::TooBig)
         );
         // ... and anything longer than the bound before any work at all.
         let huge = vec![0u8; Envelope::max_len(100) + 1];
         assert_eq!(
             Envelope::open(&huge, "tsugi-notify:a", &keys, 100),
-            Err(Refused::TooBig)
+            Err(EnvelopeRefusal::TooBig)
         );
     }
 
@@ -682,7 +688,7 @@ mod tests {
         body.extend_from_slice(&tag);
         assert_eq!(
             Envelope::open(&body, channel, &keys, 100),
-            Err(Refused::Malformed)
+            Err(EnvelopeRefusal::Malformed)
         );
     }
 
@@ -691,18 +697,24 @@ mod tests {
         let mut seen = Seen::default();
         let now = unix_ms();
         assert_eq!(seen.check(1, 5, now, now), Ok(()));
-        assert_eq!(seen.check(1, 5, now, now), Err(Refused::Replayed));
-        assert_eq!(seen.check(1, 4, now, now), Err(Refused::Replayed));
+        assert_eq!(seen.check(1, 5, now, now), Err(EnvelopeRefusal::Replayed));
+        assert_eq!(seen.check(1, 4, now, now), Err(EnvelopeRefusal::Replayed));
         assert_eq!(seen.check(1, 6, now, now), Ok(()));
         assert_eq!(seen.check(2, 1, now, now), Ok(()), "nodes are apart");
-        assert_eq!(seen.check(3, 1, now - 61_000, now), Err(Refused::Stale));
-        assert_eq!(seen.check(3, 1, now + 61_000, now), Err(Refused::Stale));
+        assert_eq!(
+            seen.check(3, 1, now - 61_000, now),
+            Err(EnvelopeRefusal::Stale)
+        );
+        assert_eq!(
+            seen.check(3, 1, now + 61_000, now),
+            Err(EnvelopeRefusal::Stale)
+        );
         assert_eq!(seen.check(3, 1, now - 59_000, now), Ok(()));
         // After a restart: nothing sent before it, however fresh its sequence.
         let mut restarted = Seen::since(now);
         assert_eq!(
             restarted.check(1, 99, now - 1_000, now),
-            Err(Refused::Stale)
+            Err(EnvelopeRefusal::Stale)
         );
         assert_eq!(restarted.check(1, 99, now, now), Ok(()));
     }

@@ -107,7 +107,7 @@ pub enum TokenCommand {
 pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
     match cmd {
         TokenCommand::Verify { token, publish } => {
-            let tokens = config.tokens();
+            let tokens = &config.tokens;
             let scope = if *publish {
                 Scope::Publish
             } else {
@@ -156,7 +156,9 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
             ttl,
             publish,
         } => {
-            let root = wwwroot.clone().unwrap_or_else(|| config.http_origin());
+            let root = wwwroot
+                .clone()
+                .unwrap_or_else(|| config.http_origin.clone());
             let plaintext = match Plaintext::new(&root, link, context.as_deref(), user.as_deref()) {
                 Ok(p) => p,
                 Err(e) => {
@@ -165,8 +167,9 @@ pub fn run_token(config: &Config, cmd: &TokenCommand) -> i32 {
                 }
             };
             let tokens = config
-                .tokens()
-                .with_ttl(ttl.unwrap_or(config.token_ttl_secs));
+                .tokens
+                .clone()
+                .with_ttl(ttl.unwrap_or(config.tokens.ttl()));
             let scope = if *publish {
                 Scope::Publish
             } else {
@@ -265,7 +268,7 @@ mod tests {
             .unwrap();
         let cli = Cli::from_arg_matches(&matches).unwrap();
         let c = Config::load(None, [], cli.settings, false).unwrap();
-        assert_eq!((c.keyring.len(), c.listen.port()), (2, 0));
+        assert_eq!((c.tokens.keyring().len(), c.listen.port()), (2, 0));
         assert_eq!(c.allowed_origins.len(), 2);
         assert_eq!(c.redis.unwrap().url, "redis://h/");
     }

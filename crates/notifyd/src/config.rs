@@ -103,7 +103,7 @@ macro_rules! settings {
 settings! {
     /// $CFG->websocket_url; the daemon listens on its port.
     #[arg(global = true)]
-    url: String;
+    url: MaskedUrl;
     /// $CFG->websocket_secret (prefer secret_file or the environment: flags show in ps).
     #[arg(global = true)]
     secret: Secret;
@@ -127,13 +127,13 @@ settings! {
     allowed_origins: Vec<String> = Vec::new();
     /// Largest message in bytes; larger closes with 1009.
     max_message_bytes: i64 = 64 * 1024;
-    /// Sustained messages per second per connection.
+    /// Sustained messages per second per sender (a user's sockets, or a token's, share it).
     messages_per_second: i64 = 20;
-    /// Messages a connection may send at once above its rate.
+    /// Messages a sender may send at once above its rate.
     burst: i64 = 40;
-    /// Sustained payload bytes per second per connection.
+    /// Sustained payload bytes per second per sender.
     bytes_per_second: i64 = 64 * 1024;
-    /// Payload bytes a connection may send at once above its rate.
+    /// Payload bytes a sender may send at once above its rate.
     burst_bytes: i64 = 256 * 1024;
     /// Connections in total; more get 503.
     max_connections: i64 = 19_000;
@@ -207,7 +207,7 @@ impl Settings {
     /// What `--dev` starts from: loopback, the URL of development mode, its secret.
     fn dev() -> Settings {
         Settings {
-            url: Some(DEV_URL.into()),
+            url: Some(DEV_URL.to_owned().into()),
             secret: Some(Secret(DEV_SECRET.into())),
             bind: Some("127.0.0.1".into()),
             ..Settings::default()
@@ -391,13 +391,14 @@ pub enum LogFormat {
 pub struct Limits {
     /// Largest message a client may send; larger closes with 1009.
     pub max_message_bytes: usize,
-    /// Sustained messages per second per connection.
+    /// Sustained messages per second per sender: a user (all the sockets of its v1
+    /// tokens) or, for legacy tokens and tokens without a user, a token.
     pub messages_per_second: u32,
-    /// Messages a connection may send at once above the sustained rate.
+    /// Messages a sender may send at once above the sustained rate.
     pub burst: u32,
-    /// Sustained payload bytes per second per connection.
+    /// Sustained payload bytes per second per sender.
     pub bytes_per_second: usize,
-    /// Payload bytes a connection may send at once above the sustained rate.
+    /// Payload bytes a sender may send at once above the sustained rate.
     pub burst_bytes: usize,
     /// Connections in total; more are refused with 503.
     pub max_connections: usize,
@@ -474,10 +475,12 @@ pub struct Config {
     pub url: WebsocketUrl,
     /// Where the WebSocket listener binds.
     pub listen: SocketAddr,
-    /// The secrets (first mints, any verifies).
-    pub keyring: Keyring,
-    /// Whether legacy tokens open connections.
-    pub accept_legacy: bool,
+    /// The tokens minted and accepted, as core's `Site` makes them from `$CFG`: the
+    /// secrets (the first mints, any verifies), `token_ttl_secs` for `token mint`, and
+    /// whether legacy tokens open connections.
+    pub tokens: Tokens,
+    /// `http(s)://host` for `ws(s)://`: `token mint`'s default wwwroot (core's `Site`).
+    pub http_origin: String,
     /// Origins allowed to connect; empty means any.
     pub allowed_origins: Vec<String>,
     /// Client bounds.
@@ -488,16 +491,12 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Log filter (`info`, `debug`, `tsugi_notifyd=debug`, ...).
     pub log_level: String,
-    /// Lifetime of tokens minted by `token mint`.
-    pub token_ttl_secs: u64,
     /// Development mode (well-known secret).
     pub dev: bool,
     /// Redis for the backplane between nodes, when configured.
     pub redis: Option<Redis>,
     /// The settings in force (the layers over the defaults), for the summary.
     settings: Settings,
-    /// `$CFG` as core reads it (the same as the extension).
-    site: Site,
 }
 
 impl Config {
@@ -505,7 +504,7 @@ impl Config {
     /// secret, metrics off, default limits.
     pub fn for_loopback(secret: &str) -> Result<Config, Error> {
         let settings = Settings {
-            url: Some(DEV_URL.into()),
+            url: Some(DEV_URL.to_owned().into()),
             secret: Some(Secret(secret.into())),
             bind: Some("127.0.0.1".into()),
             proxyport: Some(0),
@@ -547,20 +546,6 @@ impl Config {
     fn from_settings(settings: Settings, dev: bool) -> Result<Config, Error> {
         let settings = settings.or(Settings::defaults());
         validate(settings.clone().in_force(), settings, dev)
-    }
-
-    /// The tokens this configuration mints and verifies: its secrets, with
-    /// `token_ttl_secs` and `accept_legacy_tokens`.
-    pub fn tokens(&self) -> Tokens {
-        Tokens::new(self.keyring.clone())
-            .with_ttl(self.token_ttl_secs)
-            .accept_legacy(self.accept_legacy)
-    }
-
-    /// The site's origin as `http(s)://host` (`wss` gives https): `token mint`'s
-    /// default wwwroot.
-    pub fn http_origin(&self) -> String {
-        self.site.http_origin().unwrap_or_default()
     }
 }
 
@@ -750,6 +735,32 @@ fn check_types(table: &Table, origin: &str, text: &str) -> Result<(), Error> {
 
 /// `TSUGI_NOTIFY_<KEY>` variables as a layer; a variable with the prefix that names no
 /// setting is an error that names the variable.
+/// The process's `TSUGI_NOTIFY_*` variables, for [`Config::load`]. A value that is not
+/// UTF-8 is an error naming the variable (never the value); other variables are not
+/// looked at.
+pub fn environment() -> Result<Vec<(String, String)>, Error> {
+    use std::os::unix::ffi::OsStrExt;
+    let mut ours = Vec::new();
+    for (name, value) in std::env::vars_os() {
+        if !name.as_bytes().starts_with(ENV_PREFIX.as_bytes()) {
+            continue;
+        }
+        let Some(name) = name.to_str() else {
+            return Err(Error::Setting(format!(
+                "an environment variable named {ENV_PREFIX}... is not UTF-8"
+            )));
+        };
+        let Ok(value) = value.into_string() else {
+            return Err(Error::Invalid {
+                origin: format!("environment {name}"),
+                message: "not UTF-8".to_owned(),
+            });
+        };
+        ours.push((name.to_owned(), value));
+    }
+    Ok(ours)
+}
+
 fn env_settings(env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, Error> {
     let mut table = Table::new();
     for (name, value) in env {
@@ -831,7 +842,7 @@ fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Erro
     let ttl = int::<i64>("token_ttl_secs", v.token_ttl_secs, 0, i64::MAX)?;
     // $CFG semantics (the URL, its port, proxyport, the token lifetime, the legacy
     // switch) are core's, as the PHP extension has them.
-    let site = Site::new(Some(&url), Some(keyring))
+    let site = Site::new(Some(&url.0), Some(keyring))
         .with_proxyport(proxyport.map(i64::from))
         .with_ttl(Some(ttl))
         .with_accept_legacy(v.accept_legacy_tokens);
@@ -860,23 +871,21 @@ fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Erro
     let allowed_origins = v
         .allowed_origins
         .into_iter()
-        .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
+        .map(|o| crate::http::origin_key(&o))
         .collect();
     Ok(Config {
         url: url.clone(),
         listen: SocketAddr::new(bind, listen_port(&site, proxyport)),
-        keyring: tokens.keyring().clone(),
-        accept_legacy: site.accepts_legacy(),
+        tokens: tokens.clone(),
+        http_origin: site.http_origin().unwrap_or_default(),
         allowed_origins,
         limits,
         metrics_bind,
         log_format,
         log_level: v.log_level,
-        token_ttl_secs: site.ttl(),
         dev,
         redis: redis_settings(v.redis_url, v.redis_password_file, v.redis_ca_file)?,
         settings,
-        site,
     })
 }
 
@@ -1046,7 +1055,7 @@ impl Config {
             ),
             (
                 "secrets in use".to_owned(),
-                format!("{} configured", self.keyring.len()),
+                format!("{} configured", self.tokens.keyring().len()),
             ),
             ("dev".to_owned(), self.dev.to_string()),
         ];
@@ -1262,8 +1271,8 @@ mod tests {
         assert_eq!(example_problems(text), Vec::<String>::new());
         let c = Config::from_toml_str(&format!("secret = \"s\"\n{text}")).unwrap();
         assert_eq!(c.limits, Limits::default());
-        assert_eq!(c.token_ttl_secs, DEFAULT_TTL_SECS);
-        assert!(c.accept_legacy);
+        assert_eq!(c.tokens.ttl(), DEFAULT_TTL_SECS);
+        assert!(c.tokens.accepts_legacy());
         // The check sees each way of going wrong.
         for (from, to) in [
             ("burst = 40", "burst = 41"),
@@ -1329,8 +1338,8 @@ mod tests {
                 "https://A.example/,https://b.example",
             )]));
             let c = Config::load(None, vars, Settings::default(), false).unwrap();
-            assert_eq!(c.accept_legacy, yes, "{var}");
-            assert_eq!(c.keyring.len(), 3);
+            assert_eq!(c.tokens.accepts_legacy(), yes, "{var}");
+            assert_eq!(c.tokens.keyring().len(), 3);
             assert_eq!(c.limits.burst, 9);
             assert_eq!(
                 c.allowed_origins,
@@ -1367,7 +1376,7 @@ mod tests {
         ]);
         let c = Config::load(Some(&file), vars.clone(), Settings::default(), false).unwrap();
         assert_eq!(
-            c.keyring.len(),
+            c.tokens.keyring().len(),
             1,
             "the environment's secret replaced the file's"
         );
@@ -1381,7 +1390,7 @@ mod tests {
             ..Settings::default()
         };
         let c = Config::load(Some(&file), vars, flags, true).unwrap();
-        assert_eq!(c.keyring.len(), 1);
+        assert_eq!(c.tokens.keyring().len(), 1);
         assert_eq!(c.listen.port(), 2021, "the file's url over --dev's");
         // Within one layer, two forms are still refused.
         let e = Config::load(
@@ -1400,17 +1409,26 @@ mod tests {
         let base = "url = \"wss://h.example/socket\"\nsecret = \"s\"\n";
         let c = Config::from_toml_str(base).unwrap();
         assert_eq!(c.listen.port(), 443);
-        assert_eq!(c.http_origin(), "https://h.example");
-        assert_eq!(c.token_ttl_secs, DEFAULT_TTL_SECS);
+        assert_eq!(c.http_origin, "https://h.example");
+        assert_eq!(c.tokens.ttl(), DEFAULT_TTL_SECS);
         let c = Config::from_toml_str(&format!("{base}proxyport = 2021\ntoken_ttl_secs = 0\n"))
             .unwrap();
-        assert_eq!((c.listen.port(), c.token_ttl_secs), (2021, 0));
-        assert_eq!(c.tokens().ttl(), 0);
+        assert_eq!((c.listen.port(), c.tokens.ttl()), (2021, 0));
+        assert_eq!(c.tokens.ttl(), 0);
         // 0: any free port (Site would take it for "not set").
         let c = Config::from_toml_str(&format!("{base}proxyport = 0\n")).unwrap();
         assert_eq!(c.listen.port(), 0);
         let c = Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
-        assert_eq!(c.http_origin(), "http://h");
+        assert_eq!(c.http_origin, "http://h");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_never_shown() {
+        let c = Config::from_toml_str("url = \"wss://u:hunter2@h.example/\"\nsecret = \"s\"\n")
+            .unwrap();
+        let shown = format!("{}\n{c:?}", c.summary());
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("wss://MASKED@h.example/"), "{shown}");
     }
 
     #[test]

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Limits;
-use crate::fanout::{Fanout, Origin};
+use crate::fanout::{Fanout, Source};
 use crate::hub::Membership;
 use crate::metrics::{Close, Dropped, Metrics};
 use crate::outbox::Outbox;
@@ -155,7 +155,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                                 .check(last_seen, msg.len());
                             match verdict {
                                 Verdict::Allow => {
-                                    self.fanout.broadcast(Origin::Member(&self.membership), &msg);
+                                    self.fanout.broadcast(Source::Member(&self.membership), &msg);
                                 }
                                 Verdict::Drop => self.metrics.dropped(Dropped::RateLimit),
                                 Verdict::Close => {

@@ -12,9 +12,9 @@ use crate::backplane::Backplane;
 use crate::hub::{Hub, Membership};
 use crate::metrics::Metrics;
 
-/// Where a broadcast comes from.
+/// Who sends a broadcast.
 #[derive(Debug, Clone, Copy)]
-pub enum Origin<'a> {
+pub enum Source<'a> {
     /// A connection: to the other members of its room (never back to it).
     Member(&'a Membership),
     /// The server (`POST /publish`): to every member of this room of this space.
@@ -56,14 +56,14 @@ impl Fanout {
 
     /// Sends `msg` to every member of the room but its sender, on this node and on the
     /// others; returns how many members of this node got it queued. Never waits.
-    pub fn broadcast(&self, from: Origin<'_>, msg: &Message) -> u64 {
+    pub fn broadcast(&self, from: Source<'_>, msg: &Message) -> u64 {
         let (space, room, delivered, conn) = match from {
             // A member holds its room: no lookup on a connection's path.
-            Origin::Member(m) => {
+            Source::Member(m) => {
                 let d = m.room().deliver(Some(m.id()), msg, &self.metrics);
                 (m.space(), m.room_name(), d.delivered, m.id())
             }
-            Origin::Server { space, room } => {
+            Source::Server { space, room } => {
                 let d = self
                     .hub
                     .room(space, room)

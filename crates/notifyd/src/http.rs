@@ -162,6 +162,12 @@ pub fn refusal_response(why: Refusal) -> (u16, &'static str) {
     }
 }
 
+/// An `Origin` header or `allowed_origins` entry as compared: lower case, without a
+/// trailing `/`.
+pub fn origin_key(origin: &str) -> String {
+    origin.trim_end_matches('/').to_ascii_lowercase()
+}
+
 /// The reason phrase of a status this daemon sends.
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
@@ -181,39 +187,48 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// `/healthz`: 200 with `body`, or only its head for `HEAD`.
-pub async fn health<S: AsyncWrite + Unpin>(stream: &mut S, req: &Request, body: &str) {
-    let head_only = req.method == "HEAD";
-    write_response(
-        stream,
-        200,
-        "OK",
-        "text/plain; charset=utf-8",
-        body,
-        head_only,
-    )
-    .await;
+/// `/healthz`, the same on both listeners: 200 with `body` for `GET`, the head alone for
+/// `HEAD`; any other method gets 405, returned so that the caller may count it.
+pub async fn health<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    req: &Request,
+    body: &str,
+) -> Result<(), Refusal> {
+    match req.method.as_str() {
+        "GET" | "HEAD" => {
+            let head_only = req.method == "HEAD";
+            write_response(stream, 200, TEXT, body, head_only).await;
+            Ok(())
+        }
+        _ => {
+            refuse(stream, Refusal::Method).await;
+            Err(Refusal::Method)
+        }
+    }
 }
 
-/// Writes a complete plain-text response and closes the write side.
+/// The content type of plain-text answers.
+pub const TEXT: &str = "text/plain; charset=utf-8";
+
+/// Writes a complete response (`content_type`: [`TEXT`], JSON, the metrics format) with
+/// the status's reason phrase, and closes the write side.
 pub async fn respond<S: AsyncWrite + Unpin>(
     stream: &mut S,
     status: u16,
-    reason: &str,
     content_type: &str,
     body: &str,
 ) {
-    write_response(stream, status, reason, content_type, body, false).await;
+    write_response(stream, status, content_type, body, false).await;
 }
 
 async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     status: u16,
-    reason: &str,
     content_type: &str,
     body: &str,
     head_only: bool,
 ) {
+    let reason = reason_phrase(status);
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
@@ -233,14 +248,7 @@ async fn write_response<S: AsyncWrite + Unpin>(
 /// Writes a refusal.
 pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, why: Refusal) {
     let (status, body) = refusal_response(why);
-    respond(
-        stream,
-        status,
-        reason_phrase(status),
-        "text/plain; charset=utf-8",
-        body,
-    )
-    .await;
+    respond(stream, status, TEXT, body).await;
 }
 
 #[cfg(test)]

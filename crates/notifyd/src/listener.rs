@@ -2,7 +2,6 @@
 //! the `/notify` upgrade; everything else is refused.
 
 use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -49,7 +48,7 @@ pub async fn accept_loop(listener: TcpListener, node: Arc<Node>) {
                 let node = Arc::clone(&node);
                 // Debug level: at the default level no span is allocated per connection.
                 let span = debug_span!("conn", %peer);
-                tracker.spawn(handle(stream, peer, node, slot).instrument(span));
+                tracker.spawn(handle(stream, node, slot).instrument(span));
             }
             Err(e) => {
                 node.metrics.accept_error();
@@ -86,7 +85,7 @@ fn is_resource_exhaustion(e: &io::Error) -> bool {
 
 /// Serves one accepted socket until its request is answered or it is upgraded (then
 /// the connection runs as a task of its own); dropped early if evicted to make room.
-async fn handle(stream: TcpStream, _peer: SocketAddr, node: Arc<Node>, slot: PendingSlot) {
+async fn handle(stream: TcpStream, node: Arc<Node>, slot: PendingSlot) {
     let _counted = node.metrics.in_handshake();
     tokio::select! {
         biased;
@@ -115,21 +114,18 @@ async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
         Err(ReadError::Closed) => return,
     };
     match route(&req) {
-        Route::Health => http::health(&mut stream, &req, node.health()).await,
+        Route::Health => {
+            if let Err(why) = http::health(&mut stream, &req, node.health()).await {
+                node.metrics.refused(why);
+            }
+        }
         Route::Publish => {
             let head = Instant::now();
             let out = publish::handle(&mut stream, req, node).await;
             if out.status != 200 {
                 debug!(status = out.status, "publish refused");
             }
-            http::respond(
-                &mut stream,
-                out.status,
-                http::reason_phrase(out.status),
-                "application/json",
-                &out.body,
-            )
-            .await;
+            http::respond(&mut stream, out.status, "application/json", &out.body).await;
             node.metrics.publish_took(head.elapsed());
         }
         Route::Notify => {
@@ -157,8 +153,7 @@ enum Route {
 
 fn route(req: &Request) -> Route {
     match req.path.as_str() {
-        "/healthz" if req.method == "GET" || req.method == "HEAD" => Route::Health,
-        "/healthz" => Route::Refuse(Refusal::Method),
+        "/healthz" => Route::Health,
         p if p == "/notify" || p.ends_with("/notify") => Route::Notify,
         p if p == "/publish" || p.ends_with("/publish") => Route::Publish,
         _ => Route::Refuse(Refusal::NotFound),

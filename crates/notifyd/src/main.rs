@@ -10,8 +10,10 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return cli::usage_error(&e),
     };
-    let env = std::env::vars();
-    let config = match Config::load(cli.config.as_deref(), env, cli.settings.clone(), cli.dev) {
+    let env = tsugi_notifyd::config::environment();
+    let loaded =
+        env.and_then(|env| Config::load(cli.config.as_deref(), env, cli.settings.clone(), cli.dev));
+    let config = match loaded {
         Ok(c) => c,
         Err(e) => {
             eprintln!("tsugi-notifyd: {e}");

@@ -1,7 +1,9 @@
 //! Every figure the daemon exports, through `prometheus-client`: typed label sets (one
 //! enum per label), the Prometheus text format, the `process_*` figures of the daemon's
 //! own process, and histograms where a count hides the story. A counter's update is one
-//! atomic add; a label's counter is looked up once, when the daemon starts.
+//! atomic add (every labelled counter is made when the daemon starts, so every reason is
+//! exported from 0 and counting looks nothing up); a histogram's takes the library's
+//! short lock, which is why none is observed per delivery.
 
 use std::sync::atomic::{AtomicI64, AtomicU64};
 use std::sync::Arc;
@@ -17,6 +19,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
+use tsugi_notify_core::Rejection;
 
 /// The `Content-Type` of what [`Metrics::render`] writes.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -252,10 +255,32 @@ reason! {
         "Envelopes from Redis refused, by reason (forged, replayed, too big, ...)";
 }
 
+/// A token check (core's `Rejection`) as a label value: its code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Check(Rejection);
+
+impl EncodeLabelValue for Check {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        std::fmt::Write::write_str(encoder, self.0.code())
+    }
+}
+
 /// The label set `{check="..."}`: which token check failed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
-struct Check {
-    check: &'static str,
+struct CheckLabel {
+    check: Check,
+}
+
+impl From<Check> for CheckLabel {
+    fn from(check: Check) -> Self {
+        CheckLabel { check }
+    }
+}
+
+impl Reason for Check {
+    type Label = CheckLabel;
+    const NAME: &'static str = "token_rejections";
+    const HELP: &'static str = "Refused tokens, by the check that failed";
 }
 
 /// The label set of `build_info`.
@@ -293,7 +318,7 @@ pub struct Metrics {
     pending: Int,
     accepted: Counter,
     refused: ByReason<{ Refusal::ALL.len() }>,
-    token_rejections: Family<Check, Counter>,
+    token_rejections: ByReason<{ Rejection::ALL.len() }>,
     received: Counter,
     delivered: Counter,
     dropped: ByReason<{ Dropped::ALL.len() }>,
@@ -334,9 +359,10 @@ impl Maker<'_> {
         self.0.register(name, help, c.clone());
         c
     }
-    /// Seconds, from 100 us to about 3 s in doublings.
+    /// Seconds, from 100 us to about 13 s in doublings (past the 10 s defaults of
+    /// `handshake_timeout_secs` and `write_timeout_secs`).
     fn seconds(&mut self, name: &str, help: &str) -> Histogram {
-        let h = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
+        let h = Histogram::new(exponential_buckets(0.0001, 2.0, 18));
         self.0.register(name, help, h.clone());
         h
     }
@@ -346,7 +372,7 @@ impl Metrics {
     /// Every figure at zero, and the process's own.
     pub fn new() -> Self {
         let mut root = Registry::default();
-        root.register_collector(Box::new(Process));
+        root.register_collector(Box::new(Process::new(PROCESS_REFRESH)));
         let registry = root.sub_registry_with_prefix("tsugi_notify");
         registry.register(
             "build",
@@ -359,12 +385,7 @@ impl Metrics {
         let dropped = ByReason::new(registry, Dropped::ALL);
         let closes = ByReason::new(registry, Close::ALL);
         let backplane_refused = ByReason::new(registry, EnvelopeRefusal::ALL);
-        let token_rejections = Family::<Check, Counter>::default();
-        registry.register(
-            "token_rejections",
-            "Refused tokens, by the check that failed",
-            token_rejections.clone(),
-        );
+        let token_rejections = ByReason::new(registry, Rejection::ALL.map(Check));
         let mut m = Maker(registry);
         let metrics = Metrics {
             connections: m.gauge("connections", "Open WebSocket connections"),
@@ -408,7 +429,7 @@ impl Metrics {
             ),
             handshake_seconds: m.seconds(
                 "handshake_duration_seconds",
-                "From accept to the answer (101 or a refusal), for requests that got one",
+                "From accept to the answer (101 or a refusal) of a /notify request",
             ),
             queue_wait_seconds: m.seconds(
                 "queue_wait_seconds",
@@ -485,11 +506,11 @@ impl Metrics {
     pub fn refused_count(&self, why: Refusal) -> u64 {
         self.refused.0[why as usize].get()
     }
-    /// Which token check failed (the code of `Rejection`; never any token content).
-    pub fn token_rejected(&self, code: &'static str) {
-        self.token_rejections
-            .get_or_create(&Check { check: code })
-            .inc();
+    /// Which token check failed.
+    pub fn token_rejected(&self, why: Rejection) {
+        if let Some(i) = Rejection::ALL.iter().position(|r| *r == why) {
+            self.token_rejections.0[i].inc();
+        }
     }
     /// A message arrived from a client.
     pub fn received(&self, bytes: usize) {
@@ -584,91 +605,150 @@ impl Drop for InHandshake {
     }
 }
 
-/// The standard `process_*` figures of this process, read from `/proc` at each scrape
-/// (the names and units every Prometheus dashboard knows).
+/// The standard `process_*` figures of this process (the names and units every
+/// Prometheus dashboard knows), read from `/proc/self` at most once a second whatever the
+/// number of scrapes (listing 20,000 open descriptors takes milliseconds), each figure on
+/// its own: one that cannot be read is left out, the others are still exported. Only
+/// `/proc/self` is read, which the unit's `ProcSubset=pid` leaves visible.
 #[derive(Debug)]
-struct Process;
+struct Process {
+    /// When this process started, in seconds since the epoch (read once).
+    start_time: Option<f64>,
+    /// How long one reading is served.
+    refresh: Duration,
+    last: std::sync::Mutex<Option<(std::time::Instant, ProcessStat)>>,
+}
+
+/// How long one reading of `/proc/self` is served.
+const PROCESS_REFRESH: Duration = Duration::from_secs(1);
 
 /// What `/proc/self` says.
-#[derive(Debug, Default, PartialEq)]
+#[derive(Debug, Default, Clone, PartialEq)]
 struct ProcessStat {
-    cpu_seconds: f64,
-    start_time_seconds: f64,
-    virtual_bytes: u64,
-    resident_bytes: u64,
-    open_fds: u64,
-    max_fds: u64,
+    cpu_seconds: Option<f64>,
+    virtual_bytes: Option<u64>,
+    resident_bytes: Option<u64>,
+    open_fds: Option<u64>,
+    max_fds: Option<u64>,
+}
+
+/// The fields of `/proc/self/stat` after the command (which is in parentheses and may
+/// hold spaces), so that field `n` of proc(5) is at index `n - 3`.
+fn stat_fields() -> Option<Vec<u64>> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let after = stat.get(stat.rfind(')')? + 2..)?;
+    // The state (field 3) is a letter: parsed as 0.
+    Some(
+        after
+            .split(' ')
+            .map(|f| f.trim().parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+fn ticks_per_second() -> f64 {
+    rustix::param::clock_ticks_per_second() as f64
+}
+
+impl Process {
+    fn new(refresh: Duration) -> Self {
+        Process {
+            start_time: Process::start_time(),
+            refresh,
+            last: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// The start time: the process's start after boot (field 22, in ticks), placed on
+    /// the wall clock through the time since boot now.
+    fn start_time() -> Option<f64> {
+        let started_after_boot = *stat_fields()?.get(22 - 3)? as f64 / ticks_per_second();
+        let since_boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
+        let since_boot = since_boot.tv_sec as f64 + since_boot.tv_nsec as f64 / 1e9;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs_f64();
+        Some(now - since_boot + started_after_boot)
+    }
+
+    fn stat(&self) -> ProcessStat {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*last {
+            Some((at, stat)) if at.elapsed() < self.refresh => stat.clone(),
+            _ => {
+                let stat = ProcessStat::read();
+                *last = Some((std::time::Instant::now(), stat.clone()));
+                stat
+            }
+        }
+    }
 }
 
 impl ProcessStat {
-    fn read() -> Option<ProcessStat> {
-        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-        // Fields after the command, which is in parentheses and may hold spaces.
-        let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split(' ').collect();
-        // From the state (field 3 of proc(5)): utime 14, stime 15, starttime 22, vsize
-        // 23, rss 24, here at index n - 3.
-        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
-        let ticks = rustix::param::clock_ticks_per_second() as f64;
+    fn read() -> ProcessStat {
+        let fields = stat_fields().unwrap_or_default();
+        // utime 14, stime 15, vsize 23, rss 24 (pages).
+        let field = |n: usize| fields.get(n - 3).copied();
         let page = rustix::param::page_size() as u64;
-        let boot = std::fs::read_to_string("/proc/stat")
-            .ok()?
-            .lines()
-            .find_map(|l| l.strip_prefix("btime ")?.trim().parse::<u64>().ok())?;
-        let open_fds = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
-        let max_fds = rustix::process::getrlimit(rustix::process::Resource::Nofile)
-            .current
-            .unwrap_or(u64::MAX);
-        Some(ProcessStat {
-            cpu_seconds: (field(14)? + field(15)?) as f64 / ticks,
-            start_time_seconds: boot as f64 + field(22)? as f64 / ticks,
-            virtual_bytes: field(23)?,
-            resident_bytes: field(24)? * page,
-            open_fds,
-            max_fds,
-        })
+        ProcessStat {
+            cpu_seconds: field(14)
+                .zip(field(15))
+                .map(|(u, s)| (u + s) as f64 / ticks_per_second()),
+            virtual_bytes: field(23),
+            resident_bytes: field(24).map(|pages| pages.saturating_mul(page)),
+            open_fds: std::fs::read_dir("/proc/self/fd")
+                .ok()
+                .map(|d| d.count() as u64),
+            max_fds: rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+        }
     }
 }
 
 impl Collector for Process {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let Some(p) = ProcessStat::read() else {
-            return Ok(());
-        };
-        let counter = ConstCounter::new(p.cpu_seconds);
-        counter.encode(encoder.encode_descriptor(
-            "process_cpu_seconds",
-            "Total user and system CPU time spent in seconds",
-            None,
-            counter.metric_type(),
-        )?)?;
-        let gauges: [(&str, &str, f64); 5] = [
+        let p = self.stat();
+        if let Some(cpu) = p.cpu_seconds {
+            let counter = ConstCounter::new(cpu);
+            counter.encode(encoder.encode_descriptor(
+                "process_cpu_seconds",
+                "Total user and system CPU time spent in seconds",
+                None,
+                counter.metric_type(),
+            )?)?;
+        }
+        let gauges: [(&str, &str, Option<f64>); 5] = [
             (
                 "process_start_time_seconds",
                 "Start time of the process since unix epoch in seconds",
-                p.start_time_seconds,
+                self.start_time,
             ),
             (
                 "process_resident_memory_bytes",
                 "Resident memory size in bytes",
-                p.resident_bytes as f64,
+                p.resident_bytes.map(|v| v as f64),
             ),
             (
                 "process_virtual_memory_bytes",
                 "Virtual memory size in bytes",
-                p.virtual_bytes as f64,
+                p.virtual_bytes.map(|v| v as f64),
             ),
             (
                 "process_open_fds",
                 "Number of open file descriptors",
-                p.open_fds as f64,
+                p.open_fds.map(|v| v as f64),
             ),
             (
                 "process_max_fds",
                 "Maximum number of open file descriptors",
-                p.max_fds as f64,
+                p.max_fds.map(|v| v as f64),
             ),
         ];
         for (name, help, value) in gauges {
+            let Some(value) = value else { continue };
             let gauge = ConstGauge::new(value);
             gauge.encode(encoder.encode_descriptor(name, help, None, gauge.metric_type())?)?;
         }
@@ -703,7 +783,7 @@ mod tests {
         m.closed(Close::WriteTimeout);
         m.dropped(Dropped::RateLimit);
         m.envelope_refused(EnvelopeRefusal::BadMac);
-        m.token_rejected("expired");
+        m.token_rejected(Rejection::Expired);
         let text = m.render();
         for line in [
             "tsugi_notify_handshakes_refused_total{reason=\"token_capacity\"} 1",
@@ -726,21 +806,43 @@ mod tests {
 
     #[test]
     fn the_process_figures_are_read() {
-        let p = ProcessStat::read().expect("/proc/self");
-        assert!(p.resident_bytes > 0 && p.virtual_bytes >= p.resident_bytes);
-        assert!(p.open_fds >= 3 && p.max_fds >= p.open_fds);
+        let p = ProcessStat::read();
+        let (rss, vsz) = (p.resident_bytes.unwrap(), p.virtual_bytes.unwrap());
+        assert!(rss > 0 && vsz >= rss);
+        let (open, max) = (p.open_fds.unwrap(), p.max_fds.unwrap());
+        assert!(open >= 3 && max >= open);
+        assert!(p.cpu_seconds.unwrap() >= 0.0);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        assert!(p.start_time_seconds > now - 86_400.0 && p.start_time_seconds <= now + 1.0);
+        let start = Process::start_time().unwrap();
+        assert!(
+            start > now - 86_400.0 && start <= now + 1.0,
+            "{start} vs {now}"
+        );
         let text = Metrics::new().render();
         for name in [
             "process_resident_memory_bytes ",
             "process_open_fds ",
             "process_cpu_seconds_total ",
+            "process_start_time_seconds ",
         ] {
             assert!(text.contains(name), "{name} missing in\n{text}");
         }
+    }
+
+    #[test]
+    fn scrapes_within_a_second_read_proc_once() {
+        let p = Process::new(Duration::from_secs(3600));
+        let first = p.stat();
+        let _many_more_fds: Vec<_> = (0..50)
+            .map(|_| std::fs::File::open("/proc/self/stat"))
+            .collect();
+        assert_eq!(
+            p.stat().open_fds,
+            first.open_fds,
+            "served from the last reading"
+        );
     }
 }

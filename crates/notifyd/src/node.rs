@@ -56,7 +56,7 @@ impl Node {
         shutdown: CancellationToken,
         tracker: TaskTracker,
     ) -> Result<Arc<Self>, Error> {
-        let tokens = config.tokens();
+        let tokens = config.tokens.clone();
         let hub = Arc::new(Hub::new(
             config.limits.max_connections_per_space,
             metrics.clone(),
@@ -64,7 +64,7 @@ impl Node {
         let backplane = match &config.redis {
             Some(redis) => Some(Backplane::start(
                 redis,
-                config.keyring.clone(),
+                config.tokens.keyring().clone(),
                 config.limits.max_message_bytes,
                 Arc::clone(&hub),
                 metrics.clone(),

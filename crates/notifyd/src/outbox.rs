@@ -120,3 +120,60 @@ impl Outbox {
         st.bytes = 0;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn take_all(o: &Outbox) -> Vec<Message> {
+        let mut v = Vec::new();
+        o.take(&mut v, usize::MAX);
+        v
+    }
+
+    #[test]
+    fn outbox_bounds_messages_and_bytes_and_frees_bursts() {
+        let o = Outbox::new(3, 10, Duration::from_secs(60));
+        let t = Instant::now();
+        assert_eq!(
+            o.push(&Message::text("0123456789abc"), t),
+            Push::Queued,
+            "one big message fits an empty queue"
+        );
+        assert_eq!(
+            o.push(&Message::text("x"), t),
+            Push::Full,
+            "over the byte bound"
+        );
+        assert_eq!(take_all(&o).len(), 1);
+        for _ in 0..3 {
+            assert_eq!(o.push(&Message::text("x"), t), Push::Queued);
+        }
+        assert_eq!(
+            o.push(&Message::text("x"), t),
+            Push::Full,
+            "over the message bound"
+        );
+        let mut v = Vec::new();
+        assert!(o.take(&mut v, 2).is_some());
+        assert_eq!(v.len(), 2);
+        assert_eq!(o.push(&Message::text("y"), t), Push::Queued);
+        o.close();
+        assert_eq!(o.push(&Message::text("z"), t), Push::Closed);
+        assert!(take_all(&o).is_empty());
+    }
+
+    #[test]
+    fn a_message_waiting_too_long_marks_the_reader_slow() {
+        let o = Outbox::new(100, 1 << 20, Duration::from_secs(10));
+        let t = Instant::now();
+        assert_eq!(o.push(&Message::text("a"), t), Push::Queued);
+        let later = t + Duration::from_secs(9);
+        assert_eq!(o.push(&Message::text("b"), later), Push::Queued);
+        let too_late = t + Duration::from_secs(10);
+        assert_eq!(o.push(&Message::text("c"), too_late), Push::Full);
+        // Once the reader took the old ones, the queue is judged by what waits now.
+        assert_eq!(take_all(&o).len(), 2);
+        assert_eq!(o.push(&Message::text("d"), too_late), Push::Queued);
+    }
+}

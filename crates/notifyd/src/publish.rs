@@ -12,8 +12,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 use tsugi_notify_core::{PublishRequest, Room, Scope};
 
-use crate::fanout::Origin;
-use crate::http::Request;
+use crate::fanout::Source;
+use crate::http::{refusal_response, Request};
+use crate::metrics::Refusal;
 use crate::node::Node;
 
 /// The answer to a publish request.
@@ -35,7 +36,7 @@ fn error(status: u16, message: &str) -> Outcome {
 /// 403 for a refused token: counted by check, logged at debug level without the token.
 fn invalid_token(node: &Node, e: &tsugi_notify_core::Error) -> Outcome {
     if let Some(r) = e.rejection() {
-        node.metrics.token_rejected(r.code());
+        node.metrics.token_rejected(r);
         debug!(check = r.code(), "publish token refused");
     }
     error(403, "invalid token")
@@ -96,7 +97,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
         return error(413, "message larger than max_message_bytes");
     }
     let Ok(room) = Room::new(&parsed.room) else {
-        return error(400, "room name longer than 256 bytes");
+        return error(400, refusal_response(Refusal::RoomTooLong).1.trim_end());
     };
     // A token bound to one room publishes to that room only.
     let verified = match verified.for_room(&room) {
@@ -107,7 +108,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
     node.metrics.received(parsed.message.len());
     let msg = Message::text(parsed.message);
     let delivered = node.fanout.broadcast(
-        Origin::Server {
+        Source::Server {
             space: &space,
             room: &room,
         },

@@ -1,5 +1,6 @@
-//! Per-connection rate limiting, and the counts that bound connections: in total, per
-//! token, and sockets still in their handshake.
+//! Quotas: the rate limiter each sender (a user, or a token) shares among its sockets,
+//! and the counts that bound connections: in total, per token, per user, and sockets
+//! still in their handshake.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, Ipv6Addr};

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use crate::config::Config;
 use crate::http;
 use crate::listener::accept_loop;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Refusal};
 use crate::node::Node;
 use crate::systemd;
 use crate::Error;
@@ -152,16 +152,19 @@ async fn serve_metrics(listener: TcpListener, node: Arc<Node>, shutdown: Cancell
             };
             match (req.method.as_str(), req.path.as_str()) {
                 ("GET", "/metrics") => {
-                    let body = node.metrics.render();
-                    http::respond(&mut stream, 200, "OK", crate::metrics::CONTENT_TYPE, &body)
-                        .await;
+                    // Off the runtime's workers: reading /proc takes milliseconds with
+                    // many sockets open.
+                    let metrics = Arc::clone(&node.metrics);
+                    let Ok(body) = tokio::task::spawn_blocking(move || metrics.render()).await
+                    else {
+                        return;
+                    };
+                    http::respond(&mut stream, 200, crate::metrics::CONTENT_TYPE, &body).await;
                 }
-                ("GET" | "HEAD", "/healthz") => {
-                    http::health(&mut stream, &req, node.health()).await;
+                (_, "/healthz") => {
+                    let _ = http::health(&mut stream, &req, node.health()).await;
                 }
-                _ => {
-                    http::respond(&mut stream, 404, "Not Found", "text/plain", "not found\n").await
-                }
+                _ => http::refuse(&mut stream, Refusal::NotFound).await,
             }
         });
     }

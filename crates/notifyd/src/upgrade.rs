@@ -67,7 +67,7 @@ pub(crate) async fn upgrade(
             .and_then(|v| v.for_room(&query.room))
             .map_err(|e| {
                 if let Some(r) = e.rejection() {
-                    node.metrics.token_rejected(r.code());
+                    node.metrics.token_rejected(r);
                     debug!(check = r.code(), "token refused");
                 }
                 Refusal::InvalidToken
@@ -248,7 +248,7 @@ pub fn origin_allowed(req: &Request, allowed: &[String]) -> bool {
     }
     match req.header("origin") {
         Some(o) => {
-            let o = o.trim_end_matches('/').to_ascii_lowercase();
+            let o = crate::http::origin_key(o);
             allowed.contains(&o)
         }
         None => false,

@@ -105,11 +105,15 @@ async fn nodes_with_rotated_secrets_still_hear_each_other() {
     // Node a already mints with the new secret; node b still has only the old one
     // first. Each accepts under any of its secrets.
     let mut ca = config();
-    ca.keyring = tsugi_notify_core::Keyring::new(["new-secret", SECRET]).unwrap();
+    ca.tokens = tsugi_notify_core::Tokens::new(
+        tsugi_notify_core::Keyring::new(["new-secret", SECRET]).unwrap(),
+    );
     ca.redis = Some(plain(redis.port));
     let a = start(ca).await;
     let mut cb = config();
-    cb.keyring = tsugi_notify_core::Keyring::new([SECRET, "new-secret"]).unwrap();
+    cb.tokens = tsugi_notify_core::Tokens::new(
+        tsugi_notify_core::Keyring::new([SECRET, "new-secret"]).unwrap(),
+    );
     cb.redis = Some(plain(redis.port));
     let b = start(cb).await;
     let mut on_a = connect(a.addr, &token("1", "x"), None).await;

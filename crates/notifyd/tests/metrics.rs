@@ -88,7 +88,10 @@ async fn every_documented_metric_is_served_and_healthz_answers_on_both_ports() {
         .filter(|n| !["_bucket", "_sum", "_count"].iter().any(|s| n.ends_with(s)))
         .filter(|n| !documented.contains(*n))
         .collect();
-    assert!(undocumented.is_empty(), "served but not in the README: {undocumented:?}");
+    assert!(
+        undocumented.is_empty(),
+        "served but not in the README: {undocumented:?}"
+    );
     for histogram in [
         "tsugi_notify_handshake_duration_seconds_count",
         "tsugi_notify_queue_wait_seconds_count",

@@ -839,3 +839,25 @@ async fn a_flood_of_idle_connections_under_a_low_fd_limit_never_keeps_a_real_cli
     );
     drop(idle);
 }
+
+#[test]
+fn an_environment_value_that_is_not_utf8_is_refused_by_name_never_quoted() {
+    use std::os::unix::ffi::OsStringExt;
+    let value = std::ffi::OsString::from_vec(b"hunter2-secret\xff".to_vec());
+    let out = Command::new(BIN)
+        .args(["--dev", "--check-config"])
+        .env("TSUGI_NOTIFY_SECRET", value)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("TSUGI_NOTIFY_SECRET") && err.contains("not UTF-8"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("hunter2") && !err.contains("panicked"),
+        "{err}"
+    );
+}

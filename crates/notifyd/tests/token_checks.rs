@@ -215,7 +215,7 @@ async fn each_check_refuses_at_the_socket() {
 #[tokio::test]
 async fn legacy_tokens_refused_when_switched_off() {
     let mut cfg = config();
-    cfg.accept_legacy = false;
+    cfg.tokens = cfg.tokens.accept_legacy(false);
     let server = start(cfg).await;
     let legacy = Tokens::new(Keyring::new([SECRET]).unwrap())
         .mint_legacy(&Plaintext::new("https://s", "42", None, None).unwrap())
