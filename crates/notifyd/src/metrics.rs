@@ -433,7 +433,7 @@ impl Metrics {
             ),
             queue_wait_seconds: m.seconds(
                 "queue_wait_seconds",
-                "How long the oldest message of each write waited in its receiver's queue",
+                "How long the oldest message of a write waited in its receiver's queue (one write in 8 of each connection, the first included)",
             ),
             publish_seconds: m.seconds(
                 "publish_duration_seconds",
@@ -632,44 +632,26 @@ struct ProcessStat {
     max_fds: Option<u64>,
 }
 
-/// The fields of `/proc/self/stat` after the command (which is in parentheses and may
-/// hold spaces), so that field `n` of proc(5) is at index `n - 3`.
-fn stat_fields() -> Option<Vec<u64>> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    let after = stat.get(stat.rfind(')')? + 2..)?;
-    // The state (field 3) is a letter: parsed as 0.
-    Some(
-        after
-            .split(' ')
-            .map(|f| f.trim().parse().unwrap_or(0))
-            .collect(),
-    )
-}
+/// `/proc` counts CPU time in USER_HZ ticks, which Linux fixes at 100 for user space
+/// on every architecture (what `sysconf(_SC_CLK_TCK)` answers).
+const USER_HZ: f64 = 100.0;
 
-fn ticks_per_second() -> f64 {
-    rustix::param::clock_ticks_per_second() as f64
-}
+/// When the first daemon of this process started serving: `process_start_time_seconds`
+/// (read from the clock, not `/proc/stat`, which `ProcSubset=pid` hides).
+static STARTED: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
 
 impl Process {
     fn new(refresh: Duration) -> Self {
+        let started = *STARTED.get_or_init(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64())
+        });
         Process {
-            start_time: Process::start_time(),
+            start_time: Some(started),
             refresh,
             last: std::sync::Mutex::new(None),
         }
-    }
-
-    /// The start time: the process's start after boot (field 22, in ticks), placed on
-    /// the wall clock through the time since boot now.
-    fn start_time() -> Option<f64> {
-        let started_after_boot = *stat_fields()?.get(22 - 3)? as f64 / ticks_per_second();
-        let since_boot = rustix::time::clock_gettime(rustix::time::ClockId::Boottime);
-        let since_boot = since_boot.tv_sec as f64 + since_boot.tv_nsec as f64 / 1e9;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?
-            .as_secs_f64();
-        Some(now - since_boot + started_after_boot)
     }
 
     fn stat(&self) -> ProcessStat {
@@ -690,16 +672,32 @@ impl Process {
 
 impl ProcessStat {
     fn read() -> ProcessStat {
-        let fields = stat_fields().unwrap_or_default();
-        // utime 14, stime 15, vsize 23, rss 24 (pages).
-        let field = |n: usize| fields.get(n - 3).copied();
-        let page = rustix::param::page_size() as u64;
+        // `/proc/self/stat` after the command (in parentheses, and it may hold spaces):
+        // field n of proc(5) is at index n - 3; utime is 14, stime 15.
+        let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+        let after = stat
+            .rfind(')')
+            .and_then(|at| stat.get(at + 2..))
+            .unwrap_or("");
+        let fields: Vec<&str> = after.split(' ').collect();
+        let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<u64>().ok());
+        // `/proc/self/status` gives the sizes in kB (no page size needed).
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        let kib = |key: &str| {
+            status.lines().find_map(|l| {
+                let rest = l.strip_prefix(key)?.trim().strip_suffix("kB")?;
+                rest.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .map(|k| k.saturating_mul(1024))
+            })
+        };
         ProcessStat {
             cpu_seconds: field(14)
                 .zip(field(15))
-                .map(|(u, s)| (u + s) as f64 / ticks_per_second()),
-            virtual_bytes: field(23),
-            resident_bytes: field(24).map(|pages| pages.saturating_mul(page)),
+                .map(|(u, s)| (u + s) as f64 / USER_HZ),
+            virtual_bytes: kib("VmSize:"),
+            resident_bytes: kib("VmRSS:"),
             open_fds: std::fs::read_dir("/proc/self/fd")
                 .ok()
                 .map(|d| d.count() as u64),
@@ -816,7 +814,7 @@ mod tests {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let start = Process::start_time().unwrap();
+        let start = Process::new(PROCESS_REFRESH).start_time.unwrap();
         assert!(
             start > now - 86_400.0 && start <= now + 1.0,
             "{start} vs {now}"
