@@ -3,6 +3,9 @@
 # missing (Debian, apt-get).
 
 SHELL := /bin/bash
+# Targets run one after another even under -j: the cargo tests and the test-clock
+# build both write target/debug/libtsugi_websocket.so.
+.NOTPARALLEL:
 .SHELLFLAGS := -eu -o pipefail -c
 CARGO ?= cargo
 PHP ?= php

@@ -504,12 +504,10 @@ impl Config {
     /// secret, metrics off, default limits.
     pub fn for_loopback(secret: &str) -> Result<Config, Error> {
         let settings = Settings {
-            url: Some(DEV_URL.to_owned().into()),
             secret: Some(Secret(secret.into())),
-            bind: Some("127.0.0.1".into()),
             proxyport: Some(0),
             metrics_bind: Some("off".into()),
-            ..Settings::default()
+            ..Settings::dev()
         };
         Config::from_settings(settings, false)
     }
