@@ -626,10 +626,10 @@ const PROCESS_REFRESH: Duration = Duration::from_secs(1);
 #[derive(Debug, Default, Clone, PartialEq)]
 struct ProcessStat {
     cpu_seconds: Option<f64>,
-    virtual_bytes: Option<u64>,
-    resident_bytes: Option<u64>,
-    open_fds: Option<u64>,
-    max_fds: Option<u64>,
+    virtual_bytes: Option<f64>,
+    resident_bytes: Option<f64>,
+    open_fds: Option<f64>,
+    max_fds: Option<f64>,
 }
 
 /// `/proc` counts CPU time in USER_HZ ticks, which Linux fixes at 100 for user space
@@ -686,10 +686,7 @@ impl ProcessStat {
         let kib = |key: &str| {
             status.lines().find_map(|l| {
                 let rest = l.strip_prefix(key)?.trim().strip_suffix("kB")?;
-                rest.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .map(|k| k.saturating_mul(1024))
+                rest.trim().parse::<f64>().ok().map(|k| k * 1024.0)
             })
         };
         ProcessStat {
@@ -700,8 +697,10 @@ impl ProcessStat {
             resident_bytes: kib("VmRSS:"),
             open_fds: std::fs::read_dir("/proc/self/fd")
                 .ok()
-                .map(|d| d.count() as u64),
-            max_fds: rustix::process::getrlimit(rustix::process::Resource::Nofile).current,
+                .map(|d| d.count() as f64),
+            max_fds: rustix::process::getrlimit(rustix::process::Resource::Nofile)
+                .current
+                .map(|n| n as f64),
         }
     }
 }
@@ -718,32 +717,13 @@ impl Collector for Process {
                 counter.metric_type(),
             )?)?;
         }
-        let gauges: [(&str, &str, Option<f64>); 5] = [
-            (
-                "process_start_time_seconds",
-                "Start time of the process since unix epoch in seconds",
-                self.start_time,
-            ),
-            (
-                "process_resident_memory_bytes",
-                "Resident memory size in bytes",
-                p.resident_bytes.map(|v| v as f64),
-            ),
-            (
-                "process_virtual_memory_bytes",
-                "Virtual memory size in bytes",
-                p.virtual_bytes.map(|v| v as f64),
-            ),
-            (
-                "process_open_fds",
-                "Number of open file descriptors",
-                p.open_fds.map(|v| v as f64),
-            ),
-            (
-                "process_max_fds",
-                "Maximum number of open file descriptors",
-                p.max_fds.map(|v| v as f64),
-            ),
+        #[rustfmt::skip]
+        let gauges = [
+            ("process_start_time_seconds", "Start time of the process since unix epoch in seconds", self.start_time),
+            ("process_resident_memory_bytes", "Resident memory size in bytes", p.resident_bytes),
+            ("process_virtual_memory_bytes", "Virtual memory size in bytes", p.virtual_bytes),
+            ("process_open_fds", "Number of open file descriptors", p.open_fds),
+            ("process_max_fds", "Maximum number of open file descriptors", p.max_fds),
         ];
         for (name, help, value) in gauges {
             let Some(value) = value else { continue };
@@ -806,9 +786,9 @@ mod tests {
     fn the_process_figures_are_read() {
         let p = ProcessStat::read();
         let (rss, vsz) = (p.resident_bytes.unwrap(), p.virtual_bytes.unwrap());
-        assert!(rss > 0 && vsz >= rss);
+        assert!(rss > 0.0 && vsz >= rss);
         let (open, max) = (p.open_fds.unwrap(), p.max_fds.unwrap());
-        assert!(open >= 3 && max >= open);
+        assert!(open >= 3.0 && max >= open);
         assert!(p.cpu_seconds.unwrap() >= 0.0);
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
