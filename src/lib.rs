@@ -110,40 +110,20 @@ struct Need {
     verify: bool,
 }
 
+// A table: one line a method.
+#[rustfmt::skip]
 impl Need {
-    const NOTHING: Need = Need {
-        endpoint: false,
-        publish: false,
-        mint: false,
-        verify: false,
-    };
+    const NOTHING: Need = Need { endpoint: false, publish: false, mint: false, verify: false };
     /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`.
-    const ENDPOINT: Need = Need {
-        endpoint: true,
-        ..Need::NOTHING
-    };
+    const ENDPOINT: Need = Need { endpoint: true, ..Need::NOTHING };
     /// `publish()`.
-    const PUBLISH: Need = Need {
-        publish: true,
-        ..Need::ENDPOINT
-    };
+    const PUBLISH: Need = Need { publish: true, ..Need::ENDPOINT };
     /// `getToken()`, `getPublishToken()`.
-    const MINT: Need = Need {
-        mint: true,
-        ..Need::NOTHING
-    };
+    const MINT: Need = Need { mint: true, ..Need::NOTHING };
     /// `decodeToken()`.
-    const VERIFY: Need = Need {
-        verify: true,
-        ..Need::NOTHING
-    };
+    const VERIFY: Need = Need { verify: true, ..Need::NOTHING };
     /// `php --ri`.
-    const ALL: Need = Need {
-        endpoint: true,
-        publish: true,
-        mint: true,
-        verify: true,
-    };
+    const ALL: Need = Need { endpoint: true, publish: true, mint: true, verify: true };
 }
 
 /// `$CFG` (when it is an object) and what it says about notifications, as far as
