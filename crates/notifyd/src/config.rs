@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use toml::{Table, Value};
-use tsugi_notify_core::{Keyring, Site, Tokens, WebsocketUrl, DEFAULT_TTL_SECS};
+use tsugi_notify_core::{Keyring, Site, Tokens, WebsocketUrl, DEFAULT_TTL_SECS, LEEWAY_SECS};
 
 /// Where development mode listens, and its well-known secret.
 pub const DEV_URL: &str = "ws://127.0.0.1:2021";
@@ -167,6 +167,10 @@ settings! {
     log_level: String = "info";
     /// Lifetime of tokens minted by `token mint`, in seconds (0: never expire).
     token_ttl_secs: i64 = DEFAULT_TTL_SECS as i64;
+    /// How far a web server's clock may be from this one, in seconds (0 to 3600): a v1
+    /// token issued up to this far in the future, or expired up to this long ago, is
+    /// accepted.
+    clock_skew_secs: i64 = LEEWAY_SECS;
     /// Redis for more than one node ([redis] url), e.g. redis://10.0.0.5:6379/ or
     /// rediss://user@10.0.0.5:6380/ (TLS).
     redis_url: MaskedUrl;
@@ -844,6 +848,7 @@ fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Erro
         .with_proxyport(proxyport.map(i64::from))
         .with_ttl(Some(ttl))
         .with_accept_legacy(v.accept_legacy_tokens);
+    let skew = int::<u64>("clock_skew_secs", v.clock_skew_secs, 0, 3600)?;
     let (Some(url), Some(tokens)) = (site.url(), site.tokens()) else {
         return Err(setting(
             "url must be a ws:// or wss:// URL with a host, as $CFG->websocket_url",
@@ -874,7 +879,7 @@ fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Erro
     Ok(Config {
         url: url.clone(),
         listen: SocketAddr::new(bind, listen_port(&site, proxyport)),
-        tokens: tokens.clone(),
+        tokens: tokens.clone().with_leeway(skew),
         http_origin: site.http_origin().unwrap_or_default(),
         allowed_origins,
         limits,
@@ -1418,6 +1423,21 @@ mod tests {
         assert_eq!(c.listen.port(), 0);
         let c = Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
         assert_eq!(c.http_origin, "http://h");
+    }
+
+    #[test]
+    fn clock_skew_secs_sets_the_token_leeway_within_an_hour() {
+        let base = "url = \"ws://h:1\"\nsecret = \"s\"\n";
+        let c = Config::from_toml_str(base).unwrap();
+        assert_eq!(c.tokens.leeway(), 60);
+        let c = Config::from_toml_str(&format!("{base}clock_skew_secs = 300\n")).unwrap();
+        assert_eq!(c.tokens.leeway(), 300);
+        let e = Config::from_toml_str(&format!("{base}clock_skew_secs = 3601\n")).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("clock_skew_secs must be between 0 and 3600"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -223,3 +223,24 @@ async fn legacy_tokens_refused_when_switched_off() {
     assert_eq!(refused_status(server.addr, &legacy, None).await, 403);
     connect(server.addr, &token("42", "u"), None).await;
 }
+
+#[tokio::test]
+async fn a_web_server_clock_ahead_by_more_than_clock_skew_secs_is_refused_and_counted() {
+    let t = now();
+    let ahead = sign(
+        H,
+        &format!(
+            r#"{{"iss":"https://s","lnk":"42","sub":"u","iat":{}}}"#,
+            t + 200
+        ),
+        SECRET,
+    );
+    let strict = start(config()).await;
+    assert_eq!(refused_status(strict.addr, &ahead, None).await, 403);
+    let row = "tsugi_notify_token_rejections_total{check=\"not_yet_valid\"}";
+    assert_eq!(metric(&strict.metrics, row), 1);
+    let mut cfg = config();
+    cfg.tokens = cfg.tokens.with_leeway(300);
+    let tolerant = start(cfg).await;
+    connect(tolerant.addr, &ahead, None).await;
+}

@@ -23,6 +23,7 @@ pub struct Tokens<C = SystemClock> {
     keyring: Keyring,
     ttl: u64,
     accept_legacy: bool,
+    leeway: u64,
     clock: C,
 }
 
@@ -33,6 +34,7 @@ impl Tokens<SystemClock> {
             keyring,
             ttl: DEFAULT_TTL_SECS,
             accept_legacy: true,
+            leeway: LEEWAY_SECS.unsigned_abs(),
             clock: SystemClock,
         }
     }
@@ -45,6 +47,7 @@ impl<C: Clock> Tokens<C> {
             keyring: self.keyring,
             ttl: self.ttl,
             accept_legacy: self.accept_legacy,
+            leeway: self.leeway,
             clock,
         }
     }
@@ -53,6 +56,19 @@ impl<C: Clock> Tokens<C> {
     pub fn with_ttl(mut self, secs: u64) -> Self {
         self.ttl = secs;
         self
+    }
+
+    /// How far apart the minting and verifying clocks may be, in seconds: a v1 token
+    /// issued up to this far in the future, or expired up to this long ago, is still
+    /// accepted ([`LEEWAY_SECS`] unless set; at most one hour).
+    pub fn with_leeway(mut self, secs: u64) -> Self {
+        self.leeway = secs.min(3600);
+        self
+    }
+
+    /// The clock leeway in seconds.
+    pub fn leeway(&self) -> u64 {
+        self.leeway
     }
 
     /// Whether [`Tokens::verify`] accepts legacy tokens.
@@ -127,7 +143,7 @@ impl<C: Clock> Tokens<C> {
             return Err(Error::InvalidToken(Rejection::Size));
         }
         let verified = if token.contains('.') {
-            v1::verify(&self.keyring, token, self.clock.now())?
+            v1::verify(&self.keyring, token, self.clock.now(), self.leeway)?
         } else if self.accept_legacy {
             legacy::verify(&self.keyring, token)?
         } else {

@@ -7,7 +7,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
-use super::claims::{Format, Scope, Verified, LEEWAY_SECS, MAX_TOKEN_BYTES};
+use super::claims::{Format, Scope, Verified, MAX_TOKEN_BYTES};
 use crate::error::{Error, Rejection, Result};
 use crate::model::{Plaintext, Room};
 use crate::secret::Keyring;
@@ -134,7 +134,7 @@ fn object<'a, T: Deserialize<'a>>(json: &'a [u8]) -> Option<T> {
 
 /// Checks 1 to 6 of token-format.md, in order; the caller checks the scope (7), and
 /// the room (8) where the token is used.
-pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verified> {
+pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64, leeway: u64) -> Result<Verified> {
     // 1. Three non-empty parts (the size was checked by the caller).
     let mut parts = token.split('.');
     let (Some(h64), Some(c64), Some(s64), None) =
@@ -198,11 +198,11 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64) -> Result<Verifie
     };
     // 6. Time, with leeway, in arithmetic that cannot overflow.
     if let Some(exp) = c.exp {
-        if i128::from(now) >= i128::from(exp) + i128::from(LEEWAY_SECS) {
+        if i128::from(now) >= i128::from(exp) + i128::from(leeway) {
             return Err(reject(Rejection::Expired));
         }
     }
-    if i128::from(iat) > i128::from(now) + i128::from(LEEWAY_SECS) {
+    if i128::from(iat) > i128::from(now) + i128::from(leeway) {
         return Err(reject(Rejection::NotYetValid));
     }
     // 7, first half: an unknown scope authorizes nothing; the caller matches the rest.
@@ -284,11 +284,17 @@ mod tests {
         let k = Keyring::new(["s"]).unwrap();
         let p = Plaintext::new("w", "1", Some("2"), None).unwrap();
         let room = Room::new("grades").unwrap();
-        let v = verify(&k, &mint(&k, &p, Scope::Publish, Some(&room), 100, 30), 100).unwrap();
+        let v = verify(
+            &k,
+            &mint(&k, &p, Scope::Publish, Some(&room), 100, 30),
+            100,
+            60,
+        )
+        .unwrap();
         assert_eq!(v.room.as_ref(), Some(&room));
         assert_eq!(v.scope, Scope::Publish);
         assert_eq!((v.issued_at, v.expires_at), (Some(100), Some(130)));
-        let unbound = verify(&k, &mint(&k, &p, Scope::Publish, None, 100, 30), 100).unwrap();
+        let unbound = verify(&k, &mint(&k, &p, Scope::Publish, None, 100, 30), 100, 60).unwrap();
         assert_eq!(unbound.room, None);
         // 256 bytes is a room; 257 bytes (here 128 two-byte characters and one more) is not.
         let max = "é".repeat(128);
@@ -296,7 +302,7 @@ mod tests {
             &k,
             &format!(r#"{{"iss":"w","lnk":"1","iat":100,"rom":"{max}"}}"#),
         );
-        assert_eq!(verify(&k, &t, 100).unwrap().room.unwrap().as_str(), max);
+        assert_eq!(verify(&k, &t, 100, 60).unwrap().room.unwrap().as_str(), max);
         for rom in [
             format!(r#""{max}x""#),
             "5".to_owned(),
@@ -310,14 +316,14 @@ mod tests {
                 &format!(r#"{{"iss":"w","lnk":"1","iat":100,"rom":{rom}}}"#),
             );
             assert_eq!(
-                verify(&k, &t, 100).unwrap_err(),
+                verify(&k, &t, 100, 60).unwrap_err(),
                 Error::InvalidToken(Rejection::Claims),
                 "rom {rom}"
             );
         }
         let dup = signed(&k, r#"{"iss":"w","lnk":"1","iat":100,"rom":"a","rom":"b"}"#);
         assert_eq!(
-            verify(&k, &dup, 100).unwrap_err(),
+            verify(&k, &dup, 100, 60).unwrap_err(),
             Error::InvalidToken(Rejection::Claims)
         );
     }
@@ -331,5 +337,28 @@ mod tests {
         assert!(object::<Header<'_>>(b" \n{\"alg\":\"HS256\"}").is_some());
         let ok = br#"{"iss":"a","lnk":"1","iat":1,"extra":{"nested":[1,2]}}"#;
         assert!(object::<Incoming<'_>>(ok).is_some());
+    }
+
+    #[test]
+    fn the_leeway_bounds_both_clocks() {
+        let k = Keyring::new(["s"]).unwrap();
+        let p = Plaintext::new("https://a.example", "1", None, Some("3")).unwrap();
+        // Issued at 1000 by a web server 90 s ahead of a verifier at 910.
+        let ahead = mint(&k, &p, Scope::Browser, None, 1000, 60);
+        let code = |r: Result<Verified>| r.err().and_then(|e| e.rejection());
+        assert_eq!(
+            code(verify(&k, &ahead, 910, 60)),
+            Some(Rejection::NotYetValid)
+        );
+        assert!(verify(&k, &ahead, 910, 90).is_ok());
+        // Expired at 1060; 100 s later, a leeway of 100 still takes it, 99 does not.
+        assert_eq!(code(verify(&k, &ahead, 1160, 99)), Some(Rejection::Expired));
+        assert!(verify(&k, &ahead, 1159, 100).is_ok());
+        // No leeway: exact.
+        assert!(verify(&k, &ahead, 1000, 0).is_ok());
+        assert_eq!(
+            code(verify(&k, &ahead, 999, 0)),
+            Some(Rejection::NotYetValid)
+        );
     }
 }
