@@ -106,7 +106,7 @@ struct Need {
     publish: bool,
     /// `websocket_token_ttl` and `websocket_token_format`.
     mint: bool,
-    /// `websocket_accept_legacy`.
+    /// `websocket_accept_legacy` and `websocket_clock_skew`.
     verify: bool,
 }
 
@@ -159,7 +159,9 @@ fn site(need: Need) -> (Option<Zval>, Site<PhpClock>) {
     }
     if need.verify {
         let accept = php::property(&cfg, "websocket_accept_legacy");
-        site = site.with_accept_legacy(!accept.is_some_and(|v| v.is_false()));
+        site = site
+            .with_accept_legacy(!accept.is_some_and(|v| v.is_false()))
+            .with_leeway(int("websocket_clock_skew"));
     }
     (Some(cfg), site)
 }
@@ -194,7 +196,9 @@ fn plaintext(cfg: Option<&Zval>, launch: &Zval) -> Option<Plaintext> {
 /// strings while rotating: the first one mints), `$CFG->websocket_proxyport`,
 /// `$CFG->wwwroot`, `$CFG->websocket_token_ttl` (seconds, default 86400, 0 = no
 /// expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`),
-/// `$CFG->websocket_accept_legacy` (default true) and `$CFG->websocket_publish_url`
+/// `$CFG->websocket_accept_legacy` (default true), `$CFG->websocket_clock_skew` (how
+/// far apart the minting and verifying clocks may be, seconds, default 60, at most
+/// 3600) and `$CFG->websocket_publish_url`
 /// (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
 /// derived from `websocket_url`).
 #[php_class]
@@ -338,6 +342,7 @@ pub extern "C" fn module_info(_module: *mut ModuleEntry) {
                 .to_owned(),
             ),
             ("token ttl (s)", site.ttl().to_string()),
+            ("clock skew allowed (s)", site.leeway().to_string()),
             (
                 "accepts legacy tokens",
                 yes_no(site.accepts_legacy()).to_owned(),

@@ -14,7 +14,9 @@ namespace Tsugi\Core {
      * strings while rotating: the first one mints), `$CFG->websocket_proxyport`,
      * `$CFG->wwwroot`, `$CFG->websocket_token_ttl` (seconds, default 86400, 0 = no
      * expiry), `$CFG->websocket_token_format` (`'jwt'` default, or `'legacy'`),
-     * `$CFG->websocket_accept_legacy` (default true) and `$CFG->websocket_publish_url`
+     * `$CFG->websocket_accept_legacy` (default true), `$CFG->websocket_clock_skew` (how
+     * far apart the minting and verifying clocks may be, seconds, default 60, at most
+     * 3600) and `$CFG->websocket_publish_url`
      * (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
      * derived from `websocket_url`).
      */

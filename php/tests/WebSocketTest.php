@@ -68,7 +68,15 @@ final class WebSocketTest extends TestCase
         $CFG->websocket_url = 'ws://[::1]:2021';
         $this->assertSame('[::1]', WebSocket::getHost());
 
-        foreach (['xyzzy', 'false', '', 'http://localhost:2021', 'ws://:2021', 'ws://h:0'] as $bad) {
+        // Browsers open http(s):// URLs as ws(s)://; so does the extension.
+        $CFG->websocket_url = 'http://localhost:2021';
+        $this->assertTrue(WebSocket::enabled());
+        $this->assertSame(2021, WebSocket::getPort());
+        $CFG->websocket_url = 'https://socket.example.org';
+        $this->assertSame(443, WebSocket::getPort());
+        $this->assertSame('socket.example.org', WebSocket::getHost());
+
+        foreach (['xyzzy', 'false', '', 'ftp://localhost:2021', 'http://', 'ws://:2021', 'ws://h:0'] as $bad) {
             $CFG->websocket_url = $bad;
             $this->assertFalse(WebSocket::enabled(), $bad);
             $this->assertNull(WebSocket::getPort(), $bad);
@@ -150,6 +158,27 @@ final class WebSocketTest extends TestCase
             $claims = json_decode(Ref\unb64url(explode('.', WebSocket::getToken(self::launch()))[1]), true);
             $this->assertSame(86400, $claims['exp'] - $claims['iat']);
         }
+    }
+
+    public function testClockSkewSetting(): void
+    {
+        global $CFG;
+        // A token from a web server 90 s ahead of this one.
+        $ahead = Ref\v1_mint('opensource', self::WWW, '42', '7', '9', time() + 90, 3600);
+        $this->assertFalse(WebSocket::decodeToken($ahead), 'the default allows 60 s');
+        $CFG->websocket_clock_skew = 120;
+        $this->assertSame(self::WWW . '::42::7::9', WebSocket::decodeToken($ahead));
+        $CFG->websocket_clock_skew = '30';
+        $this->assertFalse(WebSocket::decodeToken($ahead));
+        // At most an hour, whatever is set; junk keeps the default.
+        $far = Ref\v1_mint('opensource', self::WWW, '42', '7', '9', time() + 3700, 3600);
+        $CFG->websocket_clock_skew = 86400;
+        $this->assertFalse(WebSocket::decodeToken($far));
+        foreach ([-1, 'abc', 1.5, [], null] as $bad) {
+            $CFG->websocket_clock_skew = $bad;
+            $this->assertFalse(WebSocket::decodeToken($ahead), var_export($bad, true));
+        }
+        unset($CFG->websocket_clock_skew);
     }
 
     public function testGetTokenNeedsSecretAndLinkId(): void

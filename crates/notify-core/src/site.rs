@@ -150,6 +150,23 @@ impl<C: Clock> Site<C> {
         self
     }
 
+    /// `websocket_clock_skew` in seconds: how far this server's clock and the minting
+    /// clock may differ when a token is verified (at most an hour); absent or negative
+    /// keeps the default of [`crate::LEEWAY_SECS`].
+    pub fn with_leeway(mut self, secs: Option<i64>) -> Self {
+        if let Some(secs) = secs.and_then(|s| u64::try_from(s).ok()) {
+            self.tokens = self.tokens.map(|t| t.with_leeway(secs));
+        }
+        self
+    }
+
+    /// The clock leeway verification allows, in seconds.
+    pub fn leeway(&self) -> u64 {
+        self.tokens
+            .as_ref()
+            .map_or(crate::LEEWAY_SECS.unsigned_abs(), Tokens::leeway)
+    }
+
     /// `websocket_accept_legacy`: only an explicit `false` refuses legacy tokens.
     pub fn with_accept_legacy(mut self, accept: bool) -> Self {
         self.tokens = self.tokens.map(|t| t.accept_legacy(accept));
@@ -404,7 +421,14 @@ mod tests {
             );
         }
         assert_eq!(Site::new(Some("ws://h:1"), None).http_origin(), None);
-        assert_eq!(Site::new(Some("http://h:1"), keyring()).http_origin(), None);
+        // Browsers take http(s) URLs in `new WebSocket`; so does the site.
+        assert_eq!(
+            Site::new(Some("https://h:1"), keyring())
+                .http_origin()
+                .as_deref(),
+            Some("https://h")
+        );
+        assert_eq!(Site::new(Some("ftp://h:1"), keyring()).http_origin(), None);
     }
 
     #[test]

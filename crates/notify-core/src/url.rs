@@ -2,9 +2,10 @@
 
 /// A parsed `websocket_url` such as `wss://socket.example.org:443`.
 ///
-/// Only `ws` and `wss` are WebSocket schemes; the port defaults to 80 for `ws` and 443
-/// for `wss`. Anything else (`xyzzy`, `false`, an empty string, a missing host, a port
-/// out of range) is not a WebSocket URL, and notifications are then not enabled.
+/// `ws` and `wss` are WebSocket schemes; `http` and `https` are read as `ws` and `wss`,
+/// as browsers read them in `new WebSocket(url)`. The port defaults to 80 for `ws` and
+/// 443 for `wss`. Anything else (`xyzzy`, `false`, an empty string, a missing host, a
+/// port out of range) is not a WebSocket URL, and notifications are then not enabled.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WebsocketUrl {
     secure: bool,
@@ -20,9 +21,9 @@ impl WebsocketUrl {
             return None;
         }
         let (scheme, rest) = url.split_once("://")?;
-        let secure = if scheme.eq_ignore_ascii_case("ws") {
+        let secure = if scheme.eq_ignore_ascii_case("ws") || scheme.eq_ignore_ascii_case("http") {
             false
-        } else if scheme.eq_ignore_ascii_case("wss") {
+        } else if scheme.eq_ignore_ascii_case("wss") || scheme.eq_ignore_ascii_case("https") {
             true
         } else {
             return None;
@@ -171,6 +172,21 @@ mod tests {
     }
 
     #[test]
+    fn http_and_https_are_read_as_ws_and_wss() {
+        // Browsers take these in `new WebSocket(url)`; so do we, rather than switching
+        // notifications off.
+        for (url, secure, port) in [
+            ("http://localhost:2021", false, 2021),
+            ("http://example.org", false, 80),
+            ("HTTPS://socket.example.org", true, 443),
+            ("https://socket.example.org:8443/", true, 8443),
+        ] {
+            let u = WebsocketUrl::parse(url).expect(url);
+            assert_eq!((u.is_secure(), u.port()), (secure, port), "{url}");
+        }
+    }
+
+    #[test]
     fn not_websocket_urls() {
         for bad in [
             "",
@@ -179,7 +195,9 @@ mod tests {
             "1",
             "ws://",
             "ws://:2021",
-            "http://localhost:2021",
+            "http://",
+            "https://:443",
+            "ftp://localhost:2021",
             "localhost:2021",
             "ws://host:0",
             "ws://host:65536",

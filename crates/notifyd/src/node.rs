@@ -2,12 +2,14 @@
 //! their fan-out, the quotas, and the counters.
 
 use std::hash::RandomState;
-use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tsugi_notify_core::Tokens;
+use tracing::{debug, warn};
+use tsugi_notify_core::{Rejection, Tokens};
 
 use crate::backplane::Backplane;
 use crate::config::Config;
@@ -45,6 +47,18 @@ pub struct Node {
     pub tracker: TaskTracker,
     /// The next connection's id.
     pub next_id: AtomicU64,
+    /// The warning about tokens from the future, at most once a minute.
+    skew_warning: SkewWarning,
+}
+
+/// How often the clock-skew warning may be logged.
+const SKEW_WARNING_EVERY: Duration = Duration::from_secs(60);
+
+/// When the clock-skew warning was last logged, and how many such refusals came since.
+#[derive(Debug, Default)]
+struct SkewWarning {
+    last: Mutex<Option<Instant>>,
+    since: AtomicU64,
 }
 
 impl Node {
@@ -85,7 +99,46 @@ impl Node {
             tracker,
             config,
             next_id: AtomicU64::new(1),
+            skew_warning: SkewWarning::default(),
         }))
+    }
+
+    /// Counts a refused token by its reason (`what`: which check, for the debug log).
+    /// A token issued in the future, more than `clock_skew_secs` ahead, is the web
+    /// server's clock running fast, which breaks every page of that site: that is
+    /// logged as a warning naming the issuer and by how much, at most once a minute.
+    pub fn token_refused(&self, what: &'static str, token: &str, e: &tsugi_notify_core::Error) {
+        let Some(r) = e.rejection() else {
+            return;
+        };
+        self.metrics.token_rejected(r);
+        debug!(check = r.code(), "{what} token refused");
+        if r != Rejection::NotYetValid {
+            return;
+        }
+        let since = self.skew_warning.since.fetch_add(1, Ordering::Relaxed);
+        let Ok(mut last) = self.skew_warning.last.try_lock() else {
+            return;
+        };
+        if last.is_some_and(|at| at.elapsed() < SKEW_WARNING_EVERY) {
+            return;
+        }
+        // A second signature check, once a minute at most: the issuer logged is the
+        // one that signed.
+        let Some((issuer, ahead_secs)) = self.tokens.ahead_of_clock(token) else {
+            return;
+        };
+        *last = Some(Instant::now());
+        self.skew_warning.since.store(0, Ordering::Relaxed);
+        warn!(
+            issuer = %issuer,
+            ahead_secs,
+            clock_skew_secs = self.tokens.leeway(),
+            refused_since_last_warning = since,
+            "tokens issued in the future refused: the issuer's clock is ahead of this \
+             daemon's by more than clock_skew_secs; set both clocks right (NTP) or raise \
+             clock_skew_secs"
+        );
     }
 
     /// `/healthz` on either listener: always 200 while serving; says whether the

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tungstenite::tungstenite::Message;
-use tracing::debug;
 use tsugi_notify_core::{PublishRequest, Room, Scope};
 
 use crate::fanout::Source;
@@ -34,11 +33,8 @@ fn error(status: u16, message: &str) -> Outcome {
 }
 
 /// 403 for a refused token: counted by check, logged at debug level without the token.
-fn invalid_token(node: &Node, e: &tsugi_notify_core::Error) -> Outcome {
-    if let Some(r) = e.rejection() {
-        node.metrics.token_rejected(r);
-        debug!(check = r.code(), "publish token refused");
-    }
+fn invalid_token(node: &Node, token: &str, e: &tsugi_notify_core::Error) -> Outcome {
+    node.token_refused("publish", token, e);
     error(403, "invalid token")
 }
 
@@ -63,12 +59,13 @@ pub async fn handle<S: AsyncRead + Unpin>(
         })
         .map(str::trim)
         .filter(|t| !t.is_empty())
+        .map(str::to_owned)
     else {
         return error(401, "missing Authorization: Bearer <publish token>");
     };
-    let verified = match node.tokens.verify(token, Scope::Publish) {
+    let verified = match node.tokens.verify(&token, Scope::Publish) {
         Ok(v) => v,
-        Err(e) => return invalid_token(node, &e),
+        Err(e) => return invalid_token(node, &token, &e),
     };
     let Some(len) = req
         .header("content-length")
@@ -102,7 +99,7 @@ pub async fn handle<S: AsyncRead + Unpin>(
     // A token bound to one room publishes to that room only.
     let verified = match verified.for_room(&room) {
         Ok(v) => v,
-        Err(e) => return invalid_token(node, &e),
+        Err(e) => return invalid_token(node, &token, &e),
     };
     let space = verified.plaintext.space();
     node.metrics.received(parsed.message.len());

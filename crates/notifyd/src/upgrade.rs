@@ -66,10 +66,7 @@ pub(crate) async fn upgrade(
             .verify(&query.token, Scope::Browser)
             .and_then(|v| v.for_room(&query.room))
             .map_err(|e| {
-                if let Some(r) = e.rejection() {
-                    node.metrics.token_rejected(r);
-                    debug!(check = r.code(), "token refused");
-                }
+                node.token_refused("browser", &query.token, &e);
                 Refusal::InvalidToken
             })?;
         if node.shutdown.is_cancelled() {

@@ -387,6 +387,46 @@ async fn no_token_or_secret_in_logs_even_at_trace() {
     }
 }
 
+/// A web server whose clock is 95 s fast: its tokens are refused, and the daemon says
+/// so once (not once per refusal), naming the site and how far ahead it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_from_a_fast_clock_are_refused_with_one_warning_naming_the_issuer() {
+    let d = Daemon::start(&[]);
+    let now = tsugi_notify_core::Clock::now(&tsugi_notify_core::SystemClock);
+    let fast = tsugi_notify_core::Tokens::new(tsugi_notify_core::Keyring::new([SECRET]).unwrap())
+        .with_clock(tsugi_notify_core::FixedClock(now + 95));
+    let p =
+        tsugi_notify_core::Plaintext::new("https://fast.example", "1", None, Some("u")).unwrap();
+    let ahead = fast.mint(&p, tsugi_notify_core::Scope::Browser).unwrap();
+    for _ in 0..3 {
+        assert_eq!(refused_status(d.addr, &ahead, None).await, 403);
+    }
+    // Another site, on time, still gets in.
+    connect(d.addr, &token("1", "v"), None).await;
+    wait_until("the clock warning", Duration::from_secs(10), || {
+        d.log.lock().unwrap().contains("issued in the future")
+    })
+    .await;
+    let log = d.log.lock().unwrap().clone();
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("issued in the future"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "one warning a minute: {log}");
+    let w = warnings[0];
+    assert!(w.contains("WARN"), "{w}");
+    assert!(w.contains("issuer=https://fast.example"), "{w}");
+    assert!(w.contains("clock_skew_secs=60"), "{w}");
+    let ahead_secs: u64 = w
+        .split("ahead_secs=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("ahead_secs in {w}"));
+    assert!((93..=97).contains(&ahead_secs), "{w}");
+    assert!(!log.contains(&ahead), "the token is not logged");
+}
+
 /// Raises this test process's open-file limit (it holds one socket per client).
 fn raise_fd_limit() {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};

@@ -134,6 +134,22 @@ impl<C: Clock> Tokens<C> {
         legacy::mint(&self.keyring, &plaintext.to_string())
     }
 
+    /// For a v1 token refused as [`Rejection::NotYetValid`]: who issued it (its `iss`,
+    /// the site's wwwroot) and how many seconds ahead of this clock it was issued. Only
+    /// a token whose signature verifies is reported, so the issuer is authentic. `None`
+    /// for any other token.
+    pub fn ahead_of_clock(&self, token: &str) -> Option<(String, u64)> {
+        if token.is_empty() || token.len() > MAX_TOKEN_BYTES || !token.contains('.') {
+            return None;
+        }
+        let now = self.clock.now();
+        // Any issue time is taken here (and any expiry); the caller's check refused it.
+        let verified = v1::verify(&self.keyring, token, now, u64::MAX).ok()?;
+        let ahead = verified.issued_at?.checked_sub(now)?;
+        let ahead = u64::try_from(ahead).ok()?;
+        (ahead > self.leeway).then(|| (verified.plaintext.wwwroot().to_owned(), ahead))
+    }
+
     /// Verifies a token of either format for the given use. Every failure is
     /// [`Error::InvalidToken`]; its [`Rejection`] says why, for a debug log. A token
     /// bound to a room ([`Verified::room`]) is good only for that room: check it with
@@ -153,5 +169,47 @@ impl<C: Clock> Tokens<C> {
             return Err(Error::InvalidToken(Rejection::Scope));
         }
         Ok(verified)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::FixedClock;
+
+    #[test]
+    fn a_token_from_the_future_names_its_issuer_and_how_far_ahead() {
+        let keyring = Keyring::new(["s"]).unwrap();
+        let p = Plaintext::new("https://lms.example.edu", "1", None, Some("7")).unwrap();
+        let minted_at = |now| {
+            Tokens::new(keyring.clone())
+                .with_clock(FixedClock(now))
+                .mint(&p, Scope::Browser)
+                .unwrap()
+        };
+        let here = Tokens::new(keyring.clone()).with_clock(FixedClock(1_000));
+        let ahead = minted_at(1_095);
+        assert_eq!(
+            here.verify(&ahead, Scope::Browser).unwrap_err().rejection(),
+            Some(Rejection::NotYetValid)
+        );
+        assert_eq!(
+            here.ahead_of_clock(&ahead),
+            Some(("https://lms.example.edu".to_owned(), 95))
+        );
+        // Within the leeway, behind, another secret, a legacy token: nothing to report.
+        assert_eq!(here.ahead_of_clock(&minted_at(1_060)), None);
+        assert_eq!(here.ahead_of_clock(&minted_at(900)), None);
+        let stranger = Tokens::new(Keyring::new(["other"]).unwrap()).with_clock(FixedClock(1_095));
+        assert_eq!(
+            here.ahead_of_clock(&stranger.mint(&p, Scope::Browser).unwrap()),
+            None
+        );
+        assert_eq!(here.ahead_of_clock(&here.mint_legacy(&p).unwrap()), None);
+        assert_eq!(here.ahead_of_clock(""), None);
+        // A wider leeway takes the token, and then it is not reported either.
+        let tolerant = here.clone().with_leeway(120);
+        assert!(tolerant.verify(&ahead, Scope::Browser).is_ok());
+        assert_eq!(tolerant.ahead_of_clock(&ahead), None);
     }
 }
