@@ -15,7 +15,8 @@ PHP_CONFIG ?= php-config
 # The release extension, and a debug build with the test clock (for the known-answer
 # vectors, and as the source of the stubs: cargo-php reads a debug build).
 EXT := target/release/libtsugi_websocket.so
-EXT_TESTCLOCK := target/debug/libtsugi_websocket.so
+# A copy: cargo test --workspace rebuilds target/debug's without the feature.
+EXT_TESTCLOCK := target/testclock/libtsugi_websocket.so
 STUBS := stubs/tsugi_websocket.stubs.php
 VECTOR_NOW := 1767225600
 
@@ -55,6 +56,7 @@ ext:
 
 ext-testclock:
 	$(CARGO) build -p tsugi-websocket --features test-clock
+	mkdir -p target/testclock && cp target/debug/libtsugi_websocket.so $(EXT_TESTCLOCK)
 
 lint:
 	$(CARGO) fmt --all -- --check
@@ -62,7 +64,7 @@ lint:
 
 # Rust unit and integration tests, the daemon's, and the cross-component tests in
 # tests/ (PHP with the built extension mints tokens; Node's ws is a second client).
-test-rust: ext node-deps
+test-rust: ext ext-testclock node-deps
 	rm -rf target/tmp/daemon-logs
 	$(CARGO) test --workspace
 	scripts/check-logs.sh target/tmp/daemon-logs

@@ -10,7 +10,8 @@ so=${1:-target/release/libtsugi_websocket.so}
 php_config=${2:-php-config}
 out=${3:-target/deb}
 daemon=target/release/tsugi-notifyd
-for f in "$so" "$daemon"; do [ -f "$f" ] || { echo "build-deb: $f is missing (make build)" >&2; exit 1; }; done
+doctor=target/release/tsugi-notify-doctor
+for f in "$so" "$daemon" "$doctor"; do [ -f "$f" ] || { echo "build-deb: $f is missing (make build)" >&2; exit 1; }; done
 
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 php_version=$("$php_config" --version); php_short=${php_version%.*}
@@ -23,6 +24,7 @@ stage=$(mktemp -d)
 chmod 0755 "$stage"
 trap 'rm -rf "$stage"' EXIT
 install -D -m 0755 "$daemon" "$stage/usr/bin/tsugi-notifyd"
+install -D -m 0755 "$doctor" "$stage/usr/bin/tsugi-notify-doctor"
 install -D -m 0644 "$so" "$stage$ext_dir/tsugi_websocket.so"
 install -D -m 0644 packaging/php/tsugi_websocket.ini "$stage/etc/php/$php_short/mods-available/tsugi_websocket.ini"
 install -D -m 0644 packaging/systemd/tsugi-notifyd.service "$stage/lib/systemd/system/tsugi-notifyd.service"
@@ -30,7 +32,7 @@ install -D -m 0644 packaging/tsugi-notifyd.toml "$stage/etc/tsugi-notify/tsugi-n
 install -D -m 0644 README.md "$stage/usr/share/doc/$name/README.md"
 install -D -m 0644 docs/token-format.md "$stage/usr/share/doc/$name/token-format.md"
 install -D -m 0644 php/tsugi-notify.js "$stage/usr/share/$name/tsugi-notify.js"
-strip --strip-unneeded "$stage/usr/bin/tsugi-notifyd" "$stage$ext_dir/tsugi_websocket.so" 2>/dev/null || true
+strip --strip-unneeded "$stage/usr/bin/tsugi-notifyd" "$stage/usr/bin/tsugi-notify-doctor" "$stage$ext_dir/tsugi_websocket.so" 2>/dev/null || true
 cat > "$stage/usr/share/doc/$name/copyright" <<TXT
 Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/
 Upstream-Name: tsugi-notify
@@ -58,7 +60,8 @@ Description: Tsugi notifications: native PHP extension and WebSocket daemon (PHP
  The tsugi_websocket extension defines Tsugi\\Core\\WebSocket natively (signed,
  expiring notification tokens), and tsugi-notifyd replaces Tsugi's rachet.php: it
  checks tokens at the handshake and relays each message to the other browsers of
- the same link and room. Built for PHP $php_short (API $php_api).
+ the same link and room; tsugi-notify-doctor checks a site end to end and says
+ what to fix. Built for PHP $php_short (API $php_api).
 TXT
 echo /etc/tsugi-notify/tsugi-notifyd.toml > "$stage/DEBIAN/conffiles"
 echo "/etc/php/$php_short/mods-available/tsugi_websocket.ini" >> "$stage/DEBIAN/conffiles"

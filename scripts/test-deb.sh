@@ -36,8 +36,21 @@ for _ in $(seq 50); do
     [ "$health" = ok ] && break
     sleep 0.1
 done
-kill "$pid"; wait "$pid" 2>/dev/null || true
 [ "$health" = ok ] && ok || fail "the packaged daemon did not answer /healthz"
+# The packaged doctor, on a site pointing at it: every check passes, publish() included.
+site=$(mktemp -d)
+cat > "$site/config.php" <<PHP
+<?php
+\$CFG = new stdClass;
+\$CFG->wwwroot = 'http://127.0.0.1/tsugi';
+\$CFG->websocket_url = 'ws://127.0.0.1:$port';
+\$CFG->websocket_secret = 'opensource';
+PHP
+if out=$(/usr/bin/tsugi-notify-doctor --php "$php" "$site/config.php" 2>&1) \
+    && grep -q '^ok   publish: ' <<<"$out"; then ok
+else fail "tsugi-notify-doctor on the packaged daemon: $out"; fi
+rm -rf "$site"
+kill "$pid"; wait "$pid" 2>/dev/null || true
 token=$(/usr/bin/tsugi-notifyd --dev token mint --link 1 --user 2)
 /usr/bin/tsugi-notifyd --dev token verify "$token" | grep "^valid" >/dev/null && ok || fail "token mint/verify"
 

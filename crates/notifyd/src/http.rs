@@ -229,8 +229,11 @@ async fn write_response<S: AsyncWrite + Unpin>(
     head_only: bool,
 ) {
     let reason = reason_phrase(status);
+    // Date: the daemon's clock, which v1 tokens' `iat` is judged by (the doctor compares
+    // it with the web server's).
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\nDate: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
     let write = async {
@@ -254,6 +257,22 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, why: Refusal) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn responses_carry_the_daemons_date() {
+        let mut out = Vec::new();
+        respond(&mut out, 200, TEXT, "ok\n").await;
+        let text = String::from_utf8(out).unwrap();
+        let date = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Date: "))
+            .expect("a Date header");
+        let at = httpdate::parse_http_date(date).unwrap();
+        let off = std::time::SystemTime::now()
+            .duration_since(at)
+            .unwrap_or_default();
+        assert!(off.as_secs() <= 2, "{date}");
+    }
 
     #[tokio::test]
     async fn head_is_bounded() {

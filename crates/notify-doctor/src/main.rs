@@ -1,0 +1,77 @@
+//! `tsugi-notify-doctor CONFIG`: run on a Tsugi web server, it loads the site's
+//! config.php with this server's PHP and checks notifications end to end — the
+//! extension, the config, the daemon, the clocks, a real socket, a relayed message and
+//! `WebSocket::publish()` — printing one line per check with its verdict and the fix.
+//! Exit status: 0 when no check failed, 1 when one did, 2 for a usage error.
+
+mod doctor;
+mod net;
+mod php;
+mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tsugi-notify-doctor",
+    version,
+    about = "Checks a Tsugi site's notifications end to end and says what to fix"
+)]
+struct Args {
+    /// The site's config.php (the one that sets $CFG->websocket_url).
+    config: PathBuf,
+    /// The PHP to run: the web server's version of the CLI, or a wrapper script.
+    #[arg(long, default_value = "php")]
+    php: PathBuf,
+    /// Load this extension (a path or a name) with -d extension=..., instead of what
+    /// PHP's ini files load.
+    #[arg(long, value_name = "PATH")]
+    extension: Option<String>,
+    /// A web server PHP's conf.d to check for the extension, as NAME=DIR (repeatable);
+    /// default: the fpm, apache2 and cgi ones beside the CLI's.
+    #[arg(long = "sapi-ini-dir", value_name = "NAME=DIR", value_parser = sapi_dir)]
+    sapi_dirs: Vec<(String, PathBuf)>,
+    /// Seconds to wait for each answer.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    timeout: u64,
+    /// Print the checks as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn sapi_dir(s: &str) -> Result<(String, PathBuf), String> {
+    match s.split_once('=') {
+        Some((name, dir)) if !name.is_empty() && !dir.is_empty() => {
+            Ok((name.to_owned(), PathBuf::from(dir)))
+        }
+        _ => Err("expected NAME=DIR, e.g. fpm=/etc/php/8.2/fpm/conf.d".into()),
+    }
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let opts = doctor::Options {
+        config: args.config,
+        php: php::Php {
+            binary: args.php,
+            extension: args.extension,
+        },
+        sapi_dirs: args.sapi_dirs,
+        timeout: Duration::from_secs(args.timeout),
+    };
+    let report = doctor::run(&opts);
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.text());
+    }
+    if report.failed() {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,179 @@
+//! What the doctor asks of the network: `GET /healthz` over http or https, and a
+//! browser's WebSocket (ws or wss), each within a timeout.
+
+use std::net::{TcpStream, ToSocketAddrs};
+use std::time::{Duration, Instant, SystemTime};
+
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::stream::MaybeTlsStream;
+use tungstenite::{Message, WebSocket};
+
+/// An HTTP answer: status, body (at most 64 KiB) and the `Date` header.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+    pub date: Option<SystemTime>,
+}
+
+/// `GET url` within `timeout`; `Err` says why nothing answered.
+pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
+    let date = resp
+        .headers()
+        .get("date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let status = resp.status().as_u16();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(64 * 1024)
+        .read_to_string()
+        .unwrap_or_default();
+    Ok(Answer { status, body, date })
+}
+
+pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
+
+/// Why a WebSocket did not open.
+#[derive(Debug)]
+pub enum Refused {
+    /// The server answered the handshake with this status and body.
+    Status(u16, String),
+    /// No connection, TLS failed, or no answer in time.
+    Network(String),
+}
+
+/// Opens `url` as a browser on a page of `origin` would.
+pub fn open(url: &str, origin: Option<&str>, timeout: Duration) -> Result<Ws, Refused> {
+    let mut request = url
+        .into_client_request()
+        .map_err(|e| Refused::Network(e.to_string()))?;
+    if let Some(origin) = origin.and_then(|o| HeaderValue::from_str(o).ok()) {
+        request.headers_mut().insert("Origin", origin);
+    }
+    let uri = request.uri().clone();
+    let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    let addrs: Vec<_> = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| Refused::Network(format!("{host}: {e}")))?
+        .collect();
+    let mut last = format!("{host}: no address");
+    let mut stream = None;
+    for addr in addrs {
+        match TcpStream::connect_timeout(&addr, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = format!("{addr}: {e}"),
+        }
+    }
+    let stream = stream.ok_or(Refused::Network(last))?;
+    let _ = stream.set_read_timeout(Some(timeout));
+    let _ = stream.set_write_timeout(Some(timeout));
+    match tungstenite::client_tls_with_config(request, stream, None, None) {
+        Ok((ws, _)) => Ok(ws),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+            let body = resp
+                .body()
+                .as_deref()
+                .map(|b| String::from_utf8_lossy(b).trim().to_owned())
+                .unwrap_or_default();
+            Err(Refused::Status(resp.status().as_u16(), body))
+        }
+        Err(tungstenite::HandshakeError::Failure(e)) => Err(Refused::Network(e.to_string())),
+        Err(tungstenite::HandshakeError::Interrupted(_)) => Err(Refused::Network(
+            "no answer to the handshake in time".into(),
+        )),
+    }
+}
+
+fn tcp(ws: &Ws) -> Option<&TcpStream> {
+    match ws.get_ref() {
+        MaybeTlsStream::Plain(s) => Some(s),
+        MaybeTlsStream::Rustls(s) => Some(s.get_ref()),
+        // Non-exhaustive: no other kind is built here.
+        _ => None,
+    }
+}
+
+fn read_timeout(ws: &Ws, wait: Duration) {
+    if let Some(s) = tcp(ws) {
+        let _ = s.set_read_timeout(Some(wait));
+    }
+}
+
+/// Sends one text message.
+pub fn send(ws: &mut Ws, text: &str) -> bool {
+    ws.send(Message::text(text)).is_ok()
+}
+
+/// Waits until a text message equal to `want` arrives on `on`, at most `within`.
+pub fn wait_for(on: &mut Ws, want: &str, within: Duration) -> bool {
+    relay(None, on, want, within)
+}
+
+/// Sends `text` on `from` (again every half second: a new socket may not have joined
+/// its room everywhere yet) until it arrives on `to`, at most `within`.
+pub fn relay(mut from: Option<&mut Ws>, to: &mut Ws, text: &str, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let mut next_send = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        if let Some(from) = from.as_deref_mut() {
+            if now >= next_send {
+                if !send(from, text) {
+                    return false;
+                }
+                next_send = now + Duration::from_millis(500);
+            }
+        }
+        let until = if from.is_some() {
+            next_send.min(deadline)
+        } else {
+            deadline
+        };
+        read_timeout(
+            to,
+            until
+                .saturating_duration_since(now)
+                .max(Duration::from_millis(1)),
+        );
+        match to.read() {
+            Ok(Message::Text(t)) if t.as_str() == text => return true,
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) => {}
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Closes politely, without waiting long.
+pub fn close(mut ws: Ws) {
+    read_timeout(&ws, Duration::from_millis(200));
+    let _ = ws.close(None);
+    let _ = ws.flush();
+}
