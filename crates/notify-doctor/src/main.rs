@@ -41,6 +41,16 @@ struct Args {
     /// Print the checks as JSON.
     #[arg(long)]
     json: bool,
+    /// Run even as root. The config and everything it includes run as PHP code with the
+    /// doctor's rights: run it as the web server's user instead (sudo -u www-data ...).
+    #[arg(long)]
+    allow_root: bool,
+}
+
+/// Whether this process runs as root (the owner of /proc/self is the effective user).
+fn is_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 fn sapi_dir(s: &str) -> Result<(String, PathBuf), String> {
@@ -54,8 +64,17 @@ fn sapi_dir(s: &str) -> Result<(String, PathBuf), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if is_root() && !args.allow_root {
+        eprintln!(
+            "tsugi-notify-doctor: not as root: the config runs as PHP code with the doctor's rights. Run it as the \
+             web server's user (sudo -u www-data tsugi-notify-doctor CONFIG), or give --allow-root."
+        );
+        return ExitCode::from(2);
+    }
+    // PHP changes into the config's directory before loading it.
+    let config = std::fs::canonicalize(&args.config).unwrap_or(args.config);
     let opts = doctor::Options {
-        config: args.config,
+        config,
         php: php::Php {
             binary: args.php,
             extension: args.extension,

@@ -1,20 +1,68 @@
 //! What the doctor asks of the network: `GET /healthz` over http or https, and a
 //! browser's WebSocket (ws or wss), each within a timeout.
 
-use std::net::{TcpStream, ToSocketAddrs};
-use std::time::{Duration, Instant, SystemTime};
+use std::net::{Shutdown, TcpStream, ToSocketAddrs};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
 use tungstenite::{Message, WebSocket};
 
-/// An HTTP answer: status, body (at most 64 KiB) and the `Date` header.
+/// The largest message or frame the doctor reads: its own are under 100 bytes.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// An HTTP answer: status, body (at most 64 KiB) and, from tsugi-notifyd's
+/// `/healthz`, its clock and its `clock_skew_secs`.
 #[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub body: String,
-    pub date: Option<SystemTime>,
+    pub daemon_time: Option<i64>,
+    pub daemon_skew: Option<u64>,
+}
+
+/// Shuts a socket down at a deadline unless dropped first. Read timeouts bound each
+/// read, not an exchange: a server that trickles a byte at a time would hold the
+/// doctor for ever without this.
+struct Deadline {
+    done: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl Deadline {
+    fn new(stream: &TcpStream, within: Duration) -> Deadline {
+        let done = Arc::new((Mutex::new(false), Condvar::new()));
+        if let Ok(sock) = stream.try_clone() {
+            let watch = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let (lock, cv) = &*watch;
+                let end = Instant::now() + within;
+                let mut finished = lock.lock().unwrap_or_else(|e| e.into_inner());
+                while !*finished {
+                    let left = end.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        let _ = sock.shutdown(Shutdown::Both);
+                        return;
+                    }
+                    finished = match cv.wait_timeout(finished, left) {
+                        Ok((g, _)) => g,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            });
+        }
+        Deadline { done }
+    }
+}
+
+impl Drop for Deadline {
+    fn drop(&mut self) {
+        let (lock, cv) = &*self.done;
+        *lock.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        cv.notify_all();
+    }
 }
 
 /// `GET url` within `timeout`; `Err` says why nothing answered.
@@ -26,11 +74,14 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
         .build()
         .into();
     let mut resp = agent.get(url).call().map_err(|e| e.to_string())?;
-    let date = resp
-        .headers()
-        .get("date")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| httpdate::parse_http_date(v).ok());
+    let header = |name: &str| {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned())
+    };
+    let daemon_time = header("tsugi-notify-time").and_then(|v| v.parse().ok());
+    let daemon_skew = header("tsugi-notify-clock-skew").and_then(|v| v.parse().ok());
     let status = resp.status().as_u16();
     let body = resp
         .body_mut()
@@ -38,7 +89,12 @@ pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
         .limit(64 * 1024)
         .read_to_string()
         .unwrap_or_default();
-    Ok(Answer { status, body, date })
+    Ok(Answer {
+        status,
+        body,
+        daemon_time,
+        daemon_skew,
+    })
 }
 
 pub type Ws = WebSocket<MaybeTlsStream<TcpStream>>;
@@ -87,7 +143,12 @@ pub fn open(url: &str, origin: Option<&str>, timeout: Duration) -> Result<Ws, Re
     let stream = stream.ok_or(Refused::Network(last))?;
     let _ = stream.set_read_timeout(Some(timeout));
     let _ = stream.set_write_timeout(Some(timeout));
-    match tungstenite::client_tls_with_config(request, stream, None, None) {
+    // TLS and the upgrade together within `timeout`.
+    let _deadline = Deadline::new(&stream, timeout);
+    let config = WebSocketConfig::default()
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    match tungstenite::client_tls_with_config(request, stream, Some(config), None) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             let body = resp
@@ -133,6 +194,8 @@ pub fn wait_for(on: &mut Ws, want: &str, within: Duration) -> bool {
 /// its room everywhere yet) until it arrives on `to`, at most `within`.
 pub fn relay(mut from: Option<&mut Ws>, to: &mut Ws, text: &str, within: Duration) -> bool {
     let deadline = Instant::now() + within;
+    // Past the deadline (a frame trickling in), the socket is shut.
+    let _hard = tcp(to).map(|s| Deadline::new(s, within + Duration::from_secs(1)));
     let mut next_send = Instant::now();
     loop {
         let now = Instant::now();

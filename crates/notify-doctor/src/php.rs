@@ -1,14 +1,19 @@
 //! Running PHP on the site's config: the probe script (probe.php) goes in on standard
 //! input, one marked JSON line comes out.
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 
 const PROBE: &str = include_str!("probe.php");
 const MARK: &str = "@@tsugi-notify-doctor@@ ";
+/// How long the config may take to load (a database it connects to may be down).
+const PHP_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most of PHP's output kept.
+const OUTPUT_LIMIT: u64 = 1 << 20;
 
 /// How to run PHP: the binary (or a wrapper script) and extra `-d` settings.
 #[derive(Debug, Clone)]
@@ -25,9 +30,7 @@ pub struct Cfg {
     pub wwwroot: Option<serde_json::Value>,
     pub websocket_url: Option<serde_json::Value>,
     pub websocket_publish_url: Option<serde_json::Value>,
-    pub websocket_proxyport: Option<serde_json::Value>,
     pub websocket_token_format: Option<serde_json::Value>,
-    pub websocket_clock_skew: Option<serde_json::Value>,
     #[serde(default)]
     pub secret_set: bool,
 }
@@ -104,8 +107,23 @@ impl Probe {
 pub enum ProbeError {
     /// PHP could not be started.
     Spawn(String),
-    /// PHP ran but printed no report (its output, shortened).
-    NoReport(String),
+    /// PHP ran but printed no report. Its output is not kept: an error message may
+    /// quote the config's lines, the secret's among them.
+    NoReport,
+    /// PHP was still running after [`PHP_TIMEOUT`].
+    TimedOut,
+}
+
+/// Reads a pipe to its end, keeping at most [`OUTPUT_LIMIT`] bytes.
+fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut kept = Vec::new();
+        if let Some(mut pipe) = pipe {
+            let _ = (&mut pipe).take(OUTPUT_LIMIT).read_to_end(&mut kept);
+            let _ = std::io::copy(&mut pipe, &mut std::io::sink());
+        }
+        kept
+    })
 }
 
 impl Php {
@@ -139,26 +157,31 @@ impl Php {
             // A PHP that exits at once closes the pipe; its output says why.
             let _ = stdin.write_all(PROBE.as_bytes());
         }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| ProbeError::Spawn(format!("{}: {e}", self.binary.display())))?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
+        let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+        let deadline = Instant::now() + PHP_TIMEOUT;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) => break,
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    // A wrapper's child may still hold the pipes: their readers are
+                    // left behind rather than waited for.
+                    return Err(ProbeError::TimedOut);
+                }
+            }
+        }
+        let out = stdout.join().unwrap_or_default();
+        let _ = stderr.join();
+        let stdout = String::from_utf8_lossy(&out);
         let report = stdout
             .lines()
             .filter_map(|l| l.strip_prefix(MARK))
             .next_back()
             .and_then(|json| serde_json::from_str::<Probe>(json).ok());
-        report.ok_or_else(|| {
-            let mut text = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
-            text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-            if text.len() > 300 {
-                let mut end = 300;
-                while !text.is_char_boundary(end) {
-                    end -= 1;
-                }
-                text.truncate(end);
-            }
-            ProbeError::NoReport(text)
-        })
+        report.ok_or(ProbeError::NoReport)
     }
 }

@@ -31,6 +31,32 @@ impl Verdict {
     }
 }
 
+/// `text` without control characters (a terminal's escape sequences, line breaks),
+/// shortened to 400 characters.
+fn printable(text: &str) -> String {
+    let mut out: String = text
+        .chars()
+        .map(|c| {
+            if c.is_control() || is_invisible(c) {
+                ' '
+            } else {
+                c
+            }
+        })
+        .take(400)
+        .collect();
+    if text.chars().count() > 400 {
+        out.push_str("...");
+    }
+    out
+}
+
+/// Zero-width and bidirectional-override characters: they can make a terminal show
+/// a line other than the one printed.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
+}
+
 /// One finding.
 #[derive(Debug, Serialize)]
 pub struct Check {
@@ -51,6 +77,8 @@ pub struct Report {
 }
 
 impl Report {
+    /// Records a finding. What came from outside (a config value, a server's answer) is
+    /// kept to one line of printable text, at most 400 characters.
     pub fn add(
         &mut self,
         id: &'static str,
@@ -61,8 +89,8 @@ impl Report {
         self.checks.push(Check {
             id,
             verdict,
-            what: what.into(),
-            fix,
+            what: printable(&what.into()),
+            fix: fix.as_deref().map(printable),
         });
     }
 
@@ -126,5 +154,29 @@ impl Report {
             checks: &self.checks,
         })
         .unwrap_or_else(|_| "{\"ok\": false}".into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_a_server_says_is_printed_as_one_plain_line() {
+        let mut r = Report::default();
+        r.fail(
+            "x",
+            format!("refused (403 {})", "\u{1b}[2Jok\nfail y: forged"),
+            "fix",
+        );
+        r.ok("long", "a".repeat(1000));
+        let text = r.text();
+        assert!(!text.contains('\u{1b}') && !text.contains('\u{202e}'));
+        assert_eq!(
+            text.lines().filter(|l| l.starts_with("fail ")).count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains(&format!("{}...", "a".repeat(400))));
     }
 }

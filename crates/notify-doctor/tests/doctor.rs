@@ -1,6 +1,9 @@
 //! The doctor against real parts: a tsugi-notifyd in this process, PHP running the built
-//! extension on a config.php written here, and the doctor's own binary. Each verdict the
-//! README's troubleshooting table lists is produced by the fault it names.
+//! extension on a config.php written here, and the doctor's own binary. The verdicts of
+//! the README's troubleshooting table, each produced by the fault it names (not here:
+//! a 404/429/503 at /notify, a publish taken by another daemon, a config slower than
+//! 30 s, and an extension installed but off for the CLI, which needs the system's PHP
+//! changed).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 #[path = "../../notifyd/tests/common/mod.rs"]
@@ -45,12 +48,26 @@ fn testclock_ext() -> String {
     )
 }
 
-/// A scratch directory for one test.
-fn scratch(name: &str) -> PathBuf {
+/// A scratch directory for one test, removed when dropped (a failed test's too).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("notify-doctor-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// A Tsugi config.php setting `$CFG` (each value a PHP expression).
@@ -63,6 +80,16 @@ fn config(dir: &Path, settings: &[(&str, String)]) -> PathBuf {
     let file = dir.join("config.php");
     std::fs::write(&file, php).unwrap();
     file
+}
+
+/// A conf.d directory `name` under `parent` holding `files` (name, content).
+fn conf_d(parent: &Path, name: &str, files: &[(&str, String)]) -> PathBuf {
+    let dir = parent.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text).unwrap();
+    }
+    dir
 }
 
 fn q(s: &str) -> String {
@@ -118,10 +145,13 @@ impl Run {
     }
 }
 
-/// Runs the doctor on `config` with `args` (and the environment `env` for PHP).
+/// Runs the doctor on `config` with `args` (and the environment `env` for PHP). The
+/// tests may run as root (CI does): `--allow-root`.
 async fn doctor(config: &Path, args: &[String], env: &[(&str, String)]) -> Run {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsugi-notify-doctor"));
-    cmd.arg(config).args(args).arg("--timeout").arg("3");
+    cmd.arg(config)
+        .args(args)
+        .args(["--timeout", "3", "--allow-root"]);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -169,13 +199,14 @@ async fn a_right_config_passes_every_check_and_exits_0() {
     let dir = scratch("right");
     let cfg = config(&dir, &site(running.addr.port(), SECRET));
     // The web server's PHP (here a conf.d of the test's) loads the extension.
-    let fpm = dir.join("fpm");
-    std::fs::create_dir_all(&fpm).unwrap();
-    std::fs::write(
-        fpm.join("20-tsugi_websocket.ini"),
-        "extension=tsugi_websocket\n",
-    )
-    .unwrap();
+    let fpm = conf_d(
+        &dir,
+        "fpm",
+        &[(
+            "20-tsugi_websocket.ini",
+            "extension=tsugi_websocket\n".into(),
+        )],
+    );
     let mut args = ext_args(release_ext());
     args.extend(["--sapi-ini-dir".into(), format!("fpm={}", fpm.display())]);
     let run = doctor(&cfg, &args, &[]).await;
@@ -205,7 +236,6 @@ async fn a_right_config_passes_every_check_and_exits_0() {
     let checks = v["checks"].as_array().unwrap();
     let publish = checks.iter().find(|c| c["id"] == "publish").unwrap();
     assert_eq!(publish["verdict"], "ok");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -219,7 +249,6 @@ async fn a_wrong_secret_is_named_as_such() {
     run.assert("clock", "ok", "agrees");
     run.assert("socket.v1", "fail", "the secret differs");
     assert!(run.fix("socket.v1").contains("websocket_secret"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -238,7 +267,6 @@ async fn a_daemon_that_is_down_is_reported_with_its_address() {
         .fix("daemon.url")
         .contains("systemctl status tsugi-notifyd"));
     run.assert("socket.v1", "skip", "not reachable");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -259,7 +287,7 @@ async fn a_web_server_clock_ahead_of_the_daemon_is_measured_and_blamed() {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("{line}"));
     assert!((93..=97).contains(&secs), "{line}");
-    assert!(line.contains("clock_skew_secs (60)"), "{line}");
+    assert!(line.contains("its clock_skew_secs (60)"), "{line}");
     run.assert("socket.v1", "fail", "clock is ahead");
     assert!(run.fix("clock").contains("NTP"));
 
@@ -267,16 +295,19 @@ async fn a_web_server_clock_ahead_of_the_daemon_is_measured_and_blamed() {
     let slightly = [("TSUGI_WEBSOCKET_TEST_NOW", (now() + 30).to_string())];
     let run = doctor(&cfg, &ext_args(testclock_ext()), &slightly).await;
     assert_eq!(run.code, 0, "{}", run.out);
-    run.assert("clock", "warn", "within the leeway of 60 s");
+    run.assert("clock", "warn", "within the daemon's leeway of 60 s");
     run.assert("publish", "ok", "received");
 
-    // A site that allows more skew is told so against its own setting.
-    let mut wide = site(running.addr.port(), SECRET);
-    wide.push(("websocket_clock_skew", "120".into()));
-    let cfg = config(&dir, &wide);
+    // The daemon's own clock_skew_secs is what counts (it says it in /healthz): 95 s
+    // is within a daemon's 120.
+    let mut wide = Config::for_loopback(SECRET).unwrap();
+    wide.tokens = wide.tokens.clone().with_leeway(120);
+    let running = start(wide).await;
+    let cfg = config(&dir, &site(running.addr.port(), SECRET));
     let run = doctor(&cfg, &ext_args(testclock_ext()), &fast).await;
-    run.assert("clock", "warn", "within the leeway of 120 s");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(run.code, 0, "{}", run.out);
+    run.assert("clock", "warn", "within the daemon's leeway of 120 s");
+    run.assert("socket.v1", "ok", "(101)");
 }
 
 /// A TCP forwarder standing in for the TLS proxy in front of the daemon.
@@ -338,7 +369,6 @@ async fn behind_a_proxy_the_proxyport_is_checked_and_publish_follows_it() {
         &format!("http://127.0.0.1:{dead}/publish"),
     );
     assert!(run.fix("publish").contains("websocket_publish_url"));
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 type Rooms = Arc<Mutex<HashMap<(String, String), Vec<mpsc::UnboundedSender<String>>>>>;
@@ -474,7 +504,6 @@ async fn a_daemon_that_knows_only_legacy_tokens_is_recognised() {
     run.assert("config.tokens", "note", "'legacy'");
     run.assert("socket.legacy", "ok", "(101)");
     run.assert("relay", "ok", "reached another socket");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,25 +512,28 @@ async fn the_extension_in_the_cli_fpm_and_preload_is_checked() {
     let dir = scratch("sapi");
     let cfg = config(&dir, &site(running.addr.port(), SECRET));
     // FPM enables it; Apache's PHP does not; a preload script requires WebSocket.php.
-    let (fpm, apache) = (dir.join("fpm"), dir.join("apache2"));
-    std::fs::create_dir_all(&fpm).unwrap();
-    std::fs::create_dir_all(&apache).unwrap();
     let preload = dir.join("preload.php");
     std::fs::write(
         &preload,
         "<?php require 'vendor/tsugi/lib/src/Core/WebSocket.php';\n",
     )
     .unwrap();
-    std::fs::write(
-        fpm.join("20-tsugi_websocket.ini"),
-        "extension=tsugi_websocket.so\n",
-    )
-    .unwrap();
-    std::fs::write(
-        apache.join("10-opcache.ini"),
-        format!("opcache.preload={}\n", preload.display()),
-    )
-    .unwrap();
+    let fpm = conf_d(
+        &dir,
+        "fpm",
+        &[(
+            "20-tsugi_websocket.ini",
+            "extension=tsugi_websocket.so\n".into(),
+        )],
+    );
+    let apache = conf_d(
+        &dir,
+        "apache2",
+        &[(
+            "10-opcache.ini",
+            format!("opcache.preload={}\n", preload.display()),
+        )],
+    );
     let mut args = ext_args(release_ext());
     for (name, d) in [("fpm", &fpm), ("apache2", &apache)] {
         args.extend(["--sapi-ini-dir".into(), format!("{name}={}", d.display())]);
@@ -546,5 +578,218 @@ async fn the_extension_in_the_cli_fpm_and_preload_is_checked() {
     .await;
     run.assert("extension.cli", "fail", "cannot be loaded");
     run.assert("extension.class", "warn", "tsugi-php's PHP class");
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn urls_paths_origins_and_a_relative_config_path_are_read_as_a_browser_would() {
+    // The daemon takes pages of one origin; wwwroot names it with its default port.
+    let mut c = Config::for_loopback(SECRET).unwrap();
+    c.allowed_origins = vec!["https://tsugi.example.edu".into()];
+    let running = start(c).await;
+    let port = running.addr.port();
+    let dir = scratch("urls");
+    let mut settings = vec![
+        (
+            "websocket_url",
+            q(&format!("http://127.0.0.1:{port}/sock/")),
+        ),
+        ("websocket_secret", q(SECRET)),
+    ];
+    settings.push(("wwwroot", q("https://Tsugi.Example.edu:443/tsugi")));
+    config(&dir, &settings);
+    // Given as a relative path, from the config's directory.
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tsugi-notify-doctor"));
+    cmd.current_dir(&*dir).arg("config.php").args([
+        "--allow-root",
+        "--timeout",
+        "3",
+        "--extension",
+        &release_ext(),
+    ]);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let run = Run {
+        code: out.status.code().unwrap_or(-1),
+        out: String::from_utf8(out.stdout).unwrap(),
+    };
+    assert_eq!(run.code, 0, "{}", run.out);
+    run.assert(
+        "config.enabled",
+        "ok",
+        &format!("ws://127.0.0.1:{port}/sock/notify"),
+    );
+    run.assert("socket.v1", "ok", "(101)");
+    run.assert(
+        "publish",
+        "ok",
+        &format!("http://127.0.0.1:{port}/sock/publish"),
+    );
+
+    // Pages of another origin are refused, and the doctor says which to allow.
+    settings.push(("wwwroot", q("https://other.example.edu/tsugi")));
+    let cfg = config(&dir, &settings);
+    let run = doctor(&cfg, &ext_args(release_ext()), &[]).await;
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert(
+        "socket.v1",
+        "fail",
+        "refuses sockets from pages of https://other.example.edu",
+    );
+    assert!(run.fix("socket.v1").contains("allowed_origins"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_loading_the_extension_is_a_note_and_root_is_refused() {
+    let running = daemon().await;
+    let dir = scratch("cli");
+    let cfg = config(&dir, &site(running.addr.port(), SECRET));
+    // The CLI's ini loads the extension (as the Debian package does for every SAPI).
+    let ini = conf_d(
+        &dir,
+        "conf.d",
+        &[(
+            "20-tsugi_websocket.ini",
+            format!("extension={}\n", release_ext()),
+        )],
+    );
+    let scan = [("PHP_INI_SCAN_DIR", ini.display().to_string())];
+    let run = doctor(&cfg, &[], &scan).await;
+    assert_eq!(run.code, 0, "{}", run.out);
+    run.assert("extension.cli", "note", "loaded for the PHP CLI too");
+    assert!(run
+        .fix("extension.cli")
+        .contains("phpdismod -s cli tsugi_websocket"));
+    run.assert("publish", "ok", "received");
+
+    use std::os::unix::fs::MetadataExt;
+    if std::fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let out = Command::new(env!("CARGO_BIN_EXE_tsugi-notify-doctor"))
+            .arg(&cfg)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("sudo -u www-data"));
+    }
+}
+
+/// A hostile server: any socket opens, then gets the head of a 60,000-byte frame and
+/// one byte of it a second; a plain request gets its own request line echoed in a 404.
+async fn trickler() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(trickle(stream));
+        }
+    });
+    port
+}
+
+async fn trickle(mut stream: TcpStream) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    let mut seen = Vec::new();
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => seen.extend_from_slice(&buf[..n]),
+        }
+    }
+    let head = String::from_utf8_lossy(&seen).to_string();
+    let Some(key) = head.lines().find_map(|l| {
+        l.strip_prefix("Sec-WebSocket-Key: ")
+            .or_else(|| l.strip_prefix("sec-websocket-key: "))
+    }) else {
+        let line = head.lines().next().unwrap_or_default().to_owned();
+        let _ = stream
+            .write_all(
+                format!(
+                    "HTTP/1.1 404 Not Found\r\nContent-Length: {}\r\n\r\n{line}",
+                    line.len()
+                )
+                .as_bytes(),
+            )
+            .await;
+        return;
+    };
+    let accept =
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.trim().as_bytes());
+    let _ = stream
+        .write_all(
+            format!("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n")
+                .as_bytes(),
+        )
+        .await;
+    // A text frame of 60,000 bytes (within what the doctor reads), then a byte a second.
+    let mut head = vec![0x81u8, 126];
+    head.extend_from_slice(&60_000u16.to_be_bytes());
+    if stream.write_all(&head).await.is_err() {
+        return;
+    }
+    for _ in 0..120 {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if stream.write_all(b"x").await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_server_neither_holds_the_doctor_nor_gets_a_token_printed() {
+    let port = trickler().await;
+    let dir = scratch("hostile");
+    let cfg = config(&dir, &site(port, SECRET));
+    let started = std::time::Instant::now();
+    // The doctor's own deadlines end it; this bound only keeps a broken one from hanging the suite.
+    let run = tokio::time::timeout(
+        std::time::Duration::from_secs(90),
+        doctor(&cfg, &ext_args(release_ext()), &[]),
+    )
+    .await
+    .expect("the doctor ends by its own deadlines");
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert(
+        "relay",
+        "fail",
+        "nothing sent on one socket reached another",
+    );
+    // The 404 echoing the request (with its token) is not printed.
+    assert!(!run.out.contains("token="), "{}", run.out);
+    eprintln!(
+        "the doctor took {:?} against the trickling server",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notifications_off_no_php_a_slow_clock_and_a_lost_backplane() {
+    let dir = scratch("misc");
+    // No websocket_url: notifications are off, and nothing more is checked.
+    let cfg = config(&dir, &[("websocket_secret", q(SECRET))]);
+    let run = doctor(&cfg, &ext_args(release_ext()), &[]).await;
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert("config.enabled", "fail", "websocket_url is not set");
+    assert!(!run.out.contains("daemon.url"), "{}", run.out);
+    // No PHP where --php says.
+    let run = doctor(&cfg, &["--php".into(), "/nonexistent/php".into()], &[]).await;
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert("php", "fail", "cannot run PHP");
+
+    // A daemon whose Redis is gone: it still serves its own browsers, and says so.
+    let gone = free_port();
+    let running = common::node(common::plain(gone)).await;
+    let cfg = config(&dir, &site(running.addr.port(), SECRET));
+    // This server's clock 200 s slow: publish() tokens (30 s + 60 s) arrive expired.
+    let slow = [("TSUGI_WEBSOCKET_TEST_NOW", (now() - 200).to_string())];
+    let run = doctor(&cfg, &ext_args(testclock_ext()), &slow).await;
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert("daemon.url", "warn", "backplane is down");
+    let line = run.line("clock");
+    assert_eq!(run.verdict("clock"), "fail", "{}", run.out);
+    assert!(
+        line.contains("s behind the daemon's: publish() tokens"),
+        "{line}"
+    );
+    run.assert("publish", "fail", "answered false");
 }

@@ -189,15 +189,25 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// `/healthz`, the same on both listeners: 200 with `body` for `GET`, the head alone for
 /// `HEAD`; any other method gets 405, returned so that the caller may count it.
+/// `Tsugi-Notify-Time` (this daemon's clock, Unix seconds: a proxy in front replaces
+/// `Date` with its own) and `Tsugi-Notify-Clock-Skew` (its `clock_skew_secs`) let a
+/// web server tell how its tokens will be judged.
 pub async fn health<S: AsyncWrite + Unpin>(
     stream: &mut S,
     req: &Request,
     body: &str,
+    clock_skew_secs: u64,
 ) -> Result<(), Refusal> {
     match req.method.as_str() {
         "GET" | "HEAD" => {
             let head_only = req.method == "HEAD";
-            write_response(stream, 200, TEXT, body, head_only).await;
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let extra = format!(
+                "Tsugi-Notify-Time: {now}\r\nTsugi-Notify-Clock-Skew: {clock_skew_secs}\r\n"
+            );
+            write_response(stream, 200, TEXT, body, head_only, &extra).await;
             Ok(())
         }
         _ => {
@@ -218,7 +228,7 @@ pub async fn respond<S: AsyncWrite + Unpin>(
     content_type: &str,
     body: &str,
 ) {
-    write_response(stream, status, content_type, body, false).await;
+    write_response(stream, status, content_type, body, false, "").await;
 }
 
 async fn write_response<S: AsyncWrite + Unpin>(
@@ -227,25 +237,39 @@ async fn write_response<S: AsyncWrite + Unpin>(
     content_type: &str,
     body: &str,
     head_only: bool,
+    extra_headers: &str,
 ) {
     let reason = reason_phrase(status);
     // Date: the daemon's clock, which v1 tokens' `iat` is judged by (the doctor compares
     // it with the web server's).
-    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let date = http_date(std::time::SystemTime::now());
     let head = format!(
-        "HTTP/1.1 {status} {reason}\r\nDate: {date}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {status} {reason}\r\n{date}{extra_headers}Content-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
         body.len()
     );
+    // Head and body in one write: one segment, so that a client which parses the
+    // answer as soon as its head arrives (tungstenite's handshake does) has the body too.
+    let mut answer = head.into_bytes();
+    if !head_only {
+        answer.extend_from_slice(body.as_bytes());
+    }
     let write = async {
-        stream.write_all(head.as_bytes()).await?;
-        if !head_only {
-            stream.write_all(body.as_bytes()).await?;
-        }
+        stream.write_all(&answer).await?;
         stream.flush().await?;
         stream.shutdown().await
     };
     // A client that does not read its refusal does not hold the task.
     let _ = tokio::time::timeout(Duration::from_secs(2), write).await;
+}
+
+/// `Date: ...\r\n`, or nothing for a clock outside what the header can say (before
+/// 1970, after 9999), which the formatter would panic on.
+fn http_date(now: std::time::SystemTime) -> String {
+    const YEAR_10000: u64 = 253_402_300_800;
+    match now.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) if d.as_secs() < YEAR_10000 => format!("Date: {}\r\n", httpdate::fmt_http_date(now)),
+        _ => String::new(),
+    }
 }
 
 /// Writes a refusal.
@@ -272,6 +296,10 @@ mod tests {
             .duration_since(at)
             .unwrap_or_default();
         assert!(off.as_secs() <= 2, "{date}");
+        let epoch = std::time::UNIX_EPOCH;
+        assert_eq!(http_date(epoch - Duration::from_secs(1)), "");
+        assert_eq!(http_date(epoch + Duration::from_secs(253_402_300_800)), "");
+        assert_eq!(http_date(epoch), "Date: Thu, 01 Jan 1970 00:00:00 GMT\r\n");
     }
 
     #[tokio::test]

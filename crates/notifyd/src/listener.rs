@@ -115,7 +115,9 @@ async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
     };
     match route(&req) {
         Route::Health => {
-            if let Err(why) = http::health(&mut stream, &req, node.health()).await {
+            if let Err(why) =
+                http::health(&mut stream, &req, node.health(), node.tokens.leeway()).await
+            {
                 node.metrics.refused(why);
             }
         }

@@ -116,7 +116,7 @@ impl Node {
         if r != Rejection::NotYetValid {
             return;
         }
-        let since = self.skew_warning.since.fetch_add(1, Ordering::Relaxed);
+        self.skew_warning.since.fetch_add(1, Ordering::Relaxed);
         let Ok(mut last) = self.skew_warning.last.try_lock() else {
             return;
         };
@@ -129,9 +129,12 @@ impl Node {
             return;
         };
         *last = Some(Instant::now());
-        self.skew_warning.since.store(0, Ordering::Relaxed);
+        // This one included; any counted meanwhile go to the next warning.
+        let since = self.skew_warning.since.swap(0, Ordering::Relaxed);
+        // Quoted: any holder of a secret names the issuer, and it must not pass for
+        // other fields of the line.
         warn!(
-            issuer = %issuer,
+            issuer = ?issuer,
             ahead_secs,
             clock_skew_secs = self.tokens.leeway(),
             refused_since_last_warning = since,

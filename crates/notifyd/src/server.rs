@@ -162,7 +162,8 @@ async fn serve_metrics(listener: TcpListener, node: Arc<Node>, shutdown: Cancell
                     http::respond(&mut stream, 200, crate::metrics::CONTENT_TYPE, &body).await;
                 }
                 (_, "/healthz") => {
-                    let _ = http::health(&mut stream, &req, node.health()).await;
+                    let _ =
+                        http::health(&mut stream, &req, node.health(), node.tokens.leeway()).await;
                 }
                 _ => http::refuse(&mut stream, Refusal::NotFound).await,
             }
