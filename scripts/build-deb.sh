@@ -70,6 +70,9 @@ cat > "$stage/DEBIAN/postinst" <<TXT
 set -e
 if [ "\$1" = configure ]; then
     if command -v phpenmod >/dev/null 2>&1; then phpenmod -v $php_short tsugi_websocket || true; fi
+    # The group that may read the TLS key in /etc/tsugi-notify/tls (the unit gives it
+    # to the daemon's dynamic user).
+    getent group tsugi-notify >/dev/null 2>&1 || addgroup --quiet --system tsugi-notify || true
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
     # The daemon is not started: it needs /etc/tsugi-notify/secret and its url first.
 fi

@@ -200,7 +200,8 @@ fn plaintext(cfg: Option<&Zval>, launch: &Zval) -> Option<Plaintext> {
 /// far apart the minting and verifying clocks may be, seconds, default 60, at most
 /// 3600) and `$CFG->websocket_publish_url`
 /// (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
-/// derived from `websocket_url`).
+/// derived from `websocket_url`) and `$CFG->websocket_ca_file` (a PEM file of CAs
+/// publish() trusts over https besides the system's store).
 #[php_class]
 #[php(name = "Tsugi\\Core\\WebSocket")]
 pub struct WebSocket;
@@ -277,7 +278,9 @@ impl WebSocket {
     /// (through the daemon's publish API, at most 2 s). Posts `{"room", "message"}` with
     /// a publish token good for this room only, for 30 s, to
     /// `$CFG->websocket_publish_url` + `/publish` when set (point it at an internal
-    /// address), else to the address derived from `websocket_url`.
+    /// address), else to the address derived from `websocket_url`. Over https the
+    /// daemon's certificate must be from a CA of the system's store or of
+    /// `$CFG->websocket_ca_file`.
     ///
     /// @param object $launch The LTI launch (needs `$launch->link->id`)
     /// @param string $room The room ('' for the default room; at most 256 bytes)
@@ -296,7 +299,21 @@ impl WebSocket {
             let Ok(token) = site.mint_publish_for_room(&p, &bound) else {
                 return false;
             };
-            post::publish(&url, &token, &PublishRequest::new(room, message).to_json())
+            // Absent, null and false: the system's CAs only; a path: those too; anything
+            // else (an empty string, a number) is refused.
+            let ca = cfg
+                .as_ref()
+                .and_then(|c| php::property(c, "websocket_ca_file"))
+                .filter(|v| !v.is_false());
+            let ca_file = match &ca {
+                None => None,
+                Some(v) => match php::non_empty_str(v) {
+                    Some(path) => Some(path),
+                    None => return false,
+                },
+            };
+            let body = PublishRequest::new(room, message).to_json();
+            post::publish(&url, &token, &body, ca_file)
         })
     }
 

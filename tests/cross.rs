@@ -5,6 +5,8 @@
 //! client library (Node's `ws`) talks to Rust clients through it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../crates/notifyd/tests/ca/mod.rs"]
+mod ca;
 #[path = "../crates/notifyd/tests/common/mod.rs"]
 mod common;
 mod php;
@@ -332,4 +334,46 @@ async fn node_ws_client_and_rust_client_talk_through_the_daemon() {
             .any(|e| e["event"] == "close" && e["code"] == 1001),
         "{events:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_publish_reaches_a_wss_daemon_over_https_trusting_websocket_ca_file() {
+    let dir = std::env::temp_dir().join(format!("cross-wss-{}", std::process::id()));
+    let test_ca = ca::TestCa::new(&dir);
+    let leaf = test_ca.leaf("daemon");
+    let mut c = Config::for_loopback(SECRET).unwrap();
+    c.url = tsugi_notify_core::WebsocketUrl::parse("wss://127.0.0.1:443").unwrap();
+    c.tls = Some(tsugi_notifyd::tls::TlsFiles {
+        cert: leaf.cert.clone(),
+        key: leaf.key.clone(),
+        check_every: None,
+    });
+    let running = start(c).await;
+    let port = running.addr.port();
+    let publish = |ca_file: &str| {
+        format!(
+            "$CFG->websocket_url = 'wss://127.0.0.1:{port}'; {ca_file} \
+             var_export(Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', 'over https'));"
+        )
+    };
+    // The test CA is in no system store: without websocket_ca_file the daemon is not
+    // trusted, and publish() answers false.
+    assert_eq!(php_async(publish("")).await, "false");
+    let ca_file = test_ca.ca_file().display().to_string();
+    let missing = format!(
+        "$CFG->websocket_ca_file = '{}';",
+        dir.join("none.pem").display()
+    );
+    assert_eq!(php_async(publish(&missing)).await, "false");
+    assert_eq!(
+        php_async(publish("$CFG->websocket_ca_file = '';")).await,
+        "false"
+    );
+    let trusted = format!("$CFG->websocket_ca_file = '{ca_file}';");
+    assert_eq!(php_async(publish(&trusted)).await, "true");
+    assert_eq!(
+        metric(&running.metrics, "tsugi_notify_messages_received_total"),
+        1
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

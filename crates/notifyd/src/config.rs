@@ -181,6 +181,16 @@ settings! {
     /// system's store.
     #[arg(value_name = "FILE")]
     redis_ca_file: PathBuf;
+    /// TLS on the WebSocket port (wss://, https://): the certificate chain, PEM, leaf
+    /// first (certbot's fullchain.pem). Needs tls_key and a wss:// url.
+    #[arg(value_name = "FILE")]
+    tls_cert: PathBuf;
+    /// The certificate's private key, PEM: PKCS#8, SEC1 or PKCS#1 (certbot's privkey.pem).
+    #[arg(value_name = "FILE")]
+    tls_key: PathBuf;
+    /// Seconds between looks at tls_cert and tls_key for a renewed pair (0: only on
+    /// SIGHUP).
+    tls_check_secs: i64 = 10;
 }
 
 impl std::fmt::Debug for Settings {
@@ -499,6 +509,8 @@ pub struct Config {
     pub dev: bool,
     /// Redis for the backplane between nodes, when configured.
     pub redis: Option<Redis>,
+    /// TLS on the WebSocket port, when `tls_cert` and `tls_key` are set.
+    pub tls: Option<crate::tls::TlsFiles>,
     /// The settings in force (the layers over the defaults), for the summary.
     settings: Settings,
 }
@@ -876,6 +888,7 @@ fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Erro
         .into_iter()
         .map(|o| crate::http::origin_key(&o))
         .collect();
+    let tls = tls_settings(v.tls_cert, v.tls_key, v.tls_check_secs, url)?;
     Ok(Config {
         url: url.clone(),
         listen: SocketAddr::new(bind, listen_port(&site, proxyport)),
@@ -888,8 +901,43 @@ fn validate(mut v: Values, settings: Settings, dev: bool) -> Result<Config, Erro
         log_level: v.log_level,
         dev,
         redis: redis_settings(v.redis_url, v.redis_password_file, v.redis_ca_file)?,
+        tls,
         settings,
     })
+}
+
+/// `tls_cert` and `tls_key`: both or neither, with a `wss://` url (browsers are told to
+/// speak TLS to this port), and a pair that loads now, so that a bad file fails at start
+/// and in `--check-config`.
+fn tls_settings(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    check_secs: i64,
+    url: &WebsocketUrl,
+) -> Result<Option<crate::tls::TlsFiles>, Error> {
+    let setting = |m: String| Error::Setting(m);
+    let check = int::<u64>("tls_check_secs", check_secs, 0, 86_400)?;
+    let (cert, key) = match (cert, key) {
+        (None, None) => return Ok(None),
+        (Some(c), Some(k)) => (c, k),
+        _ => {
+            return Err(setting(
+                "tls_cert and tls_key go together: set both, or neither".into(),
+            ))
+        }
+    };
+    if !url.is_secure() {
+        return Err(setting(
+            "tls_cert needs a wss:// url: browsers reach a TLS port with wss:// ($CFG->websocket_url)".into(),
+        ));
+    }
+    let files = crate::tls::TlsFiles {
+        cert,
+        key,
+        check_every: (check > 0).then(|| Duration::from_secs(check)),
+    };
+    crate::tls::load(&files).map_err(setting)?;
+    Ok(Some(files))
 }
 
 /// The port to listen on: `Site`'s (proxyport when set, else the URL's), except that
@@ -1062,6 +1110,20 @@ impl Config {
             ),
             ("dev".to_owned(), self.dev.to_string()),
         ];
+        if let Some(tls) = &self.tls {
+            let shown = match crate::tls::load(tls) {
+                Ok(pair) => {
+                    let days = (pair.not_after - crate::tls::unix_now()) / 86_400;
+                    format!(
+                        "certificate for {} expires at {} (Unix), in {days} days",
+                        pair.names.join(", "),
+                        pair.not_after
+                    )
+                }
+                Err(e) => e,
+            };
+            lines.push(("tls".to_owned(), shown));
+        }
         for (name, value) in self.settings.shown() {
             let name = match file_key(name) {
                 (Some(table), key) => format!("{table}.{key}"),

@@ -20,6 +20,9 @@ pub enum Error {
         /// Why.
         source: std::io::Error,
     },
+    /// The TLS certificate or key does not load.
+    #[error("{0}")]
+    Tls(String),
     /// The Redis settings cannot make a client.
     #[error("[redis]: {0}")]
     Redis(String),

@@ -159,6 +159,12 @@ pub fn refusal_response(why: Refusal) -> (u16, &'static str) {
         // Never sent: an evicted socket is dropped without an answer (like a timeout).
         Refusal::Evicted => (503, "server busy, try again\n"),
         Refusal::Timeout => (408, "request timeout\n"),
+        Refusal::PlainHttp => (
+            400,
+            "this port speaks TLS: use https:// or wss:// (websocket_url is wss://)\n",
+        ),
+        // Never sent: a failed TLS handshake has no channel to answer on.
+        Refusal::Tls => (400, "TLS handshake failed\n"),
     }
 }
 

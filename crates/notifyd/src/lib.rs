@@ -32,6 +32,7 @@ mod quota;
 pub mod server;
 pub mod shutdown;
 pub mod systemd;
+pub mod tls;
 pub mod upgrade;
 
 pub use config::{Config, Limits, LogFormat};

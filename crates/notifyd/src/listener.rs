@@ -5,6 +5,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, debug_span, warn, Instrument};
 
@@ -93,14 +94,55 @@ async fn handle(stream: TcpStream, node: Arc<Node>, slot: PendingSlot) {
             node.metrics.refused(Refusal::Evicted);
             debug!("closed before its handshake finished, to make room");
         }
-        () = serve_request(stream, &node) => {}
+        () = serve(stream, &node) => {}
     }
 }
 
-async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Serves a socket in clear text, or, with `tls_cert` set, after its TLS handshake:
+/// both within `handshake_timeout_secs` of the accept, while it holds its pending slot.
+async fn serve(stream: TcpStream, node: &Arc<Node>) {
     let accepted = Instant::now();
+    let Some(tls) = &node.tls else {
+        return serve_request(stream, node, accepted).await;
+    };
+    let deadline = tokio::time::Instant::from_std(accepted + node.config.limits.handshake_timeout);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+        Ok(Ok(1..)) if first[0] == TLS_HANDSHAKE_RECORD => {}
+        // Plain HTTP (or anything else) on the TLS port: a clear answer, not a hang.
+        Ok(Ok(1..)) => {
+            let mut stream = stream;
+            return refuse(&mut stream, node, Refusal::PlainHttp).await;
+        }
+        Ok(_) => return,
+        Err(_) => {
+            node.metrics.refused(Refusal::Timeout);
+            return;
+        }
+    }
+    match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
+        Ok(Ok(stream)) => serve_request(stream, node, accepted).await,
+        Ok(Err(e)) => {
+            node.metrics.refused(Refusal::Tls);
+            debug!(error = %e, "TLS handshake failed");
+        }
+        Err(_) => {
+            node.metrics.refused(Refusal::Timeout);
+            debug!("TLS handshake timed out");
+        }
+    }
+}
+
+async fn serve_request<S>(mut stream: S, node: &Arc<Node>, accepted: Instant)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let limits = &node.config.limits;
-    let req = match http::read_request(&mut stream, limits.handshake_timeout).await {
+    let left = limits.handshake_timeout.saturating_sub(accepted.elapsed());
+    let req = match http::read_request(&mut stream, left).await {
         Ok(r) => r,
         Err(ReadError::Timeout) => {
             node.metrics.refused(Refusal::Timeout);
@@ -140,7 +182,7 @@ async fn serve_request(mut stream: TcpStream, node: &Arc<Node>) {
     }
 }
 
-async fn refuse(stream: &mut TcpStream, node: &Node, why: Refusal) {
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, node: &Node, why: Refusal) {
     node.metrics.refused(why);
     debug!(reason = why.label(), "refused");
     http::refuse(stream, why).await;

@@ -56,10 +56,14 @@ pub enum Refusal {
     ShuttingDown,
     /// The request did not arrive within `handshake_timeout_secs` (dropped).
     Timeout,
+    /// 400: plain HTTP on a TLS port (`tls_cert` set).
+    PlainHttp,
+    /// The TLS handshake failed (dropped).
+    Tls,
 }
 
 impl Refusal {
-    const ALL: [Refusal; 14] = [
+    const ALL: [Refusal; 16] = [
         Refusal::InvalidToken,
         Refusal::Origin,
         Refusal::BadRequest,
@@ -74,6 +78,8 @@ impl Refusal {
         Refusal::Evicted,
         Refusal::ShuttingDown,
         Refusal::Timeout,
+        Refusal::PlainHttp,
+        Refusal::Tls,
     ];
 
     /// The metrics label.
@@ -93,6 +99,8 @@ impl Refusal {
             Refusal::Evicted => "evicted",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Timeout => "timeout",
+            Refusal::PlainHttp => "plain_http",
+            Refusal::Tls => "tls",
         }
     }
 }
@@ -337,6 +345,9 @@ pub struct Metrics {
     handshake_seconds: Histogram,
     queue_wait_seconds: Histogram,
     publish_seconds: Histogram,
+    tls_expiry: Int,
+    tls_reloads: Counter,
+    tls_reload_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -439,6 +450,18 @@ impl Metrics {
                 "publish_duration_seconds",
                 "From a POST /publish request's head to its answer",
             ),
+            tls_expiry: m.gauge(
+                "tls_certificate_expiry_timestamp_seconds",
+                "When the TLS certificate in force expires, Unix seconds (0 without TLS)",
+            ),
+            tls_reloads: m.counter(
+                "tls_reloads",
+                "New TLS certificates taken (SIGHUP or the files changed)",
+            ),
+            tls_reload_failures: m.counter(
+                "tls_reload_failures",
+                "New TLS certificates refused (the one in force stayed)",
+            ),
             refused,
             dropped,
             closes,
@@ -497,6 +520,18 @@ impl Metrics {
     /// A WebSocket handshake succeeded.
     pub fn accepted(&self) {
         self.accepted.inc();
+    }
+    /// A TLS certificate expiring at `not_after` (Unix seconds) is in force.
+    pub fn tls_loaded(&self, not_after: i64) {
+        self.tls_expiry.set(not_after);
+    }
+    /// A new TLS certificate was taken (`true`) or refused.
+    pub fn tls_reloaded(&self, taken: bool) {
+        if taken {
+            self.tls_reloads.inc();
+        } else {
+            self.tls_reload_failures.inc();
+        }
     }
     /// A handshake was refused.
     pub fn refused(&self, why: Refusal) {

@@ -17,6 +17,7 @@ use crate::fanout::Fanout;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::quota::{ConnectionSlots, Pending, PerKey};
+use crate::tls::Certs;
 use crate::Error;
 
 /// One daemon's state, shared by its listeners and connection tasks.
@@ -49,6 +50,10 @@ pub struct Node {
     pub next_id: AtomicU64,
     /// The warning about tokens from the future, at most once a minute.
     skew_warning: SkewWarning,
+    /// TLS on the WebSocket port: the handshake, with the pair in force.
+    pub tls: Option<crate::tls::Acceptor>,
+    /// The pair in force, reloaded on SIGHUP and when its files change.
+    pub certs: Option<Arc<Certs>>,
 }
 
 /// How often the clock-skew warning may be logged.
@@ -86,7 +91,20 @@ impl Node {
             )?),
             None => None,
         };
+        let certs = match &config.tls {
+            Some(files) => Some(Certs::new(files.clone(), metrics.clone()).map_err(Error::Tls)?),
+            None => None,
+        };
+        let tls = certs
+            .as_ref()
+            .map(|c| c.acceptor().map_err(Error::Tls))
+            .transpose()?;
+        if let Some(c) = &certs {
+            tokio::spawn(Arc::clone(c).watch(shutdown.clone()));
+        }
         Ok(Arc::new(Node {
+            tls,
+            certs,
             fanout: Fanout::new(hub, backplane, metrics.clone()),
             slots: ConnectionSlots::new(config.limits.max_connections),
             per_token: PerKey::new(config.limits.max_connections_per_token),

@@ -43,6 +43,7 @@ pub struct Running {
     pub metrics_addr: Option<SocketAddr>,
     /// The counters.
     pub metrics: Arc<Metrics>,
+    certs: Option<Arc<crate::tls::Certs>>,
     shutdown: CancellationToken,
     done: tokio::task::JoinHandle<()>,
 }
@@ -88,6 +89,7 @@ impl Server {
             shutdown.clone(),
             tracker.clone(),
         )?;
+        let certs = node.certs.clone();
         if let Some(l) = self.metrics_listener {
             tokio::spawn(serve_metrics(l, Arc::clone(&node), shutdown.clone()));
         }
@@ -110,6 +112,7 @@ impl Server {
             addr,
             metrics_addr,
             metrics,
+            certs,
             shutdown,
             done,
         })
@@ -120,6 +123,13 @@ impl Running {
     /// Starts shutdown (as SIGTERM does).
     pub fn shutdown(&self) {
         self.shutdown.cancel();
+    }
+
+    /// Loads `tls_cert` and `tls_key` again (as SIGHUP does): `true` when the new pair
+    /// serves new connections; `false` when it was refused (the one in force stays) or
+    /// there is no TLS.
+    pub fn reload_tls(&self) -> bool {
+        self.certs.as_ref().is_some_and(|c| c.reload("SIGHUP"))
     }
 
     /// Waits until every connection is closed (or the drain deadline passed).
@@ -182,6 +192,19 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     let token = CancellationToken::new();
     crate::shutdown::on_signal(token.clone())?;
     let running = Server::bind(config).await?.start(token.clone())?;
+    // SIGHUP (systemctl reload, certbot's deploy hook): a renewed TLS pair.
+    let certs = running.certs.clone();
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            match &certs {
+                Some(c) => {
+                    c.reload("SIGHUP");
+                }
+                None => tracing::info!("SIGHUP: nothing to reload (no tls_cert)"),
+            }
+        }
+    });
     systemd::notify(systemd::State::Ready);
     token.cancelled().await;
     systemd::notify(systemd::State::Stopping);

@@ -5,8 +5,7 @@ use std::hash::BuildHasher;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::WebSocketStream;
@@ -49,12 +48,16 @@ fn ws_config(max: usize) -> WebSocketConfig {
 }
 
 /// Checks a `/notify` request in order (upgrade headers, query, origin, token,
-/// capacity) and upgrades it, or gives the stream back with the refusal.
-pub(crate) async fn upgrade(
-    mut stream: TcpStream,
+/// capacity) and upgrades it, or gives the stream back with the refusal. `stream` is
+/// the TCP socket, or the TLS session on it.
+pub(crate) async fn upgrade<S>(
+    mut stream: S,
     req: Request,
     node: &Arc<Node>,
-) -> Result<(), (Refusal, TcpStream)> {
+) -> Result<(), (Refusal, S)>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let checked = (|| {
         let accept = websocket_accept(&req)?;
         let query = parse_notify_query(req.query.as_deref())?;

@@ -5,6 +5,7 @@
 //! ACL user whose password comes from a file.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod ca;
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -135,30 +136,9 @@ async fn nodes_with_rotated_secrets_still_hear_each_other() {
 
 /// A CA, and a certificate for 127.0.0.1 signed by it, as PEM files in `dir`.
 fn test_ca(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "tsugi-notify test CA");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let key = KeyPair::generate().unwrap();
-    let params =
-        CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
-    let cert = params.signed_by(&key, &issuer).unwrap();
-    std::fs::create_dir_all(dir).unwrap();
-    let write = |name: &str, pem: String| {
-        let p = dir.join(name);
-        std::fs::write(&p, pem).unwrap();
-        p
-    };
-    (
-        write("ca.pem", ca_cert.pem()),
-        write("redis.pem", cert.pem()),
-        write("redis.key", key.serialize_pem()),
-    )
+    let ca = ca::TestCa::new(dir);
+    let leaf = ca.leaf("redis");
+    (ca.ca_file(), leaf.cert, leaf.key)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

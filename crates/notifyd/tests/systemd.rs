@@ -45,3 +45,41 @@ fn ready_once_listening_and_stopping_at_sigterm() {
     assert!(status.success(), "{status:?} after {:?}", started.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn sighup_reloads_and_never_stops_the_daemon() {
+    // systemctl reload sends SIGHUP (ExecReload): without TLS there is nothing to
+    // reload, and the daemon goes on (the default action of SIGHUP is to exit).
+    let dir = std::env::temp_dir().join(format!("tsugi-notify-hup-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify.sock");
+    let _ = std::fs::remove_file(&path);
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let mut child = Command::new(BIN)
+        .args(["--dev", "--proxyport", "0", "--metrics-bind", "off"])
+        .env("NOTIFY_SOCKET", &path)
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ready = next_state(&sock, Duration::from_secs(20));
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let said = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .find(|l| l.contains("SIGHUP"))
+        .expect("the daemon logs the SIGHUP");
+    assert!(said.contains("nothing to reload"), "{said}");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "still running after SIGHUP"
+    );
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    assert!(child.wait().unwrap().success());
+    let _ = std::fs::remove_dir_all(&dir);
+}
