@@ -18,7 +18,8 @@ namespace Tsugi\Core {
      * far apart the minting and verifying clocks may be, seconds, default 60, at most
      * 3600) and `$CFG->websocket_publish_url`
      * (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
-     * derived from `websocket_url`).
+     * derived from `websocket_url`) and `$CFG->websocket_ca_file` (a PEM file of CAs
+     * publish() trusts over https besides the system's store).
      */
     class WebSocket {
         private function __construct() {}
@@ -100,7 +101,9 @@ namespace Tsugi\Core {
          * (through the daemon's publish API, at most 2 s). Posts `{"room", "message"}` with
          * a publish token good for this room only, for 30 s, to
          * `$CFG->websocket_publish_url` + `/publish` when set (point it at an internal
-         * address), else to the address derived from `websocket_url`.
+         * address), else to the address derived from `websocket_url`. Over https the
+         * daemon's certificate must be from a CA of the system's store or of
+         * `$CFG->websocket_ca_file`.
          *
          * @param object $launch The LTI launch (needs `$launch->link->id`)
          * @param string $room The room ('' for the default room; at most 256 bytes)
