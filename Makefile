@@ -89,9 +89,11 @@ test-stubs: ext-testclock
 test-install: ext
 	scripts/test-install-ext.sh
 
-# The browser client's unit tests, and the demo in Debian's Chromium (Playwright).
+# The browser client's unit tests, the demo in Debian's Chromium (Playwright), and
+# both over wss:// with a test CA made at test time.
 test-node: build node-deps
-	cd tests/node && node --test client.test.mjs browser.test.mjs
+	$(CARGO) build -p tsugi-notifyd --example test-ca
+	cd tests/node && node --test client.test.mjs browser.test.mjs wss.test.mjs
 
 test-packaging: build
 	scripts/test-packaging.sh target/release/tsugi-notifyd
