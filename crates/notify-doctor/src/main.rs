@@ -38,6 +38,10 @@ struct Args {
     /// Seconds to wait for each answer.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
     timeout: u64,
+    /// Trust the CAs of this PEM file over TLS instead of the public ones (a site whose
+    /// users' machines trust a private CA).
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
     /// Print the checks as JSON.
     #[arg(long)]
     json: bool,
@@ -71,6 +75,16 @@ fn main() -> ExitCode {
         );
         return ExitCode::from(2);
     }
+    let trust = match &args.ca_file {
+        None => net::Trust::default(),
+        Some(path) => match net::Trust::from_file(path) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("tsugi-notify-doctor: --ca-file {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     // PHP changes into the config's directory before loading it.
     let config = std::fs::canonicalize(&args.config).unwrap_or(args.config);
     let opts = doctor::Options {
@@ -81,6 +95,7 @@ fn main() -> ExitCode {
         },
         sapi_dirs: args.sapi_dirs,
         timeout: Duration::from_secs(args.timeout),
+        trust,
     };
     let report = doctor::run(&opts);
     if args.json {

@@ -5,11 +5,62 @@ use std::net::{Shutdown, TcpStream, ToSocketAddrs};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::CertificateDer;
 use tungstenite::client::IntoClientRequest;
 use tungstenite::http::HeaderValue;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::stream::MaybeTlsStream;
+use tungstenite::Connector;
 use tungstenite::{Message, WebSocket};
+use ureq::tls::{Certificate, RootCerts, TlsConfig};
+
+/// Whom the doctor trusts over TLS: the public CAs a browser trusts (webpki roots), or
+/// the CAs of `--ca-file` (a site on a private CA that its users' machines trust).
+#[derive(Debug, Clone, Default)]
+pub struct Trust(Option<Vec<CertificateDer<'static>>>);
+
+impl Trust {
+    /// The CAs of a PEM file.
+    pub fn from_file(path: &std::path::Path) -> Result<Trust, String> {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if certs.is_empty() {
+            return Err(format!("{}: no certificate in it", path.display()));
+        }
+        Ok(Trust(Some(certs)))
+    }
+
+    fn ureq_roots(&self) -> RootCerts {
+        match &self.0 {
+            None => RootCerts::WebPki,
+            Some(certs) => RootCerts::new_with_certs(
+                &certs
+                    .iter()
+                    .map(|c| Certificate::from_der(c.as_ref()).to_owned())
+                    .collect::<Vec<_>>(),
+            ),
+        }
+    }
+
+    fn connector(&self) -> Option<Connector> {
+        let certs = self.0.as_ref()?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in certs {
+            let _ = roots.add(c.clone());
+        }
+        let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .ok()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        Some(Connector::Rustls(Arc::new(config)))
+    }
+}
 
 /// The largest message or frame the doctor reads: its own are under 100 bytes.
 const MAX_MESSAGE: usize = 64 * 1024;
@@ -66,8 +117,9 @@ impl Drop for Deadline {
 }
 
 /// `GET url` within `timeout`; `Err` says why nothing answered.
-pub fn get(url: &str, timeout: Duration) -> Result<Answer, String> {
+pub fn get(url: &str, timeout: Duration, trust: &Trust) -> Result<Answer, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
+        .tls_config(TlsConfig::builder().root_certs(trust.ureq_roots()).build())
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .max_redirects(0)
@@ -109,7 +161,12 @@ pub enum Refused {
 }
 
 /// Opens `url` as a browser on a page of `origin` would.
-pub fn open(url: &str, origin: Option<&str>, timeout: Duration) -> Result<Ws, Refused> {
+pub fn open(
+    url: &str,
+    origin: Option<&str>,
+    timeout: Duration,
+    trust: &Trust,
+) -> Result<Ws, Refused> {
     let mut request = url
         .into_client_request()
         .map_err(|e| Refused::Network(e.to_string()))?;
@@ -148,7 +205,7 @@ pub fn open(url: &str, origin: Option<&str>, timeout: Duration) -> Result<Ws, Re
     let config = WebSocketConfig::default()
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
-    match tungstenite::client_tls_with_config(request, stream, Some(config), None) {
+    match tungstenite::client_tls_with_config(request, stream, Some(config), trust.connector()) {
         Ok((ws, _)) => Ok(ws),
         Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
             let body = resp

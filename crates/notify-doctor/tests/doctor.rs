@@ -3,9 +3,11 @@
 //! the README's troubleshooting table, each produced by the fault it names (not here:
 //! a 404/429/503 at /notify, a publish taken by another daemon, a config slower than
 //! 30 s, and an extension installed but off for the CLI, which needs the system's PHP
-//! changed).
+//! changed). TLS: a daemon on wss:// with a certificate of a test CA.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../notifyd/tests/ca/mod.rs"]
+mod ca;
 #[path = "../../notifyd/tests/common/mod.rs"]
 mod common;
 
@@ -792,4 +794,48 @@ async fn notifications_off_no_php_a_slow_clock_and_a_lost_backplane() {
         "{line}"
     );
     run.assert("publish", "fail", "answered false");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wss_daemon_whose_certificate_is_not_trusted_is_a_tls_failure() {
+    let dir = scratch("wss");
+    let test_ca = ca::TestCa::new(&dir.join("ca"));
+    let leaf = test_ca.leaf("daemon");
+    let mut c = Config::for_loopback(SECRET).unwrap();
+    c.url = tsugi_notify_core::WebsocketUrl::parse("wss://127.0.0.1:443").unwrap();
+    c.tls = Some(tsugi_notifyd::tls::TlsFiles {
+        cert: leaf.cert.clone(),
+        key: leaf.key.clone(),
+        check_every: None,
+    });
+    let running = start(c).await;
+    let port = running.addr.port();
+    let ca_file = test_ca.ca_file().display().to_string();
+    let cfg = config(
+        &dir,
+        &[
+            ("websocket_url", q(&format!("wss://127.0.0.1:{port}"))),
+            ("websocket_secret", q(SECRET)),
+            ("websocket_ca_file", q(&ca_file)),
+        ],
+    );
+    // A certificate from a CA browsers do not know.
+    let run = doctor(&cfg, &ext_args(release_ext()), &[]).await;
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert("daemon.url", "fail", "TLS with 127.0.0.1 failed");
+    assert!(run.fix("daemon.url").contains("--ca-file"));
+    // A site on a private CA, checked with it: everything over wss:// and https://.
+    let mut args = ext_args(release_ext());
+    args.extend(["--ca-file".into(), ca_file]);
+    let run = doctor(&cfg, &args, &[]).await;
+    assert_eq!(run.code, 0, "{}", run.out);
+    run.assert("daemon.url", "ok", &format!("https://127.0.0.1:{port}"));
+    run.assert("clock", "ok", "agrees");
+    run.assert("socket.v1", "ok", &format!("wss://127.0.0.1:{port}/notify"));
+    run.assert("relay", "ok", "reached");
+    run.assert(
+        "publish",
+        "ok",
+        &format!("https://127.0.0.1:{port}/publish"),
+    );
 }

@@ -38,7 +38,7 @@ pub(super) fn check(r: &mut Report, cx: &Ctx) -> DaemonView {
     );
     let mut reachable = true;
     let mut at_url = None;
-    match net::get(&format!("{base}/healthz"), cx.opts.timeout) {
+    match net::get(&format!("{base}/healthz"), cx.opts.timeout, &cx.opts.trust) {
         Ok(a) => {
             health(r, "daemon.url", &base, &a);
             at_url = Some(a);
@@ -55,7 +55,8 @@ pub(super) fn check(r: &mut Report, cx: &Ctx) -> DaemonView {
                     "daemon.url",
                     format!("TLS with {} failed: {e}", url.host()),
                     format!(
-                        "the certificate on port {} must be valid for {} and from a CA browsers trust",
+                        "the certificate on port {} must be valid for {} and from a CA browsers trust (a private \
+                         CA: give it with --ca-file)",
                         url.port(),
                         url.host()
                     ),
@@ -73,7 +74,7 @@ pub(super) fn check(r: &mut Report, cx: &Ctx) -> DaemonView {
     let mut at_proxyport = None;
     if let Some(pp) = cx.site.proxyport {
         let pbase = format!("http://{}:{pp}", url.host());
-        match net::get(&format!("{pbase}/healthz"), cx.opts.timeout) {
+        match net::get(&format!("{pbase}/healthz"), cx.opts.timeout, &cx.opts.trust) {
             Ok(a) => {
                 health(r, "daemon.proxyport", &pbase, &a);
                 at_proxyport = Some(a);

@@ -24,6 +24,8 @@ pub struct Options {
     /// and CGI ones beside the CLI's.
     pub sapi_dirs: Vec<(String, PathBuf)>,
     pub timeout: Duration,
+    /// Whom to trust over TLS (`--ca-file`, else the public CAs).
+    pub trust: crate::net::Trust,
 }
 
 /// The extension's name in `extension=` lines and `phpenmod`.

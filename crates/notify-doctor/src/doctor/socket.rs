@@ -40,6 +40,7 @@ impl Ctx<'_> {
             &self.socket_url(token),
             self.site.origin.as_deref(),
             self.opts.timeout,
+            &self.opts.trust,
         )
     }
 
