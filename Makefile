@@ -151,6 +151,7 @@ install-ext:
 # writes BENCHMARKS.md. Takes a few minutes.
 bench: setup build
 	npm ci --prefix bench/node-ws --no-audit --no-fund --loglevel=error
+	$(CARGO) build -p tsugi-notifyd --example test-ca
 	python3 bench/run.py
 
 # 10,000 connections, steady traffic and churn, SOAK_SECONDS (default 600); RSS plot in

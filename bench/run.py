@@ -7,6 +7,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target/release/notify-bench")
 DAEMON = os.path.join(ROOT, "target/release/tsugi-notifyd")
 NODE_SERVER = os.path.join(ROOT, "bench/node-ws/server.mjs")
+TEST_CA = os.path.join(ROOT, "target/debug/examples/test-ca")
+CA_DIR = os.path.join(ROOT, "target/bench-tls")
 SECRET = "bench-secret"
 SOURCES = "127.0.0.2,127.0.0.3"
 
@@ -27,11 +29,26 @@ LIFTED = ["--messages-per-second", "1000000", "--burst", "1000000",
           "--bytes-per-second", "100000000", "--burst-bytes", "100000000",
           "--outbound-queue", "11000000", "--outbound-queue-bytes", "2000000000"]
 
+_TLS = []
+
+def tls_files():
+    """A test CA and a certificate for 127.0.0.1, made once per run (as in the tests)."""
+    if not _TLS:
+        _TLS.extend(subprocess.run([TEST_CA, CA_DIR], capture_output=True, text=True,
+                                   check=True).stdout.split())
+    return _TLS
+
 def start(kind):
     port = free_port()
-    if kind == "tsugi-notifyd":
-        cmd = [DAEMON, "--url", "ws://127.0.0.1:2021", "--bind", "127.0.0.1", "--proxyport", str(port),
-               "--secret", SECRET, *LIFTED,
+    if kind.startswith("tsugi-notifyd"):
+        url = "ws://127.0.0.1:2021"
+        tls = []
+        if kind == "tsugi-notifyd-tls":
+            _, cert, key = tls_files()
+            url = "wss://127.0.0.1:443"
+            tls = ["--tls-cert", cert, "--tls-key", key]
+        cmd = [DAEMON, "--url", url, "--bind", "127.0.0.1", "--proxyport", str(port),
+               "--secret", SECRET, *LIFTED, *tls,
                "--max-connections", "19950", "--max-connections-per-space", "19950",
                "--metrics-bind", "off", "--log-level", "warn"]
     else:
@@ -46,8 +63,10 @@ def run(kind, args):
     try:
         full = [BENCH] + args[:1] + ["--addr", f"127.0.0.1:{port}", "--server-pid", str(p.pid),
                                      "--sources", SOURCES] + args[1:]
-        if kind == "tsugi-notifyd":
+        if kind.startswith("tsugi-notifyd"):
             full += ["--secret", SECRET]
+        if kind == "tsugi-notifyd-tls":
+            full += ["--tls-ca", tls_files()[0]]
         out = subprocess.run(full, capture_output=True, text=True, timeout=600)
         line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
         res = json.loads(line)
@@ -76,8 +95,15 @@ def main():
     for key, title, args in SCENARIOS:
         for kind in ("tsugi-notifyd", "node-ws"):
             results[(key, kind)] = run(kind, args)
+    for key, title, args in SCENARIOS:
+        if key in TLS_SCENARIOS:
+            results[(key, "tsugi-notifyd-tls")] = run("tsugi-notifyd-tls", args)
     held = run("tsugi-notifyd", ["idle", "--connections", "19900", "--workers", "2"])
     write(results, held)
+
+# The scenarios run again over wss:// (tls_cert in the daemon): the cost of TLS per
+# connection (memory, handshakes) and per delivery (CPU, latency).
+TLS_SCENARIOS = ("idle", "fan1000", "paced", "churn")
 
 def fmt(v, unit="", digits=0):
     if v is None: return "?"
@@ -120,6 +146,27 @@ def write(r, held):
         lines.append(f"| {title} | loss / dup / leak / echo | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | {lost[4]} / {lost[5]} / {lost[6]} / {lost[7]} | |")
         row(title, "client CPU share", get(key, "tsugi-notifyd", "client_cpu_share"), get(key, "node-ws", "client_cpu_share"), "", 2)
     row("churn", "handshakes per second", get("churn", "tsugi-notifyd", "handshakes_per_sec"), get("churn", "node-ws", "handshakes_per_sec"))
+    lines += ["", "## TLS in the daemon: wss:// against ws://", "",
+              "The same scenarios against tsugi-notifyd with `tls_cert`/`tls_key` (a test CA's ECDSA",
+              "P-256 certificate, made by the test-ca example; rustls with ring, TLS 1.3), the",
+              "client trusting that CA (`--tls-ca`).", "",
+              "| scenario | figure | ws:// | wss:// | TLS costs |", "|---|---|---|---|---|"]
+    def tls_row(key, title, fig, path, unit="", digits=0, scale=1, better="low"):
+        a, b = get(key, "tsugi-notifyd", *path), get(key, "tsugi-notifyd-tls", *path)
+        a, b = a and a / scale, b and b / scale
+        cost = "?" if not a or not b else (f"{b / a:.2f}x" if better == "low" else f"{a / b:.2f}x slower")
+        lines.append(f"| {title} | {fig} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {cost} |")
+    tls_row("idle", "idle 19,500", "server RSS per connection", ("server_bytes_per_connection",), " B")
+    tls_row("idle", "idle 19,500", "handshakes per second", ("handshakes_per_sec",), better="high")
+    tls_row("churn", "churn", "handshakes per second", ("handshakes_per_sec",), better="high")
+    for key in ("fan1000", "paced"):
+        title = next(t for k, t, _ in SCENARIOS if k == key)
+        tls_row(key, title, "server CPU per delivery", ("server_cpu_us_per_delivery",), " us", 2)
+        tls_row(key, title, "deliveries per second", ("deliveries_per_sec",), better="high")
+        for p in ("p50", "p99"):
+            tls_row(key, title, f"latency {p}", ("latency_us", p), " ms", 1, 1000)
+        lost = [get(key, "tsugi-notifyd-tls", f) for f in ("loss", "duplicates", "leaks", "echoes")]
+        lines.append(f"| {title} | loss / dup / leak / echo | | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | |")
     lines += ["", f"tsugi-notifyd held {held[0].get('connections')} concurrent connections "
               f"({fmt(held[0].get('server_bytes_per_connection'), ' B')} of server RSS each).", "",
               "## Bars", ""]
@@ -145,8 +192,9 @@ def write(r, held):
               "falls behind on the same run (hundreds of milliseconds).",
               "", "## Commands", "", "Each row above came from one of these (ports and pids vary per run):", ""]
     for key, title, _ in SCENARIOS:
-        for k in ("tsugi-notifyd", "node-ws"):
-            lines.append(f"    {r[(key, k)][1]}")
+        for k in ("tsugi-notifyd", "node-ws", "tsugi-notifyd-tls"):
+            if (key, k) in r:
+                lines.append(f"    {r[(key, k)][1]}")
     lines += [f"    {held[1]}", "", "## Raw results", "", "```"]
     for (key, kind), (res, _) in r.items():
         lines.append(f"{kind} {key}: {json.dumps(res, sort_keys=True)}")

@@ -6,16 +6,41 @@ use std::sync::atomic::{AtomicU32, Ordering};
 /// The next source port to try (per process; processes use different source addresses).
 static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
 
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
 use anyhow::Context as _;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use tsugi_notify_core::{Keyring, Plaintext, Scope, Tokens};
 
 use crate::Target;
 
-/// A client connection.
-pub type Ws = WebSocketStream<TcpStream>;
+/// A client connection, over ws:// or wss://.
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// The TLS client for `--tls-ca` (one CA file per run).
+fn connector(ca: &Path) -> anyhow::Result<&'static TlsConnector> {
+    static CONNECTOR: OnceLock<TlsConnector> = OnceLock::new();
+    if let Some(c) = CONNECTOR.get() {
+        return Ok(c);
+    }
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).context("--tls-ca")? {
+        roots.add(cert.context("--tls-ca")?)?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(CONNECTOR.get_or_init(|| TlsConnector::from(Arc::new(config))))
+}
 
 /// The token for a space: minted with the secret, or the space name itself.
 pub fn token(target: &Target, space: &str, user: usize) -> String {
@@ -35,12 +60,14 @@ pub fn token(target: &Target, space: &str, user: usize) -> String {
     }
 }
 
-/// Connects from `source` and upgrades to `/notify?token=..&room=..`.
+/// Connects from `source` and upgrades to `/notify?token=..&room=..`, over TLS when
+/// `tls_ca` names the CA to trust (the server's name: its address).
 pub async fn connect(
     addr: SocketAddr,
     source: IpAddr,
     token: &str,
     room: &str,
+    tls_ca: Option<&Path>,
 ) -> anyhow::Result<Ws> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -62,10 +89,21 @@ pub async fn connect(
     anyhow::ensure!(bound, "no free source port on {source}");
     let stream = socket.connect(addr).await.context("connect")?;
     stream.set_nodelay(true)?;
-    let url = format!("ws://{addr}/notify?token={token}&room={room}");
     let config = WebSocketConfig::default()
         .read_buffer_size(4096)
         .write_buffer_size(0);
+    let (stream, scheme) = match tls_ca {
+        None => (MaybeTlsStream::Plain(stream), "ws"),
+        Some(ca) => {
+            let name = ServerName::from(addr.ip());
+            let tls = connector(ca)?
+                .connect(name, stream)
+                .await
+                .context("TLS handshake")?;
+            (MaybeTlsStream::Rustls(tls), "wss")
+        }
+    };
+    let url = format!("{scheme}://{addr}/notify?token={token}&room={room}");
     let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
         .await
         .context("handshake")?;

@@ -38,6 +38,9 @@ pub struct Target {
     /// Connections opened at once.
     #[arg(long, default_value_t = 128)]
     pub concurrency: usize,
+    /// Connect over wss:// (TLS), trusting the CA certificates of this PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -33,7 +33,8 @@ pub(crate) async fn open_many(
             let source = target.sources[next % target.sources.len()];
             let addr = target.addr;
             let i = next;
-            pending.push(async move { (i, connect(addr, source, &tok, &room).await) });
+            let tls = target.tls_ca.as_deref();
+            pending.push(async move { (i, connect(addr, source, &tok, &room, tls).await) });
             next += 1;
         }
         if let Some((i, ws)) = pending.next().await {

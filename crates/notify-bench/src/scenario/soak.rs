@@ -118,7 +118,9 @@ pub async fn run(s: Args) -> anyhow::Result<Option<String>> {
             let (space, room) = spec(*i);
             let tok = token(&target2, &space, *i);
             let source = target2.sources[*i % target2.sources.len()];
-            if let Ok(ws) = connect(target2.addr, source, &tok, &room).await {
+            if let Ok(ws) =
+                connect(target2.addr, source, &tok, &room, target2.tls_ca.as_deref()).await
+            {
                 *slot = Some(ws);
                 churned += 1;
             }
