@@ -28,6 +28,7 @@ install -D -m 0755 "$doctor" "$stage/usr/bin/tsugi-notify-doctor"
 install -D -m 0644 "$so" "$stage$ext_dir/tsugi_websocket.so"
 install -D -m 0644 packaging/php/tsugi_websocket.ini "$stage/etc/php/$php_short/mods-available/tsugi_websocket.ini"
 install -D -m 0644 packaging/systemd/tsugi-notifyd.service "$stage/lib/systemd/system/tsugi-notifyd.service"
+install -D -m 0644 packaging/systemd/tsugi-notify.sysusers "$stage/usr/lib/sysusers.d/tsugi-notify.conf"
 install -D -m 0644 packaging/tsugi-notifyd.toml "$stage/etc/tsugi-notify/tsugi-notifyd.toml"
 install -D -m 0644 README.md "$stage/usr/share/doc/$name/README.md"
 install -D -m 0644 docs/token-format.md "$stage/usr/share/doc/$name/token-format.md"
@@ -72,7 +73,8 @@ if [ "\$1" = configure ]; then
     if command -v phpenmod >/dev/null 2>&1; then phpenmod -v $php_short tsugi_websocket || true; fi
     # The group that may read the TLS key in /etc/tsugi-notify/tls (the unit gives it
     # to the daemon's dynamic user).
-    getent group tsugi-notify >/dev/null 2>&1 || addgroup --quiet --system tsugi-notify || true
+    if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers tsugi-notify.conf
+    else getent group tsugi-notify >/dev/null 2>&1 || addgroup --quiet --system tsugi-notify; fi
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
     # The daemon is not started: it needs /etc/tsugi-notify/secret and its url first.
 fi

@@ -25,6 +25,7 @@ $php --ri tsugi_websocket | grep "enabled => no" >/dev/null && ok || fail "php -
 if out=$(systemd-analyze verify /lib/systemd/system/tsugi-notifyd.service 2>&1) && [ -z "$out" ]; then ok
 else fail "systemd-analyze verify: $out"; fi
 [ -f /etc/tsugi-notify/tsugi-notifyd.toml ] && ok || fail "no example config"
+getent group tsugi-notify >/dev/null && ok || fail "no group tsugi-notify (the unit's SupplementaryGroups)"
 
 # The packaged daemon serves.
 port=$($php -r '$s = stream_socket_server("tcp://127.0.0.1:0"); echo explode(":", stream_socket_get_name($s, false))[1];')

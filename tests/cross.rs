@@ -347,6 +347,7 @@ async fn php_publish_reaches_a_wss_daemon_over_https_trusting_websocket_ca_file(
         cert: leaf.cert.clone(),
         key: leaf.key.clone(),
         check_every: None,
+        host: Some("127.0.0.1".into()),
     });
     let running = start(c).await;
     let port = running.addr.port();

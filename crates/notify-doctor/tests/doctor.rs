@@ -807,6 +807,7 @@ async fn a_wss_daemon_whose_certificate_is_not_trusted_is_a_tls_failure() {
         cert: leaf.cert.clone(),
         key: leaf.key.clone(),
         check_every: None,
+        host: Some("127.0.0.1".into()),
     });
     let running = start(c).await;
     let port = running.addr.port();
@@ -837,5 +838,25 @@ async fn a_wss_daemon_whose_certificate_is_not_trusted_is_a_tls_failure() {
         "publish",
         "ok",
         &format!("https://127.0.0.1:{port}/publish"),
+    );
+    // An old plain-http publish address of a daemon that now speaks TLS.
+    let cfg = config(
+        &dir,
+        &[
+            ("websocket_url", q(&format!("wss://127.0.0.1:{port}"))),
+            ("websocket_secret", q(SECRET)),
+            (
+                "websocket_publish_url",
+                q(&format!("http://127.0.0.1:{port}")),
+            ),
+        ],
+    );
+    let run = doctor(&cfg, &args, &[]).await;
+    assert_eq!(run.code, 1, "{}", run.out);
+    run.assert("publish", "fail", "answered false");
+    assert!(
+        run.fix("publish").contains("answers only TLS"),
+        "{}",
+        run.out
     );
 }

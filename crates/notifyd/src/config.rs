@@ -935,6 +935,7 @@ fn tls_settings(
         cert,
         key,
         check_every: (check > 0).then(|| Duration::from_secs(check)),
+        host: Some(url.host().to_owned()),
     };
     crate::tls::load(&files).map_err(setting)?;
     Ok(Some(files))
@@ -1115,9 +1116,9 @@ impl Config {
                 Ok(pair) => {
                     let days = (pair.not_after - crate::tls::unix_now()) / 86_400;
                     format!(
-                        "certificate for {} expires at {} (Unix), in {days} days",
+                        "certificate for {} expires {} (in {days} days)",
                         pair.names.join(", "),
-                        pair.not_after
+                        pair.not_after_text
                     )
                 }
                 Err(e) => e,

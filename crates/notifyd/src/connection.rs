@@ -39,8 +39,9 @@ const QUEUE_WAIT_SAMPLE: u32 = 8;
 
 /// Everything one connection task needs.
 pub struct Connection<'a, S> {
-    /// The upgraded socket.
-    pub ws: WebSocketStream<Tracked<S>>,
+    /// The upgraded socket: a [`Tracked`] TCP socket, or a TLS session over one (the
+    /// progress is the socket's, not what TLS buffers).
+    pub ws: WebSocketStream<S>,
     /// When the socket last refused to take bytes (shared with `ws`'s stream).
     pub progress: Arc<Progress>,
     /// Whose rate limit this connection's messages count against.
@@ -370,7 +371,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let r = Pin::new(&mut self.inner).poll_flush(cx);
+        if r.is_pending() {
+            self.progress.refused();
+        }
+        r
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -460,6 +465,82 @@ mod tests {
         assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
         assert!(started.elapsed() >= Duration::from_millis(500));
         drop(client);
+    }
+
+    #[tokio::test]
+    async fn under_tls_a_reader_that_takes_nothing_is_closed_at_the_write_timeout() {
+        // TLS takes a small message into its own buffer at once, and the stall is in
+        // the flush: the progress is the pipe's, under TLS, so it is seen all the same.
+        let dir = std::env::temp_dir().join(format!("notifyd-tls-stall-{}", std::process::id()));
+        let test_ca = crate::test_ca::TestCa::new(&dir);
+        let leaf = test_ca.leaf("server");
+        let files = crate::tls::TlsFiles {
+            cert: leaf.cert.clone(),
+            key: leaf.key.clone(),
+            check_every: None,
+            host: None,
+        };
+        let metrics = Arc::new(Metrics::default());
+        let acceptor = crate::tls::Certs::new(files, Arc::clone(&metrics))
+            .unwrap()
+            .acceptor()
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls_pki_types::pem::PemObject;
+        for c in rustls_pki_types::CertificateDer::pem_file_iter(test_ca.ca_file()).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let (server, client) = tokio::io::duplex(1024);
+        let progress = Progress::new();
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let (server, client) = tokio::join!(
+            acceptor.accept(Tracked::new(server, Arc::clone(&progress))),
+            tokio_rustls::TlsConnector::from(Arc::new(client_config)).connect(name, client),
+        );
+        let (server, _client) = (server.unwrap(), client.unwrap());
+        let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
+        let hub = Arc::new(Hub::new(10, Arc::clone(&metrics)));
+        let fanout = Fanout::new(Arc::clone(&hub), None, Arc::clone(&metrics));
+        let limits = Limits {
+            write_timeout: Duration::from_millis(500),
+            ..Limits::default()
+        };
+        let outbox = Arc::new(Outbox::for_limits(&limits));
+        let slow = CancellationToken::new();
+        let member = Member {
+            id: 1,
+            outbox: Arc::clone(&outbox),
+            slow: slow.clone(),
+        };
+        let space = Plaintext::new("https://w", "1", None, None)
+            .unwrap()
+            .space();
+        let membership = hub.join(space, Room::default(), member).unwrap();
+        outbox.push(&Message::binary(vec![0u8; 16 * 1024]), Instant::now());
+        let conn = Connection {
+            ws,
+            progress,
+            rate: Sender::new(PerKey::new(1), 1),
+            membership,
+            outbox,
+            slow,
+            shutdown: CancellationToken::new(),
+            limits: &limits,
+            metrics: &metrics,
+            fanout: &fanout,
+        };
+        tokio::time::timeout(Duration::from_secs(10), conn.run())
+            .await
+            .expect("the connection ended at the write timeout");
+        assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

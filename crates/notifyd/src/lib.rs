@@ -35,6 +35,11 @@ pub mod systemd;
 pub mod tls;
 pub mod upgrade;
 
+/// The tests' CA (rcgen), for unit tests of TLS.
+#[cfg(test)]
+#[path = "../tests/ca/mod.rs"]
+mod test_ca;
+
 pub use config::{Config, Limits, LogFormat};
 pub use error::Error;
 pub use server::{Running, Server};

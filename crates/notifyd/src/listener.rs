@@ -9,6 +9,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, debug_span, warn, Instrument};
 
+use crate::connection::{Progress, Tracked};
 use crate::http::{self, ReadError, Request};
 use crate::metrics::Refusal;
 use crate::node::Node;
@@ -105,16 +106,24 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 /// both within `handshake_timeout_secs` of the accept, while it holds its pending slot.
 async fn serve(stream: TcpStream, node: &Arc<Node>) {
     let accepted = Instant::now();
+    // The TCP socket's write progress, under any TLS: a reader that stops is seen by
+    // what the socket takes, not by what TLS buffers.
+    let progress = Progress::new();
     let Some(tls) = &node.tls else {
-        return serve_request(stream, node, accepted).await;
+        let stream = Tracked::new(stream, Arc::clone(&progress));
+        return serve_request(stream, progress, node, accepted).await;
     };
     let deadline = tokio::time::Instant::from_std(accepted + node.config.limits.handshake_timeout);
     let mut first = [0u8; 1];
     match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
         Ok(Ok(1..)) if first[0] == TLS_HANDSHAKE_RECORD => {}
         // Plain HTTP (or anything else) on the TLS port: a clear answer, not a hang.
+        // The request is read first: closing with it unread would reset the connection
+        // and could lose the answer.
         Ok(Ok(1..)) => {
             let mut stream = stream;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let _ = http::read_request(&mut stream, left).await;
             return refuse(&mut stream, node, Refusal::PlainHttp).await;
         }
         Ok(_) => return,
@@ -123,8 +132,9 @@ async fn serve(stream: TcpStream, node: &Arc<Node>) {
             return;
         }
     }
-    match tokio::time::timeout_at(deadline, tls.accept(stream)).await {
-        Ok(Ok(stream)) => serve_request(stream, node, accepted).await,
+    let tracked = Tracked::new(stream, Arc::clone(&progress));
+    match tokio::time::timeout_at(deadline, tls.accept(tracked)).await {
+        Ok(Ok(stream)) => serve_request(stream, progress, node, accepted).await,
         Ok(Err(e)) => {
             node.metrics.refused(Refusal::Tls);
             debug!(error = %e, "TLS handshake failed");
@@ -136,8 +146,12 @@ async fn serve(stream: TcpStream, node: &Arc<Node>) {
     }
 }
 
-async fn serve_request<S>(mut stream: S, node: &Arc<Node>, accepted: Instant)
-where
+async fn serve_request<S>(
+    mut stream: S,
+    progress: Arc<Progress>,
+    node: &Arc<Node>,
+    accepted: Instant,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = &node.config.limits;
@@ -173,7 +187,7 @@ where
             node.metrics.publish_took(head.elapsed());
         }
         Route::Notify => {
-            if let Err((why, mut stream)) = upgrade::upgrade(stream, req, node).await {
+            if let Err((why, mut stream)) = upgrade::upgrade(stream, progress, req, node).await {
                 refuse(&mut stream, node, why).await;
             }
             node.metrics.handshake_took(accepted.elapsed());

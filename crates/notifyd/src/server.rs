@@ -199,7 +199,10 @@ pub async fn serve(config: Config) -> Result<(), Error> {
         while hup.recv().await.is_some() {
             match &certs {
                 Some(c) => {
-                    c.reload("SIGHUP");
+                    // One reload at a time, off the runtime's workers: a SIGHUP storm
+                    // queues in the signal stream, it does not pile up reloads.
+                    let c = Arc::clone(c);
+                    let _ = tokio::task::spawn_blocking(move || c.reload("SIGHUP")).await;
                 }
                 None => tracing::info!("SIGHUP: nothing to reload (no tls_cert)"),
             }

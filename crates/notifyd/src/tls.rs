@@ -35,6 +35,9 @@ pub struct TlsFiles {
     /// How often the files are looked at for a change (`tls_check_secs`); `None`: only
     /// on SIGHUP.
     pub check_every: Option<Duration>,
+    /// The url's host: a certificate not valid for it is refused (browsers would refuse
+    /// it), e.g. the web site's own copied over the socket's by a deploy hook.
+    pub host: Option<String>,
 }
 
 /// A certificate and key that belong together, with what an admin needs to know of it.
@@ -43,6 +46,8 @@ pub struct Pair {
     key: Arc<CertifiedKey>,
     /// The leaf's notAfter, Unix seconds.
     pub not_after: i64,
+    /// The same as a date.
+    pub not_after_text: String,
     /// The names it is valid for (subject alternative names).
     pub names: Vec<String>,
 }
@@ -52,8 +57,8 @@ pub struct Pair {
 /// and says what is wrong; it never quotes the files.
 pub fn load(files: &TlsFiles) -> Result<Pair, String> {
     let cert_path = files.cert.display();
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
-        .map_err(|e| format!("tls_cert {cert_path}: {}", pem_error(&e)))?
+    let cert_pem = read_pem(&files.cert).map_err(|e| format!("tls_cert {cert_path}: {e}"))?;
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
         .collect::<Result<_, _>>()
         .map_err(|e| format!("tls_cert {cert_path}: {}", pem_error(&e)))?;
     if certs.is_empty() {
@@ -62,7 +67,8 @@ pub fn load(files: &TlsFiles) -> Result<Pair, String> {
         ));
     }
     let key_path = files.key.display();
-    let key = PrivateKeyDer::from_pem_file(&files.key).map_err(|e| {
+    let key_pem = read_pem(&files.key).map_err(|e| format!("tls_key {key_path}: {e}"))?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         format!(
             "tls_key {key_path}: {} (a PEM private key, PKCS#8, SEC1 or PKCS#1, such as certbot's privkey.pem)",
             pem_error(&e)
@@ -88,7 +94,7 @@ pub fn load(files: &TlsFiles) -> Result<Pair, String> {
     let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref())
         .map_err(|_| format!("tls_cert {cert_path}: not an X.509 certificate"))?;
     let not_after = parsed.validity().not_after.timestamp();
-    let names = parsed
+    let names: Vec<String> = parsed
         .subject_alternative_name()
         .ok()
         .flatten()
@@ -110,11 +116,71 @@ pub fn load(files: &TlsFiles) -> Result<Pair, String> {
             parsed.validity().not_after
         ));
     }
+    if parsed.validity().not_before.timestamp() > unix_now() {
+        return Err(format!(
+            "tls_cert {cert_path}: the certificate is not valid before {} (this clock, or the certificate, is wrong)",
+            parsed.validity().not_before
+        ));
+    }
+    if let Some(host) = &files.host {
+        if !names.iter().any(|n| name_matches(n, host)) {
+            return Err(format!(
+                "tls_cert {cert_path}: the certificate is for {}, not for the url's host {host}",
+                names.join(", ")
+            ));
+        }
+    }
+    let not_after_text = parsed.validity().not_after.to_string();
     Ok(Pair {
         key: Arc::new(pair),
         not_after,
+        not_after_text,
         names,
     })
+}
+
+/// The most a PEM file may hold (a chain of a few certificates is under 10 KiB).
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// A regular file's bytes, at most [`MAX_PEM_BYTES`]: a device or a FIFO put where a
+/// certificate belongs must neither block nor fill memory.
+fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    // Looked at before it is opened: opening a FIFO blocks until a writer comes.
+    if !std::fs::metadata(path)
+        .map_err(|e| e.to_string())?
+        .is_file()
+    {
+        return Err("not a regular file".into());
+    }
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let meta = file.metadata().map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    if meta.len() > MAX_PEM_BYTES {
+        return Err(format!("larger than {MAX_PEM_BYTES} bytes"));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(meta.len()).unwrap_or(0));
+    file.take(MAX_PEM_BYTES)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    Ok(bytes)
+}
+
+/// Whether a certificate name (a DNS name, `*.` wildcard, or an IP address) covers
+/// `host` (as written in the url; an IPv6 literal in brackets).
+fn name_matches(name: &str, host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if name.eq_ignore_ascii_case(host) {
+        return true;
+    }
+    match name.strip_prefix("*.") {
+        Some(parent) => host
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest.eq_ignore_ascii_case(parent)),
+        None => false,
+    }
 }
 
 fn pem_error(e: &rustls_pki_types::pem::Error) -> String {
@@ -162,6 +228,8 @@ fn stamp(files: &TlsFiles) -> Stamp {
 pub struct Certs {
     current: RwLock<Arc<CertifiedKey>>,
     files: TlsFiles,
+    /// The files as last loaded (held while loading: one reload at a time, so that a
+    /// slow load of old files never overwrites a newer pair).
     seen: Mutex<Stamp>,
     metrics: Arc<Metrics>,
 }
@@ -197,7 +265,8 @@ impl Certs {
     /// Loads the files again; the new pair serves new connections, or, when it does
     /// not load, the pair in force stays. `why`: SIGHUP, or the files changed.
     pub fn reload(&self, why: &'static str) -> bool {
-        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = stamp(&self.files);
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        *seen = stamp(&self.files);
         match load(&self.files) {
             Ok(pair) => {
                 info!(
@@ -226,15 +295,28 @@ impl Certs {
         };
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A change is taken once the files look the same at two looks in a row: a
+        // renewal that replaces the certificate and the key one after the other is
+        // loaded once, whole, not refused half-way.
+        let mut settling: Option<Stamp> = None;
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             let now = stamp(&self.files);
-            let changed = *self.seen.lock().unwrap_or_else(|e| e.into_inner()) != now;
-            if changed {
-                self.reload("the files changed");
+            if *self.seen.lock().unwrap_or_else(|e| e.into_inner()) == now {
+                settling = None;
+                continue;
+            }
+            let settled = settling.as_ref() == Some(&now);
+            settling = Some(now);
+            if settled {
+                settling = None;
+                // File reads and key parsing off the runtime's workers.
+                let certs = Arc::clone(&self);
+                let _ =
+                    tokio::task::spawn_blocking(move || certs.reload("the files changed")).await;
             }
         }
     }
@@ -258,10 +340,10 @@ pub struct Acceptor(TlsAcceptor);
 
 impl Acceptor {
     /// The server side of a TLS handshake on `stream`.
-    pub fn accept(
-        &self,
-        stream: tokio::net::TcpStream,
-    ) -> tokio_rustls::Accept<tokio::net::TcpStream> {
+    pub fn accept<S>(&self, stream: S) -> tokio_rustls::Accept<S>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         self.0.accept(stream)
     }
 }

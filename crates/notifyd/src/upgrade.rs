@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 use tsugi_notify_core::{Format, Room, Scope, MAX_ROOM_BYTES, MAX_TOKEN_BYTES};
 
-use crate::connection::{Connection, Progress, Sender, Tracked};
+use crate::connection::{Connection, Progress, Sender};
 use crate::http::{percent_decode, Request};
 use crate::hub::Member;
 use crate::metrics::Refusal;
@@ -49,9 +49,11 @@ fn ws_config(max: usize) -> WebSocketConfig {
 
 /// Checks a `/notify` request in order (upgrade headers, query, origin, token,
 /// capacity) and upgrades it, or gives the stream back with the refusal. `stream` is
-/// the TCP socket, or the TLS session on it.
+/// the TCP socket, or the TLS session on it, either way reporting the TCP socket's
+/// write progress to `progress`.
 pub(crate) async fn upgrade<S>(
     mut stream: S,
+    progress: Arc<Progress>,
     req: Request,
     node: &Arc<Node>,
 ) -> Result<(), (Refusal, S)>
@@ -138,9 +140,8 @@ where
     let tracker = node.tracker.clone();
     tracker.spawn(
         async move {
-            let progress = Progress::new();
             let ws = WebSocketStream::from_partially_read(
-                Tracked::new(stream, Arc::clone(&progress)),
+                stream,
                 rest,
                 Role::Server,
                 Some(ws_config(node.config.limits.max_message_bytes)),

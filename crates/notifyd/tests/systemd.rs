@@ -68,11 +68,18 @@ fn sighup_reloads_and_never_stops_the_daemon() {
     let pid = rustix::process::Pid::from_child(&child);
     rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
     let stderr = child.stderr.take().unwrap();
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
-    let said = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|l| l.contains("SIGHUP"))
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Read to the end: the daemon's stderr stays open while it runs.
+    std::thread::spawn(move || {
+        let lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+        for l in lines.map_while(Result::ok) {
+            if l.contains("SIGHUP") {
+                let _ = tx.send(l);
+            }
+        }
+    });
+    let said = rx
+        .recv_timeout(Duration::from_secs(20))
         .expect("the daemon logs the SIGHUP");
     assert!(said.contains("nothing to reload"), "{said}");
     assert!(

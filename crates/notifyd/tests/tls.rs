@@ -56,6 +56,7 @@ fn tls_config(cert: PathBuf, key: PathBuf) -> Config {
         cert,
         key,
         check_every: Some(Duration::from_millis(100)),
+        host: Some("localhost".into()),
     });
     c
 }
@@ -262,6 +263,7 @@ fn a_pair_that_does_not_belong_together_or_has_expired_is_refused_at_load() {
         cert: cert.clone(),
         key: key.clone(),
         check_every: None,
+        host: None,
     };
     let pair = tsugi_notifyd::tls::load(&files(&a.cert, &a.key)).unwrap();
     assert!(
@@ -275,6 +277,19 @@ fn a_pair_that_does_not_belong_together_or_has_expired_is_refused_at_load() {
     assert!(e.starts_with("tls_cert"), "{e}");
     let e = tsugi_notifyd::tls::load(&files(&a.cert, &a.cert)).unwrap_err();
     assert!(e.starts_with("tls_key"), "{e}");
+    // A certificate for other names than the url's host.
+    let mut elsewhere = files(&a.cert, &a.key);
+    elsewhere.host = Some("socket.example.edu".into());
+    let e = tsugi_notifyd::tls::load(&elsewhere).unwrap_err();
+    assert!(
+        e.contains("not for the url's host socket.example.edu"),
+        "{e}"
+    );
+    elsewhere.host = Some("LOCALHOST".into());
+    assert!(tsugi_notifyd::tls::load(&elsewhere).is_ok());
+    // A device where a file belongs is neither read for ever nor into memory.
+    let e = tsugi_notifyd::tls::load(&files(&PathBuf::from("/dev/zero"), &a.key)).unwrap_err();
+    assert!(e.contains("not a regular file"), "{e}");
     let old = fx.ca.leaf_with("old", |p| {
         p.not_before = rcgen::date_time_ymd(2020, 1, 1);
         p.not_after = rcgen::date_time_ymd(2021, 1, 1);
@@ -303,7 +318,7 @@ fn the_settings_check_the_pair_and_the_summary_shows_its_expiry() {
     let summary = c.summary();
     let line = summary.lines().find(|l| l.starts_with("tls ")).unwrap();
     assert!(
-        line.contains("certificate for 127.0.0.1, localhost expires at"),
+        line.contains("certificate for 127.0.0.1, localhost expires "),
         "{line}"
     );
     let e = Config::from_toml_str(&toml("wss://localhost", &a.cert, &b.key)).unwrap_err();

@@ -239,6 +239,14 @@ fn publish(r: &mut Report, cx: &Ctx, a: &mut Ws) {
             "publish",
             "this Tsugi\\Core\\WebSocket has no publish() (tsugi-php's class)",
         ),
+        // A daemon with tls_cert speaks only TLS on its port: an old http:// address of
+        // it is the likely cause.
+        Ok(Some(false)) if endpoint.starts_with("http://") && cx.site.url.is_secure() => r.fail(
+            "publish",
+            format!("WebSocket::publish() to {endpoint} ({how}) answered false"),
+            "a daemon serving wss:// itself (tls_cert) answers only TLS on its port: make \
+             $CFG->websocket_publish_url https:// with the certificate's name, or unset it",
+        ),
         Ok(Some(false)) => r.fail(
             "publish",
             format!("WebSocket::publish() to {endpoint} ({how}) answered false"),
