@@ -149,7 +149,8 @@ def write(r, held):
     lines += ["", "## TLS in the daemon: wss:// against ws://", "",
               "The same scenarios against tsugi-notifyd with `tls_cert`/`tls_key` (a test CA's ECDSA",
               "P-256 certificate, made by the test-ca example; rustls with ring, TLS 1.3), the",
-              "client trusting that CA (`--tls-ca`).", "",
+              "client trusting that CA (`--tls-ca`), every connection a full handshake (no session",
+              "resumption).", "",
               "| scenario | figure | ws:// | wss:// | TLS costs |", "|---|---|---|---|---|"]
     def tls_row(key, title, fig, path, unit="", digits=0, scale=1, better="low"):
         a, b = get(key, "tsugi-notifyd", *path), get(key, "tsugi-notifyd-tls", *path)

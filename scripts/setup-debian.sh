@@ -7,7 +7,7 @@ set -euo pipefail
 want=(php8.2-cli php8.2-dev libclang-dev clang make pkg-config)
 if [ "${1:-build}" = test ]; then
     want+=(phpunit php8.2-xml php8.2-mbstring valgrind systemd chromium fonts-dejavu-core redis-server \
-           debootstrap util-linux)
+           debootstrap util-linux libnss3-tools openssl)
     # Node.js runs the independent WebSocket client and the browser test.
     command -v node >/dev/null 2>&1 && command -v npm >/dev/null 2>&1 || want+=(nodejs npm)
 fi

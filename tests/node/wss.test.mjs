@@ -1,13 +1,13 @@
 // wss:// in the daemon, from independent clients: Node's `ws` (trusting the test CA
 // through its `ca` option) and Debian's Chromium driven by Playwright (trusting the
-// test certificate by its public key). The CA and certificate are made now by the
-// test-ca example (rcgen); the daemon is the release build with tls_cert and tls_key.
+// test CA through an NSS database in a HOME of its own, as a machine with a site's
+// private CA installed does). The CA and certificate are made now by the test-ca
+// example (rcgen); the daemon is the release build with tls_cert and tls_key.
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { createServer } from 'node:net';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createHash, X509Certificate } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,14 +104,18 @@ test('Chromium over wss: the demo chats through the daemon\'s TLS', async () => 
     TSUGI_DEMO_WWWROOT: `http://127.0.0.1:${httpPort}`,
   });
   await waitFor(() => php.log.includes('started'), 'php -S');
-  // Chromium takes the test certificate by its public key (SHA-256 of the SPKI).
-  const spki = new X509Certificate(readFileSync(certFile)).publicKey.export({ type: 'spki', format: 'der' });
-  const pin = createHash('sha256').update(spki).digest('base64');
+  // The test CA as a trusted authority in the user's NSS database, which Chromium on
+  // Linux reads for locally installed CAs.
+  const home = path.join(dir, 'home');
+  const nssdb = `sql:${path.join(home, '.pki/nssdb')}`;
+  mkdirSync(path.join(home, '.pki/nssdb'), { recursive: true });
+  execFileSync('certutil', ['-d', nssdb, '-N', '--empty-password']);
+  execFileSync('certutil', ['-d', nssdb, '-A', '-t', 'C,,', '-n', 'tsugi-notify test CA', '-i', caFile]);
   const browser = await chromium.launch({
     executablePath: '/usr/bin/chromium',
+    env: { ...process.env, HOME: home },
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-           '--disable-background-networking', '--disable-component-update', '--disable-sync',
-           `--ignore-certificate-errors-spki-list=${pin}`],
+           '--disable-background-networking', '--disable-component-update', '--disable-sync'],
   });
   try {
     const context = await browser.newContext();

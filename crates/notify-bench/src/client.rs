@@ -33,12 +33,15 @@ fn connector(ca: &Path) -> anyhow::Result<&'static TlsConnector> {
     for cert in CertificateDer::pem_file_iter(ca).context("--tls-ca")? {
         roots.add(cert.context("--tls-ca")?)?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    // Every connection a full handshake, as browsers opening pages mostly are: a
+    // resumed one would understate what TLS costs the daemon.
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(CONNECTOR.get_or_init(|| TlsConnector::from(Arc::new(config))))
 }
 

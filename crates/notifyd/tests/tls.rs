@@ -335,3 +335,97 @@ fn the_settings_check_the_pair_and_the_summary_shows_its_expiry() {
     let e = Config::from_toml_str(&only_cert).unwrap_err();
     assert!(e.to_string().contains("set both, or neither"), "{e}");
 }
+
+/// Runs openssl (keys in the encodings certbot and older tools write).
+fn openssl(args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl is installed (make test installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_pkcs1_ecdsa_sec1_and_a_chain_with_an_intermediate_are_served() {
+    let fx = fixture("kinds");
+    // A full chain (leaf, then the intermediate), the client trusting the root only.
+    let intermediate = fx.ca.intermediate("tsugi-notify test intermediate");
+    let chained = intermediate.leaf("chained");
+    // An ECDSA key in SEC1 ("EC PRIVATE KEY").
+    let ec = fx.ca.leaf("ec");
+    let sec1 = fx.dir.join("ec.sec1.key");
+    openssl(&[
+        "ec",
+        "-in",
+        &ec.key.display().to_string(),
+        "-out",
+        &sec1.display().to_string(),
+    ]);
+    assert!(std::fs::read_to_string(&sec1)
+        .unwrap()
+        .contains("BEGIN EC PRIVATE KEY"));
+    // An RSA key in PKCS#1 ("RSA PRIVATE KEY").
+    let pkcs1 = fx.dir.join("rsa.pkcs1.key");
+    openssl(&[
+        "genrsa",
+        "-traditional",
+        "-out",
+        &pkcs1.display().to_string(),
+        "2048",
+    ]);
+    let pkcs8 = fx.dir.join("rsa.pkcs8.key");
+    openssl(&[
+        "pkcs8",
+        "-topk8",
+        "-nocrypt",
+        "-in",
+        &pkcs1.display().to_string(),
+        "-out",
+        &pkcs8.display().to_string(),
+    ]);
+    let rsa_key = rcgen::KeyPair::from_pem_and_sign_algo(
+        &std::fs::read_to_string(&pkcs8).unwrap(),
+        &rcgen::PKCS_RSA_SHA256,
+    )
+    .unwrap();
+    let rsa = fx.ca.leaf_for_key("rsa", rsa_key, |_| {});
+    assert!(std::fs::read_to_string(&pkcs1)
+        .unwrap()
+        .contains("BEGIN RSA PRIVATE KEY"));
+    for (what, cert, key, der) in [
+        ("a chain", &chained.cert, &chained.key, &chained.der),
+        ("SEC1", &ec.cert, &sec1, &ec.der),
+        ("PKCS#1 RSA", &rsa.cert, &pkcs1, &rsa.der),
+    ] {
+        let d = start(tls_config(cert.clone(), key.clone())).await;
+        let (_ws, presented) = wss(d.addr, &fx.ca, &token("1", "a"), "r").await;
+        assert_eq!(&presented, der, "{what}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_handshakes_that_never_finish_count_against_the_pending_cap() {
+    let fx = fixture("pending");
+    let leaf = fx.ca.leaf("server");
+    let mut c = tls_config(leaf.cert.clone(), leaf.key.clone());
+    c.limits.max_pending_handshakes = 4;
+    let d = start(c).await;
+    // Six sockets that start a ClientHello and stop: past the cap, the oldest are
+    // closed to make room, and a real client still gets through.
+    let mut stalled = Vec::new();
+    for _ in 0..6 {
+        let mut s = TcpStream::connect(d.addr).await.unwrap();
+        s.write_all(&[0x16, 0x03, 0x01]).await.unwrap();
+        stalled.push(s);
+    }
+    let m = d.metrics.clone();
+    wait_until("the oldest evicted", Duration::from_secs(10), || {
+        m.refused_count(Refusal::Evicted) >= 2
+    })
+    .await;
+    let (_ws, _) = wss(d.addr, &fx.ca, &token("1", "a"), "r").await;
+}

@@ -100,6 +100,9 @@ async fn parent(
         if let Some(s) = &target.secret {
             cmd.args(["--secret", s]);
         }
+        if let Some(ca) = &target.tls_ca {
+            cmd.arg("--tls-ca").arg(ca);
+        }
         children.push(cmd.spawn()?);
     }
     let mut held = 0usize;

@@ -10,6 +10,9 @@ pub struct TestCa {
     issuer: Issuer<'static, KeyPair>,
     /// The CA certificate, PEM.
     pub pem: String,
+    /// What a leaf's file carries after the leaf: the intermediates up to the root (not
+    /// the root), as certbot's fullchain.pem does.
+    chain: String,
     dir: PathBuf,
 }
 
@@ -36,7 +39,23 @@ impl TestCa {
         TestCa {
             issuer: Issuer::new(params, ca_key),
             pem: cert.pem(),
+            chain: String::new(),
             dir: dir.to_owned(),
+        }
+    }
+
+    /// An intermediate CA signed by this one: its leaves' files are full chains.
+    pub fn intermediate(&self, name: &str) -> TestCa {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(DnType::CommonName, name);
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        TestCa {
+            issuer: Issuer::new(params, key),
+            chain: format!("{}{}", cert.pem(), self.chain),
+            pem: cert.pem(),
+            dir: self.dir.clone(),
         }
     }
 
@@ -52,7 +71,17 @@ impl TestCa {
 
     /// The same, with `edit` applied to its parameters first (validity, names).
     pub fn leaf_with(&self, name: &str, edit: impl FnOnce(&mut CertificateParams)) -> Leaf {
-        let key = KeyPair::generate().unwrap();
+        self.leaf_for_key(name, KeyPair::generate().unwrap(), edit)
+    }
+
+    /// A leaf for a key made elsewhere (RSA, from openssl), its key file as that key's
+    /// PEM (PKCS#8; callers may overwrite it with another encoding of the same key).
+    pub fn leaf_for_key(
+        &self,
+        name: &str,
+        key: KeyPair,
+        edit: impl FnOnce(&mut CertificateParams),
+    ) -> Leaf {
         let mut params =
             CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()]).unwrap();
         edit(&mut params);
@@ -61,7 +90,7 @@ impl TestCa {
             self.dir.join(format!("{name}.pem")),
             self.dir.join(format!("{name}.key")),
         );
-        std::fs::write(&c, cert.pem()).unwrap();
+        std::fs::write(&c, format!("{}{}", cert.pem(), self.chain)).unwrap();
         std::fs::write(&k, key.serialize_pem()).unwrap();
         Leaf {
             cert: c,
