@@ -73,8 +73,10 @@ if [ "\$1" = configure ]; then
     if command -v phpenmod >/dev/null 2>&1; then phpenmod -v $php_short tsugi_websocket || true; fi
     # The group that may read the TLS key in /etc/tsugi-notify/tls (the unit gives it
     # to the daemon's dynamic user).
+    # (sysusers.d when systemd is there; groupadd, from the required package passwd,
+    # in a root without it.)
     if command -v systemd-sysusers >/dev/null 2>&1; then systemd-sysusers tsugi-notify.conf
-    else getent group tsugi-notify >/dev/null 2>&1 || addgroup --quiet --system tsugi-notify; fi
+    elif ! getent group tsugi-notify >/dev/null 2>&1; then groupadd --system tsugi-notify; fi
     if [ -d /run/systemd/system ]; then systemctl daemon-reload || true; fi
     # The daemon is not started: it needs /etc/tsugi-notify/secret and its url first.
 fi
