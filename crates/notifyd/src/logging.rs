@@ -11,10 +11,14 @@ pub fn init(config: &Config) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.log_level));
     // Colours only on a terminal (not in journald or a file).
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // A failed write is dropped, never reported with eprintln!, which panics once
+    // stderr is gone (a closed pipe): every task that logged, the SIGTERM handler
+    // among them, would die with it.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(ansi)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .log_internal_errors(false);
     match config.log_format {
         LogFormat::Json => builder.json().init(),
         LogFormat::Text => builder.init(),

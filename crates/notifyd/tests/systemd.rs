@@ -90,3 +90,41 @@ fn sighup_reloads_and_never_stops_the_daemon() {
     assert!(child.wait().unwrap().success());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_daemon_whose_stderr_is_gone_still_stops_at_sigterm() {
+    // Logging to a closed pipe must not panic the task that logs: the SIGTERM handler
+    // logs, and with it dead the daemon never stopped.
+    let mut child = Command::new(BIN)
+        .args(["--dev", "--proxyport", "0", "--metrics-bind", "off"])
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    assert!(
+        lines
+            .by_ref()
+            .map_while(Result::ok)
+            .any(|l| l.contains("listening")),
+        "the daemon starts"
+    );
+    drop(lines);
+    let pid = rustix::process::Pid::from_child(&child);
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("still running 20 s after SIGTERM with its stderr closed");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
