@@ -341,14 +341,13 @@ async fn php_publish_reaches_a_wss_daemon_over_https_trusting_websocket_ca_file(
     let dir = std::env::temp_dir().join(format!("cross-wss-{}", std::process::id()));
     let test_ca = ca::TestCa::new(&dir);
     let leaf = test_ca.leaf("daemon");
-    let mut c = Config::for_loopback(SECRET).unwrap();
-    c.url = tsugi_notify_core::WebsocketUrl::parse("wss://127.0.0.1:443").unwrap();
-    c.tls = Some(tsugi_notifyd::tls::TlsFiles {
-        cert: leaf.cert.clone(),
-        key: leaf.key.clone(),
-        check_every: None,
-        host: Some("127.0.0.1".into()),
-    });
+    let c = on_wss(
+        Config::for_loopback(SECRET).unwrap(),
+        "127.0.0.1",
+        &leaf.cert,
+        &leaf.key,
+        None,
+    );
     let running = start(c).await;
     let port = running.addr.port();
     let publish = |ca_file: &str| {

@@ -17,7 +17,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use common::{free_port, start, SECRET};
+use common::{free_port, on_wss, start, SECRET};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
@@ -801,14 +801,13 @@ async fn a_wss_daemon_whose_certificate_is_not_trusted_is_a_tls_failure() {
     let dir = scratch("wss");
     let test_ca = ca::TestCa::new(&dir.join("ca"));
     let leaf = test_ca.leaf("daemon");
-    let mut c = Config::for_loopback(SECRET).unwrap();
-    c.url = tsugi_notify_core::WebsocketUrl::parse("wss://127.0.0.1:443").unwrap();
-    c.tls = Some(tsugi_notifyd::tls::TlsFiles {
-        cert: leaf.cert.clone(),
-        key: leaf.key.clone(),
-        check_every: None,
-        host: Some("127.0.0.1".into()),
-    });
+    let c = on_wss(
+        Config::for_loopback(SECRET).unwrap(),
+        "127.0.0.1",
+        &leaf.cert,
+        &leaf.key,
+        None,
+    );
     let running = start(c).await;
     let port = running.addr.port();
     let ca_file = test_ca.ca_file().display().to_string();

@@ -414,22 +414,16 @@ mod tests {
     use tokio_tungstenite::tungstenite::protocol::Role;
     use tsugi_notify_core::{Plaintext, Room};
 
-    #[tokio::test]
-    async fn a_socket_that_takes_nothing_is_closed_at_the_write_timeout() {
-        // An in-memory pipe whose far end never reads: no kernel timer can help here,
-        // and nothing is queued after the first message, so only the write deadline
-        // can end this connection.
-        let (server, client) = tokio::io::duplex(1024);
-        let progress = Progress::new();
-        let ws = WebSocketStream::from_raw_socket(
-            Tracked::new(server, Arc::clone(&progress)),
-            Role::Server,
-            None,
-        )
-        .await;
-        let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(10, Arc::clone(&metrics)));
-        let fanout = Fanout::new(Arc::clone(&hub), None, Arc::clone(&metrics));
+    /// Runs a connection on `ws` whose reader takes nothing, with one message of
+    /// `bytes` queued and a write timeout of 500 ms, until it ends (at most 10 s).
+    async fn run_with_a_reader_that_takes_nothing<S: AsyncRead + AsyncWrite + Unpin>(
+        ws: WebSocketStream<S>,
+        progress: Arc<Progress>,
+        metrics: &Arc<Metrics>,
+        bytes: usize,
+    ) {
+        let hub = Arc::new(Hub::new(10, Arc::clone(metrics)));
+        let fanout = Fanout::new(Arc::clone(&hub), None, Arc::clone(metrics));
         let limits = Limits {
             write_timeout: Duration::from_millis(500),
             ..Limits::default()
@@ -445,7 +439,7 @@ mod tests {
             .unwrap()
             .space();
         let membership = hub.join(space, Room::default(), member).unwrap();
-        outbox.push(&Message::binary(vec![0u8; 64 * 1024]), Instant::now());
+        outbox.push(&Message::binary(vec![0u8; bytes]), Instant::now());
         let conn = Connection {
             ws,
             progress,
@@ -455,13 +449,30 @@ mod tests {
             slow,
             shutdown: CancellationToken::new(),
             limits: &limits,
-            metrics: &metrics,
+            metrics,
             fanout: &fanout,
         };
-        let started = Instant::now();
         tokio::time::timeout(Duration::from_secs(10), conn.run())
             .await
-            .expect("the connection ended");
+            .expect("the connection ended at the write timeout");
+    }
+
+    #[tokio::test]
+    async fn a_socket_that_takes_nothing_is_closed_at_the_write_timeout() {
+        // An in-memory pipe whose far end never reads: no kernel timer can help here,
+        // and nothing is queued after the first message, so only the write deadline
+        // can end this connection.
+        let (server, client) = tokio::io::duplex(1024);
+        let progress = Progress::new();
+        let ws = WebSocketStream::from_raw_socket(
+            Tracked::new(server, Arc::clone(&progress)),
+            Role::Server,
+            None,
+        )
+        .await;
+        let metrics = Arc::new(Metrics::default());
+        let started = Instant::now();
+        run_with_a_reader_that_takes_nothing(ws, progress, &metrics, 64 * 1024).await;
         assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
         assert!(started.elapsed() >= Duration::from_millis(500));
         drop(client);
@@ -506,39 +517,7 @@ mod tests {
         );
         let (server, _client) = (server.unwrap(), client.unwrap());
         let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
-        let hub = Arc::new(Hub::new(10, Arc::clone(&metrics)));
-        let fanout = Fanout::new(Arc::clone(&hub), None, Arc::clone(&metrics));
-        let limits = Limits {
-            write_timeout: Duration::from_millis(500),
-            ..Limits::default()
-        };
-        let outbox = Arc::new(Outbox::for_limits(&limits));
-        let slow = CancellationToken::new();
-        let member = Member {
-            id: 1,
-            outbox: Arc::clone(&outbox),
-            slow: slow.clone(),
-        };
-        let space = Plaintext::new("https://w", "1", None, None)
-            .unwrap()
-            .space();
-        let membership = hub.join(space, Room::default(), member).unwrap();
-        outbox.push(&Message::binary(vec![0u8; 16 * 1024]), Instant::now());
-        let conn = Connection {
-            ws,
-            progress,
-            rate: Sender::new(PerKey::new(1), 1),
-            membership,
-            outbox,
-            slow,
-            shutdown: CancellationToken::new(),
-            limits: &limits,
-            metrics: &metrics,
-            fanout: &fanout,
-        };
-        tokio::time::timeout(Duration::from_secs(10), conn.run())
-            .await
-            .expect("the connection ended at the write timeout");
+        run_with_a_reader_that_takes_nothing(ws, progress, &metrics, 16 * 1024).await;
         assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -21,7 +21,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
-use tsugi_notify_core::WebsocketUrl;
 use tsugi_notifyd::metrics::Refusal;
 use tsugi_notifyd::tls::TlsFiles;
 use tsugi_notifyd::{Config, Running};
@@ -50,15 +49,13 @@ fn fixture(name: &str) -> Fixture {
 
 /// The tests' config on wss://, TLS from `cert`/`key`, the files looked at every 100 ms.
 fn tls_config(cert: PathBuf, key: PathBuf) -> Config {
-    let mut c = config();
-    c.url = WebsocketUrl::parse("wss://localhost:443").unwrap();
-    c.tls = Some(TlsFiles {
-        cert,
-        key,
-        check_every: Some(Duration::from_millis(100)),
-        host: Some("localhost".into()),
-    });
-    c
+    on_wss(
+        config(),
+        "localhost",
+        &cert,
+        &key,
+        Some(Duration::from_millis(100)),
+    )
 }
 
 /// A TLS client trusting the test CA only.

@@ -38,6 +38,25 @@ pub fn config() -> Config {
     c
 }
 
+/// `config` serving wss:// for `host` with `cert`/`key` (PEM files), the files looked at
+/// every `check_every` for a renewal (`None`: only on reload).
+pub fn on_wss(
+    mut config: Config,
+    host: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    check_every: Option<Duration>,
+) -> Config {
+    config.url = tsugi_notify_core::WebsocketUrl::parse(&format!("wss://{host}:443")).unwrap();
+    config.tls = Some(tsugi_notifyd::tls::TlsFiles {
+        cert: cert.to_owned(),
+        key: key.to_owned(),
+        check_every,
+        host: Some(host.to_owned()),
+    });
+    config
+}
+
 pub async fn start(config: Config) -> Running {
     Server::bind(config)
         .await
