@@ -261,6 +261,20 @@ impl<C: Clock> Site<C> {
         tokens.mint_for_room(plaintext, Scope::Publish, room, PUBLISH_CALL_TTL_SECS)
     }
 
+    /// The token `presence()` sends: a v1 presence token bound to one room (`rom`), for
+    /// [`PUBLISH_CALL_TTL_SECS`]: it reads who is in that room and nothing else.
+    pub fn mint_presence_for_room(&self, plaintext: &Plaintext, room: &Room) -> Result<String> {
+        let tokens = self.tokens.as_ref().ok_or(Error::NoSecret)?;
+        tokens.mint_for_room(plaintext, Scope::Presence, room, PUBLISH_CALL_TTL_SECS)
+    }
+
+    /// The URL `presence()` asks: the publish API's address with `/presence` for
+    /// `/publish` (the same listener serves both).
+    pub fn presence_url(&self) -> Option<String> {
+        let url = self.publish_url()?;
+        Some(format!("{}/presence", url.strip_suffix("/publish")?))
+    }
+
     /// Where `publish()` posts, and why: `websocket_publish_url` when it is set, else
     /// the address derived from `websocket_url`.
     pub fn publish_endpoint(&self) -> PublishEndpoint {

@@ -17,6 +17,8 @@ pub enum Scope {
     Browser,
     /// The server-side publish API (`"scp":"publish"`).
     Publish,
+    /// The server-side presence API, reading who is in a room (`"scp":"presence"`).
+    Presence,
 }
 
 impl Scope {
@@ -24,6 +26,7 @@ impl Scope {
         match self {
             Scope::Browser => None,
             Scope::Publish => Some("publish"),
+            Scope::Presence => Some("presence"),
         }
     }
 }

@@ -209,6 +209,7 @@ pub(crate) fn verify(keyring: &Keyring, token: &str, now: i64, leeway: u64) -> R
     let scope = match c.scp.as_deref() {
         None => Scope::Browser,
         Some("publish") => Scope::Publish,
+        Some("presence") => Scope::Presence,
         Some(_) => return Err(reject(Rejection::Scope)),
     };
     Ok(Verified {
