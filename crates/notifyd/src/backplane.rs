@@ -14,6 +14,15 @@
 //! be forged, moved to another space, or altered; it carries its node's sequence number
 //! and time, so a recorded one cannot be played again; and one larger than a message
 //! may be is refused before anything else is done with it. Each refusal is counted.
+//!
+//! For the protocol's clients (`tsugi-notify.v1`) Redis also holds, per room: the
+//! sequence counter, the history (a Stream trimmed to `history_messages`) and its epoch,
+//! which all expire `history_age_secs` after their last use; and a hash of each node's
+//! members of the room, each field a record sealed like the envelopes with its own
+//! expiry time, so that a dead node's members leave within `presence_ttl_secs`. One
+//! script gives a message its sequence, keeps it and publishes it, so every node sees a
+//! room's messages in sequence order. Redis can delete, delay or reorder these; it
+//! cannot forge a message or a member.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
@@ -24,7 +33,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, oneshot, Notify};
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
@@ -32,16 +41,24 @@ use tracing::{debug, info, warn};
 use tsugi_notify_core::{Keyring, Room, Space, MAX_ROOM_BYTES};
 
 use crate::config::Redis;
-use crate::hub::{ConnId, Hub};
+use crate::history::HistoryLimits;
+use crate::hub::{Change, ConnId, Hub, Json, Outgoing as RoomOutgoing};
 use crate::metrics::{EnvelopeRefusal, Metrics};
+use crate::protocol::{new_epoch, Identity, Opening, Presence, Resume, Stored, Unrecovered};
 use crate::Error;
 
 /// Channel name prefix; the rest is the space.
 const CHANNEL_PREFIX: &str = "tsugi-notify:";
-/// Envelope format version (2: authenticated).
-const VERSION: u8 = 2;
+/// Envelope format version (2: authenticated; 3: with the sender's user after the
+/// room). Version 2 is still read.
+const VERSION: u8 = 3;
+const VERSION_2: u8 = 2;
 /// Bytes before the room: version, node, sequence, time, connection, opcode, room length.
 const HEADER: usize = 1 + 8 + 8 + 8 + 8 + 1 + 2;
+/// The longest sender's user id carried (longer ones go as anonymous).
+const MAX_USER_BYTES: usize = 1024;
+/// Opcode of an envelope carrying a `join`/`leave` frame of the protocol.
+const OP_PRESENCE: u8 = 3;
 /// The MAC at the end.
 const TAG: usize = 32;
 /// How far an envelope's time may be from this node's clock (recording window, and the
@@ -57,7 +74,15 @@ const PUBLISH_BYTES: usize = 16 << 20;
 const INBOUND_QUEUE: usize = 4096;
 const INBOUND_BYTES: usize = 16 << 20;
 /// Time allowed for one Redis operation.
-const OP_TIMEOUT: Duration = Duration::from_secs(3);
+pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often this node writes the records of rooms whose members changed.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Questions (recovery, presence) waiting for the backplane; past this they are
+/// answered "unavailable" at once.
+const QUESTIONS: usize = 1024;
+/// Members one record lists at most (a room's members on one node are bounded by
+/// `max_connections_per_space`, 5,000 by default).
+const MAX_RECORD_MEMBERS: usize = 20_000;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -80,26 +105,37 @@ pub struct Envelope {
     pub conn: ConnId,
     /// The room.
     pub room: Room,
-    /// The message (text or binary).
+    /// The sender's user (for the protocol's `from`).
+    pub from: Option<Arc<str>>,
+    /// The message (text or binary), or a protocol frame ([`Envelope::presence`]).
     pub message: Message,
+    /// The message is a `join`/`leave` frame for the protocol's members.
+    pub presence: bool,
 }
 
 impl Envelope {
     /// The largest envelope for messages of at most `max_message_bytes`.
     pub fn max_len(max_message_bytes: usize) -> usize {
-        HEADER + MAX_ROOM_BYTES + max_message_bytes + TAG
+        HEADER + MAX_ROOM_BYTES + 2 + MAX_USER_BYTES + max_message_bytes + TAG
     }
 
-    /// `[version][node][seq][sent_ms][conn][opcode][room len u16][room][payload]`,
-    /// integers big-endian; without the MAC.
+    /// `[version][node][seq][sent_ms][conn][opcode][room len u16][room][user len u16]
+    /// [user][payload]`, integers big-endian; without the MAC. (User length 0xFFFF: no
+    /// user.)
     pub fn encode(&self) -> Option<Vec<u8>> {
         let (opcode, payload): (u8, &[u8]) = match &self.message {
+            Message::Text(t) if self.presence => (OP_PRESENCE, t.as_bytes()),
             Message::Text(t) => (1, t.as_bytes()),
             Message::Binary(b) => (2, b),
             _ => return None,
         };
         let room = self.room.as_str().as_bytes();
-        let mut out = Vec::with_capacity(HEADER + room.len() + payload.len() + TAG);
+        let user = self
+            .from
+            .as_deref()
+            .map(str::as_bytes)
+            .filter(|u| u.len() <= MAX_USER_BYTES);
+        let mut out = Vec::with_capacity(HEADER + room.len() + 2 + user.map_or(0, <[u8]>::len) + payload.len() + TAG);
         out.push(VERSION);
         out.extend_from_slice(&self.node.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -108,6 +144,13 @@ impl Envelope {
         out.push(opcode);
         out.extend_from_slice(&u16::try_from(room.len()).ok()?.to_be_bytes());
         out.extend_from_slice(room);
+        match user {
+            Some(u) => {
+                out.extend_from_slice(&u16::try_from(u.len()).ok()?.to_be_bytes());
+                out.extend_from_slice(u);
+            }
+            None => out.extend_from_slice(&u16::MAX.to_be_bytes()),
+        }
         out.extend_from_slice(payload);
         Some(out)
     }
@@ -115,7 +158,7 @@ impl Envelope {
     /// Decodes what [`Envelope::encode`] makes; `None` for anything malformed (never
     /// panics on any input).
     pub fn decode(bytes: &[u8]) -> Option<Envelope> {
-        if bytes.len() < HEADER || bytes[0] != VERSION {
+        if bytes.len() < HEADER || (bytes[0] != VERSION && bytes[0] != VERSION_2) {
             return None;
         }
         let u64_at = |i: usize| bytes.get(i..i + 8)?.try_into().ok().map(u64::from_be_bytes);
@@ -127,10 +170,25 @@ impl Envelope {
             return None;
         }
         let room = Room::new(std::str::from_utf8(&rest[..room_len]).ok()?).ok()?;
-        let payload = Bytes::copy_from_slice(&rest[room_len..]);
-        let message = match opcode {
-            1 => Message::Text(Utf8Bytes::try_from(payload).ok()?),
-            2 => Message::Binary(payload),
+        let mut rest = &rest[room_len..];
+        let mut from = None;
+        if bytes[0] == VERSION {
+            let len = u16::from_be_bytes(rest.get(..2)?.try_into().ok()?);
+            rest = &rest[2..];
+            if len != u16::MAX {
+                let len = usize::from(len);
+                if len > MAX_USER_BYTES || rest.len() < len {
+                    return None;
+                }
+                from = Some(Arc::from(std::str::from_utf8(&rest[..len]).ok()?));
+                rest = &rest[len..];
+            }
+        }
+        let payload = Bytes::copy_from_slice(rest);
+        let (message, presence) = match opcode {
+            1 => (Message::Text(Utf8Bytes::try_from(payload).ok()?), false),
+            2 => (Message::Binary(payload), false),
+            OP_PRESENCE => (Message::Text(Utf8Bytes::try_from(payload).ok()?), true),
             _ => return None,
         };
         Some(Envelope {
@@ -139,7 +197,9 @@ impl Envelope {
             sent_ms,
             conn,
             room,
+            from,
             message,
+            presence,
         })
     }
 
@@ -251,9 +311,111 @@ fn channel(space: &Space) -> String {
     format!("{CHANNEL_PREFIX}{space}")
 }
 
-/// A message waiting to go to Redis; it gets its sequence, time and MAC when it is
+/// A key of a room: `tsugi-notify:<space>:<room in hex>:<kind>` (hex has no `:`, so
+/// no two rooms share a key).
+fn room_key(space: &Space, room: &Room, kind: &str) -> String {
+    use std::fmt::Write;
+    let mut key = format!("{CHANNEL_PREFIX}{space}:");
+    for b in room.as_str().as_bytes() {
+        let _ = write!(key, "{b:02x}");
+    }
+    key.push(':');
+    key.push_str(kind);
+    key
+}
+
+/// The keys of a room's history and members.
+struct RoomKeys {
+    epoch: String,
+    seq: String,
+    log: String,
+    here: String,
+}
+
+impl RoomKeys {
+    fn new(space: &Space, room: &Room) -> Self {
+        RoomKeys {
+            epoch: room_key(space, room, "epoch"),
+            seq: room_key(space, room, "seq"),
+            log: room_key(space, room, "log"),
+            here: room_key(space, room, "here"),
+        }
+    }
+}
+
+/// Gives a message its room sequence, keeps it in the room's history and publishes it,
+/// in one step, so that subscribers get a room's messages in sequence order. Only rooms
+/// with an epoch (a client of the protocol was there lately) count and keep; others just
+/// publish. What is published is `S<epoch>:<seq>:<envelope>` (an empty epoch and 0:
+/// no sequence).
+const PUBLISH_SCRIPT: &str = r"
+local e = redis.call('GET', KEYS[1])
+local s = 0
+if e then
+  s = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  if tonumber(ARGV[3]) > 0 then
+    redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[3], s .. '-1', 'm', ARGV[2])
+    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+  end
+else
+  e = ''
+end
+redis.call('PUBLISH', ARGV[1], 'S' .. e .. ':' .. s .. ':' .. ARGV[2])
+return {e, s}
+";
+
+/// Removes a dead node's record if it is still the one read, and publishes the
+/// `leave` envelopes for its members (ARGV[3..]); returns 1 when it did.
+const SWEEP_SCRIPT: &str = r"
+if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
+  redis.call('HDEL', KEYS[1], ARGV[1])
+  for i = 4, #ARGV do
+    redis.call('PUBLISH', ARGV[3], ARGV[i])
+  end
+  return 1
+end
+return 0
+";
+
+/// A message waiting to go to Redis; it gets its node sequence, time and MAC when it is
 /// sent, so that sequences rise in the order Redis sees them.
-type Outgoing = (Space, Envelope);
+#[derive(Debug)]
+struct Outgoing {
+    space: Space,
+    env: Envelope,
+    /// Told the message's room sequence (the publish API waits for it).
+    reply: Option<oneshot::Sender<Option<u64>>>,
+}
+
+/// What other tasks ask of Redis.
+#[derive(Debug)]
+enum Question {
+    /// A member of the protocol opens: the room's epoch, sequence, members on other
+    /// nodes, and what it missed.
+    Open {
+        space: Space,
+        room: Room,
+        resume: Option<Resume>,
+        reply: oneshot::Sender<Result<Answer, Lost>>,
+    },
+    /// The members of a room on other nodes.
+    Presence {
+        space: Space,
+        room: Room,
+        reply: oneshot::Sender<Result<Vec<Identity>, Lost>>,
+    },
+}
+
+/// Redis's answer to an [`Question::Open`].
+#[derive(Debug)]
+struct Answer {
+    epoch: String,
+    seq: u64,
+    others: Vec<Identity>,
+    recovery: Option<Result<Vec<Stored>, Unrecovered>>,
+}
 
 /// This node's handle on the backplane.
 #[derive(Debug)]
@@ -261,9 +423,12 @@ pub struct Backplane {
     node: u64,
     up: AtomicBool,
     queue: mpsc::Sender<Outgoing>,
+    questions: mpsc::Sender<Question>,
     metrics: Arc<Metrics>,
     keyring: Keyring,
     max_message_bytes: usize,
+    history: HistoryLimits,
+    presence_ttl: Duration,
     /// Payload bytes in `queue`.
     queued_bytes: AtomicUsize,
 }
@@ -292,33 +457,56 @@ fn client(redis: &Redis) -> Result<redis::Client, Error> {
     client.map_err(|e| Error::Redis(format!("{:?}", e.kind())))
 }
 
+/// What the backplane needs beyond Redis's address.
+#[derive(Debug)]
+pub struct Setup {
+    /// Signs and checks envelopes and records.
+    pub keyring: Keyring,
+    /// The largest message.
+    pub max_message_bytes: usize,
+    /// How much history rooms keep.
+    pub history: HistoryLimits,
+    /// How soon a dead node's members leave.
+    pub presence_ttl: Duration,
+    /// This node's rooms.
+    pub hub: Arc<Hub>,
+    /// Every join and leave of this node.
+    pub feed: mpsc::Receiver<Change>,
+    /// Counters.
+    pub metrics: Arc<Metrics>,
+    /// Cancelled at shutdown.
+    pub shutdown: CancellationToken,
+}
+
 impl Backplane {
     /// Starts the backplane task; it runs until `shutdown`. Envelopes are signed with
     /// the first secret of `keyring` and accepted under any.
-    pub fn start(
-        redis: &Redis,
-        keyring: Keyring,
-        max_message_bytes: usize,
-        hub: Arc<Hub>,
-        metrics: Arc<Metrics>,
-        shutdown: CancellationToken,
-    ) -> Result<Arc<Backplane>, Error> {
+    pub fn start(redis: &Redis, setup: Setup) -> Result<Arc<Backplane>, Error> {
         // rustls (for rediss://) needs a process-wide provider; ring, as the extension's
         // HTTPS client uses. Installing twice is harmless (the first one stays).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = client(redis)?;
         let node = RandomState::new().hash_one((std::process::id(), SystemTime::now()));
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
+        let (questions, asked) = mpsc::channel(QUESTIONS);
         let bp = Arc::new(Backplane {
             node,
             up: AtomicBool::new(false),
             queue,
-            metrics,
-            keyring,
-            max_message_bytes,
+            questions,
+            metrics: setup.metrics,
+            keyring: setup.keyring,
+            max_message_bytes: setup.max_message_bytes,
+            history: setup.history,
+            presence_ttl: setup.presence_ttl,
             queued_bytes: AtomicUsize::new(0),
         });
-        tokio::spawn(run(client, Arc::clone(&bp), hub, rx, shutdown));
+        let queues = Queues {
+            rx,
+            asked,
+            feed: setup.feed,
+        };
+        tokio::spawn(run(client, Arc::clone(&bp), setup.hub, queues, setup.shutdown));
         Ok(bp)
     }
 
@@ -327,31 +515,109 @@ impl Backplane {
         self.up.load(Ordering::Relaxed)
     }
 
+    /// This node's id in Redis (hex), the prefix of its connections' ids.
+    pub fn node_tag(&self) -> String {
+        format!("{:016x}", self.node)
+    }
+
     /// Sends a message to the other nodes (never waits; dropped and counted when the
-    /// queue to Redis is full or Redis is down).
-    pub fn publish(&self, space: &Space, room: &Room, conn: ConnId, message: &Message) {
-        if !self.is_up() {
-            self.metrics.backplane_dropped();
-            return;
-        }
-        let len = message.len();
-        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > PUBLISH_BYTES {
-            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
-            self.metrics.backplane_dropped();
-            return;
-        }
+    /// queue to Redis is full or Redis is down). `reply` is told its room sequence.
+    pub fn publish(
+        &self,
+        space: &Space,
+        room: &Room,
+        conn: ConnId,
+        from: Option<Arc<str>>,
+        message: &Message,
+        reply: Option<oneshot::Sender<Option<u64>>>,
+    ) {
         let env = Envelope {
             node: self.node,
             seq: 0,
             sent_ms: 0,
             conn,
             room: room.clone(),
+            from,
             message: message.clone(),
+            presence: false,
         };
-        if self.queue.try_send((space.clone(), env)).is_err() {
+        self.enqueue(space, env, reply);
+    }
+
+    fn enqueue(&self, space: &Space, env: Envelope, reply: Option<oneshot::Sender<Option<u64>>>) {
+        if !self.is_up() {
+            self.metrics.backplane_dropped();
+            return;
+        }
+        let len = env.message.len();
+        if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > PUBLISH_BYTES {
+            self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
+            self.metrics.backplane_dropped();
+            return;
+        }
+        let out = Outgoing {
+            space: space.clone(),
+            env,
+            reply,
+        };
+        if self.queue.try_send(out).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.metrics.backplane_dropped();
         }
+    }
+
+    /// Asks the backplane task, bounded by [`OP_TIMEOUT`]; `None` when Redis is down,
+    /// the queue is full or the answer is late.
+    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Lost>>) -> Question) -> Option<T> {
+        if !self.is_up() {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        self.questions.try_send(make(tx)).ok()?;
+        tokio::time::timeout(OP_TIMEOUT, rx).await.ok()?.ok()?.ok()
+    }
+
+    /// Where a room stands for a member of the protocol that joined it on this node
+    /// (whose members here are `local`), from Redis; while Redis is away: this node's
+    /// members, no history.
+    pub async fn open(&self, space: &Space, room: &Room, local: Vec<Identity>, resume: Option<&Resume>) -> Opening {
+        let answer = self
+            .ask(|reply| Question::Open {
+                space: space.clone(),
+                room: room.clone(),
+                resume: resume.cloned(),
+                reply,
+            })
+            .await;
+        let (epoch, seq, others, recovery) = match answer {
+            Some(a) => (a.epoch, a.seq, a.others, a.recovery),
+            None => (String::new(), 0, Vec::new(), resume.map(|_| Err(Unrecovered::Unavailable))),
+        };
+        let mut presence = Presence { members: local };
+        presence.members.extend(others);
+        presence.normalise();
+        Opening {
+            epoch,
+            seq,
+            presence,
+            recovery,
+        }
+    }
+
+    /// The members of a room on every node (`local`: this node's).
+    pub async fn presence(&self, space: &Space, room: &Room, local: Vec<Identity>) -> Presence {
+        let others = self
+            .ask(|reply| Question::Presence {
+                space: space.clone(),
+                room: room.clone(),
+                reply,
+            })
+            .await
+            .unwrap_or_default();
+        let mut presence = Presence { members: local };
+        presence.members.extend(others);
+        presence.normalise();
+        presence
     }
 
     /// A message left the publish queue.
@@ -361,18 +627,18 @@ impl Backplane {
     }
 
     /// An envelope from `channel` to deliver, or `None` (counted) when it is forged,
-    /// altered, too big, replayed, out of its time window, or this node's own.
+    /// altered, too big, replayed, or out of its time window. This node's own come back
+    /// unchecked for the sequence Redis gave them.
     fn accept(&self, channel: &str, bytes: &[u8], seen: &mut Seen) -> Option<Envelope> {
         let checked = Envelope::open(bytes, channel, &self.keyring, self.max_message_bytes)
             .and_then(|env| {
-                if env.node == self.node {
-                    return Ok(None);
+                if env.node != self.node {
+                    seen.check(env.node, env.seq, env.sent_ms, unix_ms())?;
                 }
-                seen.check(env.node, env.seq, env.sent_ms, unix_ms())?;
-                Ok(Some(env))
+                Ok(env)
             });
         match checked {
-            Ok(env) => env,
+            Ok(env) => Some(env),
             Err(why) => {
                 self.metrics.envelope_refused(why);
                 debug!(?why, "envelope from Redis refused");
@@ -386,6 +652,58 @@ impl Backplane {
             self.metrics.backplane_up(up);
         }
     }
+
+    /// This node's record of a room's members, sealed for the room's hash.
+    fn record(&self, here_key: &str, members: &[Identity]) -> Vec<u8> {
+        let expires = unix_ms().saturating_add(u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX));
+        let list: Vec<(Option<&str>, &str)> = members
+            .iter()
+            .take(MAX_RECORD_MEMBERS)
+            .map(|m| (m.user.as_deref(), &*m.conn))
+            .collect();
+        let mut body = serde_json::to_vec(&serde_json::json!({ "x": expires, "m": list })).unwrap_or_default();
+        let len = channel_len(here_key);
+        let tag = self.keyring.sign_backplane(&[&len, here_key.as_bytes(), &body]);
+        body.extend_from_slice(&tag);
+        body
+    }
+
+    /// A record read from a room's hash: its members and whether it has expired, or
+    /// `None` (counted) when it is not authentic or not readable.
+    fn open_record(&self, here_key: &str, bytes: &[u8]) -> Option<(Vec<Identity>, bool)> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            x: u64,
+            m: Vec<(Option<String>, String)>,
+        }
+        let refuse = |why| {
+            self.metrics.envelope_refused(why);
+            None
+        };
+        if bytes.len() > (MAX_RECORD_MEMBERS + 1) * (2 * MAX_USER_BYTES + 64) {
+            return refuse(EnvelopeRefusal::TooBig);
+        }
+        let Some(split) = bytes.len().checked_sub(TAG) else {
+            return refuse(EnvelopeRefusal::BadMac);
+        };
+        let (body, tag) = bytes.split_at(split);
+        let len = channel_len(here_key);
+        if !self.keyring.verify_backplane(&[&len, here_key.as_bytes(), body], tag) {
+            return refuse(EnvelopeRefusal::BadMac);
+        }
+        let Ok(r) = serde_json::from_slice::<Record>(body) else {
+            return refuse(EnvelopeRefusal::Malformed);
+        };
+        let members = r
+            .m
+            .into_iter()
+            .map(|(user, conn)| Identity {
+                user: user.map(Arc::from),
+                conn: Arc::from(conn),
+            })
+            .collect();
+        Some((members, r.x <= unix_ms()))
+    }
 }
 
 /// Full jitter: a random delay up to the current ceiling.
@@ -394,11 +712,18 @@ fn jittered(ceiling: Duration) -> Duration {
     ceiling.mul_f64((r as f64 + 1.0) / 1000.0)
 }
 
+/// What the backplane task reads besides Redis.
+struct Queues {
+    rx: mpsc::Receiver<Outgoing>,
+    asked: mpsc::Receiver<Question>,
+    feed: mpsc::Receiver<Change>,
+}
+
 async fn run(
     client: redis::Client,
     bp: Arc<Backplane>,
     hub: Arc<Hub>,
-    mut rx: mpsc::Receiver<Outgoing>,
+    mut queues: Queues,
     shutdown: CancellationToken,
 ) {
     let mut backoff = BACKOFF_MIN;
@@ -406,11 +731,12 @@ async fn run(
     let mut state = State {
         seq: 0,
         seen: Seen::since(unix_ms().saturating_sub(START_MARGIN_MS)),
+        dirty: HashSet::new(),
     };
     loop {
         let session = tokio::select! {
             () = shutdown.cancelled() => return,
-            s = session(&client, &bp, &hub, &mut rx, &changes, &shutdown, &mut state) => s,
+            s = session(&client, &bp, &hub, &mut queues, &changes, &shutdown, &mut state) => s,
         };
         // A session that got up starts the next wait from the shortest backoff.
         if bp.up.load(Ordering::Relaxed) {
@@ -425,11 +751,16 @@ async fn run(
                 bp.metrics.backplane_reconnect();
             }
         }
-        // While down, drop what would have been published (counted).
-        while let Ok((_, env)) = rx.try_recv() {
-            bp.dequeued(&env);
+        // While down, drop what would have been published (counted), and answer
+        // questions "unavailable" (by dropping them).
+        while let Ok(out) = queues.rx.try_recv() {
+            bp.dequeued(&out.env);
             bp.metrics.backplane_dropped();
         }
+        while queues.asked.try_recv().is_ok() {}
+        while queues.feed.try_recv().is_ok() {}
+        // Every record is written again once Redis is back.
+        state.dirty.clear();
         let wait = jittered(backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
@@ -460,11 +791,26 @@ impl std::fmt::Display for Lost {
     }
 }
 
-/// What outlives one Redis session: this node's sequence, and what other nodes sent.
+/// What outlives one Redis session: this node's sequence, what other nodes sent, and
+/// the rooms whose record is to be written.
 #[derive(Debug)]
 struct State {
     seq: u64,
     seen: Seen,
+    dirty: HashSet<(Space, Room)>,
+}
+
+/// The room sequence and envelope of what a subscription delivered
+/// (`S<epoch>:<seq>:<envelope>`; a bare envelope from a node of the previous version).
+fn split_published(bytes: &[u8]) -> Option<(Option<u64>, &[u8])> {
+    let Some(rest) = bytes.strip_prefix(b"S") else {
+        return Some((None, bytes));
+    };
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let rest = &rest[colon + 1..];
+    let colon = rest.iter().position(|&b| b == b':')?;
+    let seq: u64 = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+    Some(((seq > 0).then_some(seq), &rest[colon + 1..]))
 }
 
 /// One connected session: returns Ok at shutdown, Err when Redis is lost.
@@ -472,7 +818,7 @@ async fn session(
     client: &redis::Client,
     bp: &Backplane,
     hub: &Hub,
-    rx: &mut mpsc::Receiver<Outgoing>,
+    queues: &mut Queues,
     changes: &Notify,
     shutdown: &CancellationToken,
     state: &mut State,
@@ -492,6 +838,10 @@ async fn session(
     )));
     let mut subscribed: HashMap<String, Space> = HashMap::new();
     sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
+    let publish = redis::Script::new(PUBLISH_SCRIPT);
+    let sweep = redis::Script::new(SWEEP_SCRIPT);
+    // Every room's record, now (others may have seen this node's expire).
+    refresh(bp, hub, &mut conn, &sweep, state).await?;
     bp.set_up(true);
     info!(
         node = format_args!("{:016x}", bp.node),
@@ -499,6 +849,9 @@ async fn session(
         "backplane up"
     );
     let mut ping = tokio::time::interval(PING_EVERY);
+    let mut flush = tokio::time::interval(FLUSH_EVERY);
+    let mut refresh_every = tokio::time::interval((bp.presence_ttl / 3).max(Duration::from_millis(200)));
+    refresh_every.tick().await;
     loop {
         // No branch first (a fair choice among the ready ones): neither a flood of
         // envelopes nor a burst of this node's own messages can starve the other, or
@@ -511,15 +864,27 @@ async fn session(
                 // The subscription's own connection too: a half-open one is noticed.
                 let _: redis::Value = timed("subscription ping", sink.ping()).await?;
             }
-            out = rx.recv() => {
-                let Some((space, mut env)) = out else { return Ok(()) };
+            out = queues.rx.recv() => {
+                let Some(Outgoing { space, mut env, reply }) = out else { return Ok(()) };
                 bp.dequeued(&env);
                 state.seq += 1;
                 env.seq = state.seq;
                 env.sent_ms = unix_ms();
                 let channel = channel(&space);
                 let Some(bytes) = env.seal(&channel, &bp.keyring) else { continue };
-                let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
+                if env.presence {
+                    let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
+                } else {
+                    let keys = RoomKeys::new(&space, &env.room);
+                    let age = bp.history.age.as_millis().max(1);
+                    let (_, seq): (Vec<u8>, u64) = timed("publish", publish
+                        .key(&keys.epoch).key(&keys.seq).key(&keys.log)
+                        .arg(&channel).arg(bytes).arg(bp.history.messages).arg(u64::try_from(age).unwrap_or(u64::MAX))
+                        .invoke_async(&mut conn)).await?;
+                    if let Some(reply) = reply {
+                        let _ = reply.send((seq > 0).then_some(seq));
+                    }
+                }
                 bp.metrics.backplane_published();
             }
             msg = inbound.recv() => {
@@ -528,15 +893,259 @@ async fn session(
                 inbound_bytes.fetch_sub(bytes.len(), Ordering::Relaxed);
                 let name = msg.get_channel_name();
                 let Some(space) = subscribed.get(name) else { continue };
+                let Some((seq, bytes)) = split_published(bytes) else {
+                    bp.metrics.envelope_refused(EnvelopeRefusal::Malformed);
+                    continue;
+                };
                 if let Some(env) = bp.accept(name, bytes, &mut state.seen) {
-                    bp.metrics.backplane_received();
-                    if let Some(room) = hub.room(space, &env.room) {
-                        room.deliver(None, &env.message, &bp.metrics);
-                    }
+                    deliver(bp, hub, space, &env, seq);
+                }
+            }
+            q = queues.asked.recv() => {
+                let Some(q) = q else { return Ok(()) };
+                // A room's first member here: subscribed before its history is read,
+                // so that nothing falls between the two.
+                sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
+                answer(bp, &mut conn, q).await?;
+            }
+            change = queues.feed.recv() => {
+                let Some(change) = change else { return Ok(()) };
+                if let Some(frame) = change.frame {
+                    let env = Envelope {
+                        node: bp.node,
+                        seq: 0,
+                        sent_ms: 0,
+                        conn: 0,
+                        room: change.room.clone(),
+                        from: None,
+                        message: frame,
+                        presence: true,
+                    };
+                    bp.enqueue(&change.space, env, None);
+                }
+                state.dirty.insert((change.space, change.room));
+            }
+            _ = flush.tick(), if !state.dirty.is_empty() => {
+                let dirty: Vec<_> = state.dirty.drain().collect();
+                write_records(bp, hub, &mut conn, &dirty).await?;
+            }
+            _ = refresh_every.tick() => refresh(bp, hub, &mut conn, &sweep, state).await?,
+        }
+    }
+}
+
+/// Delivers an envelope from Redis to this node's members of its room: a `join`/`leave`
+/// to the protocol's members (this node's own were delivered when they happened); a
+/// message to raw members (unless it is this node's own: they had it at once) and, with
+/// its room sequence, to the protocol's members.
+fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option<u64>) {
+    let own = env.node == bp.node;
+    if !own {
+        bp.metrics.backplane_received();
+    }
+    let Some(room) = hub.room(space, &env.room) else {
+        return;
+    };
+    if env.presence {
+        if !own {
+            room.announce(&env.message, None, &bp.metrics);
+        }
+        return;
+    }
+    if own && !room.has_json() {
+        return;
+    }
+    let out = RoomOutgoing {
+        sender: (own && env.conn != 0).then_some(env.conn),
+        from: env.from.as_ref(),
+        msg: &env.message,
+    };
+    // A message of the publish API comes from the server, on every node.
+    let out = if env.conn == 0 { RoomOutgoing { sender: None, ..out } } else { out };
+    room.deliver(out, !own, Json::Given(seq), &bp.metrics);
+}
+
+/// Answers a question from Redis.
+async fn answer(bp: &Backplane, conn: &mut redis::aio::MultiplexedConnection, q: Question) -> Result<(), Lost> {
+    match q {
+        Question::Presence { space, room, reply } => {
+            let keys = RoomKeys::new(&space, &room);
+            let here: HashMap<Vec<u8>, Vec<u8>> = timed("presence", redis::cmd("HGETALL").arg(&keys.here).query_async(conn)).await?;
+            let _ = reply.send(Ok(others(bp, &keys.here, here)));
+        }
+        Question::Open { space, room, resume, reply } => {
+            let keys = RoomKeys::new(&space, &room);
+            let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
+            let mut pipe = redis::pipe();
+            pipe.atomic()
+                .cmd("SET").arg(&keys.epoch).arg(new_epoch()).arg("NX").arg("PX").arg(age).ignore()
+                .cmd("PEXPIRE").arg(&keys.epoch).arg(age).ignore()
+                .cmd("PEXPIRE").arg(&keys.seq).arg(age).ignore()
+                .cmd("PEXPIRE").arg(&keys.log).arg(age).ignore()
+                .cmd("GET").arg(&keys.epoch)
+                .cmd("GET").arg(&keys.seq)
+                .cmd("HGETALL").arg(&keys.here);
+            let since = resume.as_ref().map_or(0, |r| r.since);
+            let count = bp.history.messages.saturating_add(1);
+            pipe.cmd("XRANGE").arg(&keys.log).arg(format!("{}-0", since.saturating_add(1))).arg("+").arg("COUNT").arg(count);
+            type Entries = Vec<(String, Vec<Vec<u8>>)>;
+            let (epoch, seq, here, log): (String, Option<u64>, HashMap<Vec<u8>, Vec<u8>>, Entries) =
+                timed("open", pipe.query_async(conn)).await?;
+            let seq = seq.unwrap_or(0);
+            let recovery = resume.map(|r| recover(bp, &space, &room, &epoch, seq, &r, log));
+            let others = others(bp, &keys.here, here);
+            let _ = reply.send(Ok(Answer { epoch, seq, others, recovery }));
+        }
+    }
+    Ok(())
+}
+
+/// The unexpired members of other nodes in a room's hash.
+fn others(bp: &Backplane, here_key: &str, here: HashMap<Vec<u8>, Vec<u8>>) -> Vec<Identity> {
+    let me = bp.node_tag();
+    here.into_iter()
+        .filter(|(node, _)| node.as_slice() != me.as_bytes())
+        .filter_map(|(_, record)| bp.open_record(here_key, &record))
+        .filter(|(_, expired)| !expired)
+        .flat_map(|(members, _)| members)
+        .collect()
+}
+
+/// What a client that saw `since` of `epoch` missed, from the room's Stream: exactly
+/// the messages `since + 1 ..= seq`, authentic, of this room, young enough, or why not.
+fn recover(
+    bp: &Backplane,
+    space: &Space,
+    room: &Room,
+    epoch: &str,
+    seq: u64,
+    resume: &Resume,
+    log: Vec<(String, Vec<Vec<u8>>)>,
+) -> Result<Vec<Stored>, Unrecovered> {
+    if resume.epoch.as_deref() != Some(epoch) || resume.since > seq {
+        return Err(Unrecovered::Epoch);
+    }
+    if bp.history.messages == 0 {
+        return Err(Unrecovered::Unavailable);
+    }
+    let channel = channel(space);
+    let oldest = unix_ms().saturating_sub(u64::try_from(bp.history.age.as_millis()).unwrap_or(u64::MAX));
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut seen = HashSet::new();
+    for (id, fields) in log {
+        let n: Option<u64> = id.split('-').next().and_then(|n| n.parse().ok());
+        let Some(n) = n.filter(|&n| n > resume.since && n <= seq) else { continue };
+        let Some(sealed) = fields.get(1) else { return Err(Unrecovered::Trimmed) };
+        let Ok(env) = Envelope::open(sealed, &channel, &bp.keyring, bp.max_message_bytes) else {
+            return Err(Unrecovered::Trimmed);
+        };
+        // Another room's, too old, or one message kept twice: not this room's history.
+        if env.room != *room || env.presence || env.sent_ms < oldest || !seen.insert((env.node, env.seq)) {
+            return Err(Unrecovered::Trimmed);
+        }
+        bytes += env.message.len();
+        out.push(Stored {
+            seq: Some(n),
+            from: env.from,
+            server: env.conn == 0,
+            payload: env.message,
+        });
+    }
+    // Every message since `since`, one each, in order, within the room's bounds.
+    let complete = out.len() as u64 == seq - resume.since
+        && out.iter().zip(resume.since + 1..).all(|(m, want)| m.seq == Some(want));
+    if !complete || bytes > bp.history.bytes {
+        return Err(Unrecovered::Trimmed);
+    }
+    Ok(out)
+}
+
+/// Writes this node's record of each room (or removes it when the room has no member
+/// here any more).
+async fn write_records(
+    bp: &Backplane,
+    hub: &Hub,
+    conn: &mut redis::aio::MultiplexedConnection,
+    rooms: &[(Space, Room)],
+) -> Result<(), Lost> {
+    if rooms.is_empty() {
+        return Ok(());
+    }
+    let me = bp.node_tag();
+    let ttl = u64::try_from(bp.presence_ttl.as_millis().max(1)).unwrap_or(u64::MAX) * 2;
+    let mut pipe = redis::pipe();
+    for (space, room) in rooms {
+        let keys = RoomKeys::new(space, room);
+        let members = hub.room(space, room).map(|r| r.presence()).unwrap_or_default();
+        if members.is_empty() {
+            pipe.cmd("HDEL").arg(&keys.here).arg(&me).ignore();
+        } else {
+            pipe.cmd("HSET").arg(&keys.here).arg(&me).arg(bp.record(&keys.here, &members)).ignore();
+            pipe.cmd("PEXPIRE").arg(&keys.here).arg(ttl).ignore();
+        }
+    }
+    let () = timed("presence records", pipe.query_async(conn)).await?;
+    Ok(())
+}
+
+/// Every `presence_ttl / 3`: writes this node's record of every room it has members
+/// in, keeps the history of the protocol's rooms alive, and removes the records of
+/// dead nodes there (with a `leave` for each of their members).
+async fn refresh(
+    bp: &Backplane,
+    hub: &Hub,
+    conn: &mut redis::aio::MultiplexedConnection,
+    sweep: &redis::Script,
+    state: &mut State,
+) -> Result<(), Lost> {
+    let rooms = hub.rooms();
+    let all: Vec<(Space, Room)> = rooms.iter().map(|(s, r, _)| (s.clone(), r.clone())).collect();
+    write_records(bp, hub, conn, &all).await?;
+    let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
+    for (space, room, members) in rooms.iter().filter(|(_, _, m)| m.has_json()) {
+        let keys = RoomKeys::new(space, room);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET").arg(&keys.epoch).arg(new_epoch()).arg("NX").arg("PX").arg(age).ignore()
+            .cmd("PEXPIRE").arg(&keys.epoch).arg(age).ignore()
+            .cmd("PEXPIRE").arg(&keys.seq).arg(age).ignore()
+            .cmd("PEXPIRE").arg(&keys.log).arg(age).ignore()
+            .cmd("HGETALL").arg(&keys.here);
+        let (here,): (HashMap<Vec<u8>, Vec<u8>>,) = timed("refresh", pipe.query_async(conn)).await?;
+        for (node, record) in here {
+            let Some((gone, true)) = bp.open_record(&keys.here, &record) else { continue };
+            // Sealed leaves for the dead node's members, published only if this node
+            // is the one that removes the record.
+            let channel = channel(space);
+            let mut call = sweep.key(&keys.here);
+            call.arg(&node).arg(&record).arg(&channel);
+            let mut leaves = Vec::new();
+            for who in &gone {
+                state.seq += 1;
+                let env = Envelope {
+                    node: bp.node,
+                    seq: state.seq,
+                    sent_ms: unix_ms(),
+                    conn: 0,
+                    room: room.clone(),
+                    from: None,
+                    message: crate::protocol::membership_frame(false, who),
+                    presence: true,
+                };
+                if let Some(sealed) = env.seal(&channel, &bp.keyring) {
+                    call.arg(sealed);
+                    leaves.push(env.message);
+                }
+            }
+            let removed: i64 = timed("sweep", call.invoke_async(conn)).await?;
+            if removed == 1 {
+                for frame in &leaves {
+                    members.announce(frame, None, &bp.metrics);
                 }
             }
         }
     }
+    Ok(())
 }
 
 /// Moves what the subscription delivers into a bounded queue, dropping (and counting)
@@ -599,7 +1208,9 @@ mod tests {
             sent_ms: unix_ms(),
             conn: 9,
             room: Room::new("r ü").unwrap(),
+            from: Some(Arc::from("user 7")),
             message,
+            presence: false,
         }
     }
 

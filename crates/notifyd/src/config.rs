@@ -158,6 +158,18 @@ settings! {
     outbound_queue: i64 = 4096;
     /// Bytes queued per connection before it counts as not reading.
     outbound_queue_bytes: i64 = 1024 * 1024;
+    /// Messages kept per room for tsugi-notify.v1 clients to recover (0: no history).
+    history_messages: i64 = 100;
+    /// Payload bytes kept per room for recovery.
+    history_bytes: i64 = 256 * 1024;
+    /// Seconds a message is kept for recovery, and an idle room's history lives.
+    history_age_secs: i64 = 300;
+    /// Payload bytes of history for all rooms of this node (without Redis).
+    history_memory_bytes: i64 = 64 * 1024 * 1024;
+    /// Sockets in a room above which presence is counts only (no join/leave frames).
+    presence_max_users: i64 = 100;
+    /// With Redis: seconds until the sockets of a node that died leave presence.
+    presence_ttl_secs: i64 = 15;
     /// Address of /metrics, or "off".
     metrics_bind: String = "127.0.0.1:9102";
     /// Log format.
@@ -440,6 +452,12 @@ pub struct Limits {
     pub outbound_queue: usize,
     /// Bytes queued for a connection before it counts as a slow reader (closed 1008).
     pub outbound_queue_bytes: usize,
+    /// History kept for the protocol's clients to recover.
+    pub history: crate::history::HistoryLimits,
+    /// Sockets in a room above which presence is counts only.
+    pub presence_max_users: usize,
+    /// With Redis: how soon the sockets of a node that died leave presence.
+    pub presence_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -985,6 +1003,14 @@ fn limits(v: &Values) -> Result<Limits, Error> {
         write_timeout: secs!(write_timeout_secs),
         outbound_queue: count!(outbound_queue),
         outbound_queue_bytes: count!(outbound_queue_bytes),
+        history: crate::history::HistoryLimits {
+            messages: int("history_messages", v.history_messages, 0, 100_000)?,
+            bytes: count!(history_bytes),
+            age: secs!(history_age_secs),
+            memory: count!(history_memory_bytes, i64::MAX),
+        },
+        presence_max_users: count!(presence_max_users),
+        presence_ttl: secs!(presence_ttl_secs),
     };
     check_limits(&limits)?;
     Ok(limits)

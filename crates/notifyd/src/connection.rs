@@ -39,6 +39,8 @@ const QUEUE_WAIT_SAMPLE: u32 = 8;
 
 /// Everything one connection task needs.
 pub struct Connection<'a, S> {
+    /// Frames written before any queued one (a client of the protocol's opening).
+    pub preamble: Vec<Message>,
     /// The upgraded socket: a [`Tracked`] TCP socket, or a TLS session over one (the
     /// progress is the socket's, not what TLS buffers).
     pub ws: WebSocketStream<S>,
@@ -128,6 +130,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         };
         tokio::pin!(stop);
+        if !self.preamble.is_empty() {
+            let frames = std::mem::take(&mut self.preamble);
+            let write = std::pin::pin!(async {
+                for f in frames {
+                    self.ws.feed(f).await?;
+                }
+                self.ws.flush().await
+            });
+            if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
+                return end;
+            }
+        }
         loop {
             tokio::select! {
                 biased;
@@ -434,6 +448,11 @@ mod tests {
             id: 1,
             outbox: Arc::clone(&outbox),
             slow: slow.clone(),
+            who: crate::protocol::Identity {
+                user: None,
+                conn: Arc::from("1"),
+            },
+            json: false,
         };
         let space = Plaintext::new("https://w", "1", None, None)
             .unwrap()
@@ -441,6 +460,7 @@ mod tests {
         let membership = hub.join(space, Room::default(), member).unwrap();
         outbox.push(&Message::binary(vec![0u8; bytes]), Instant::now());
         let conn = Connection {
+            preamble: Vec::new(),
             ws,
             progress,
             rate: Sender::new(PerKey::new(1), 1),

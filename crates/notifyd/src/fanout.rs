@@ -2,6 +2,13 @@
 //! go to [`Fanout::broadcast`], which queues it for this node's members of the room and
 //! hands it to the backplane for the other nodes. (What arrives from the backplane is
 //! delivered to this node's members only: it was broadcast where it came from.)
+//!
+//! The protocol's members (`tsugi-notify.v1`) get each message with its room sequence:
+//! on one node the room's log gives it, at once; with Redis, Redis gives it and the
+//! message reaches them when it comes back from Redis, on every node alike, so that
+//! every node delivers a room's messages in one order. Raw members get the payload at
+//! once either way. [`Fanout::open`] tells a new member of the protocol where the room
+//! stands (epoch, sequence, presence) and what it missed.
 
 use std::sync::Arc;
 
@@ -9,8 +16,9 @@ use tokio_tungstenite::tungstenite::Message;
 use tsugi_notify_core::{Room, Space};
 
 use crate::backplane::Backplane;
-use crate::hub::{Hub, Membership};
+use crate::hub::{Delivery, Hub, Json, Membership, Outgoing};
 use crate::metrics::Metrics;
+use crate::protocol::{Opening, Presence, Resume, Unrecovered};
 
 /// Who sends a broadcast.
 #[derive(Debug, Clone, Copy)]
@@ -54,26 +62,124 @@ impl Fanout {
         self.backplane.as_deref()
     }
 
+    /// What the protocol's members of this node get now: a sequence from the room's
+    /// log (one node), nothing until Redis gave one, or no sequence while Redis is away.
+    fn json_now(&self) -> Json {
+        match &self.backplane {
+            None => Json::Assign,
+            Some(bp) if bp.is_up() => Json::Defer,
+            Some(_) => Json::Given(None),
+        }
+    }
+
     /// Sends `msg` to every member of the room but its sender, on this node and on the
-    /// others; returns how many members of this node got it queued. Never waits.
-    pub fn broadcast(&self, from: Source<'_>, msg: &Message) -> u64 {
-        let (space, room, delivered, conn) = match from {
+    /// others; returns what this node's delivery did. Never waits.
+    pub fn broadcast(&self, from: Source<'_>, msg: &Message) -> Delivery {
+        self.send(from, msg, None)
+    }
+
+    fn send(
+        &self,
+        from: Source<'_>,
+        msg: &Message,
+        reply: Option<tokio::sync::oneshot::Sender<Option<u64>>>,
+    ) -> Delivery {
+        let json = self.json_now();
+        let (space, room, d, conn, user) = match from {
             // A member holds its room: no lookup on a connection's path.
             Source::Member(m) => {
-                let d = m.room().deliver(Some(m.id()), msg, &self.metrics);
-                (m.space(), m.room_name(), d.delivered, m.id())
+                let out = Outgoing {
+                    sender: Some(m.id()),
+                    from: m.who().user.as_ref(),
+                    msg,
+                };
+                let d = m.room().deliver(out, true, json, &self.metrics);
+                (m.space(), m.room_name(), d, m.id(), m.who().user.clone())
             }
             Source::Server { space, room } => {
-                let d = self
-                    .hub
-                    .room(space, room)
-                    .map_or(0, |r| r.deliver(None, msg, &self.metrics).delivered);
-                (space, room, d, 0)
+                let out = Outgoing {
+                    sender: None,
+                    from: None,
+                    msg,
+                };
+                let d = self.hub.room(space, room).map_or(Delivery::default(), |r| {
+                    r.deliver(out, true, json, &self.metrics)
+                });
+                (space, room, d, 0, None)
             }
         };
-        if let Some(bp) = &self.backplane {
-            bp.publish(space, room, conn, msg);
+        match &self.backplane {
+            Some(bp) => bp.publish(space, room, conn, user, msg, reply),
+            None => {
+                if let Some(reply) = reply {
+                    let _ = reply.send(d.seq);
+                }
+            }
         }
-        delivered
+        d
+    }
+
+    /// A message from the server (`POST /publish`): delivered as [`Fanout::broadcast`]
+    /// does; returns how many members of this node got it, and its sequence once known
+    /// (with Redis, when Redis gave it; `None` when it has none).
+    pub async fn publish(&self, space: &Space, room: &Room, msg: &Message) -> (u64, Option<u64>) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let d = self.send(Source::Server { space, room }, msg, Some(tx));
+        let seq = tokio::time::timeout(crate::backplane::OP_TIMEOUT, rx)
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+        (d.delivered, seq)
+    }
+
+    /// Where the room stands for a member of the protocol that has just joined: its
+    /// epoch and sequence, who is in it, and what the member missed since `resume`.
+    pub async fn open(&self, m: &Membership, resume: Option<&Resume>) -> Opening {
+        let local = m.members().presence();
+        let Some(bp) = &self.backplane else {
+            let mut presence = Presence { members: local };
+            presence.normalise();
+            // Without Redis the hub gave every room of the protocol a log.
+            let Some(log) = m.members().log() else {
+                return Opening {
+                    epoch: String::new(),
+                    seq: 0,
+                    presence,
+                    recovery: resume.map(|_| Err(Unrecovered::Unavailable)),
+                };
+            };
+            let (seq, recovery) = match resume {
+                Some(r) => {
+                    let (seq, got) = log.resume(r.since, r.epoch.as_deref());
+                    (seq, Some(got))
+                }
+                None => (log.seq(), None),
+            };
+            return Opening {
+                epoch: log.epoch().to_owned(),
+                seq,
+                presence,
+                recovery,
+            };
+        };
+        bp.open(m.space(), m.room_name(), local, resume).await
+    }
+
+    /// Who is in a room, on every node.
+    pub async fn presence(&self, space: &Space, room: &Room) -> Presence {
+        let local = self
+            .hub
+            .room(space, room)
+            .map(|r| r.presence())
+            .unwrap_or_default();
+        match &self.backplane {
+            Some(bp) => bp.presence(space, room, local).await,
+            None => {
+                let mut p = Presence { members: local };
+                p.normalise();
+                p
+            }
+        }
     }
 }

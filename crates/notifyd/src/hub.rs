@@ -8,16 +8,19 @@
 //! of its receivers.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Room as RoomName, Space};
 
+use crate::history::{Logs, RoomLog};
 use crate::metrics::{Dropped, Metrics};
 use crate::outbox::{Outbox, Push};
+use crate::protocol::{ack_frame, membership_frame, message_frame, Identity, Stored};
 
 /// Identifies one connection.
 pub type ConnId = u64;
@@ -32,12 +35,38 @@ pub struct Member {
     pub outbox: Arc<Outbox>,
     /// Cancelled when it stops reading (queue full): it then closes with 1008.
     pub slow: CancellationToken,
+    /// Who it is, as presence shows it.
+    pub who: Identity,
+    /// It speaks the protocol (`tsugi-notify.v1`): it gets JSON frames.
+    pub json: bool,
+}
+
+impl Member {
+    fn push(&self, msg: &Message, seq: u64, now: Instant, metrics: &Metrics, d: &mut Delivery) {
+        match self.outbox.push_seq(msg, seq, now) {
+            Push::Queued => d.delivered += 1,
+            Push::Full => {
+                if !self.slow.is_cancelled() {
+                    self.slow.cancel();
+                }
+                metrics.dropped(Dropped::SlowConsumer);
+                d.slow += 1;
+            }
+            // The receiver is on its way out.
+            Push::Closed => {}
+        }
+    }
 }
 
 /// The members of one room of one space.
 #[derive(Debug, Default)]
 pub struct Members {
     members: RwLock<Vec<Member>>,
+    /// Members that speak the protocol.
+    json: AtomicUsize,
+    /// The room's history on this node (without Redis), once a member of the protocol
+    /// has been here.
+    log: OnceLock<Arc<RoomLog>>,
 }
 
 /// What a delivery did.
@@ -47,34 +76,119 @@ pub struct Delivery {
     pub delivered: u64,
     /// Receivers whose queue was full (they are being closed).
     pub slow: u64,
+    /// The sequence the message got (`None`: none here).
+    pub seq: Option<u64>,
+}
+
+/// A message on its way to a room.
+#[derive(Debug, Clone, Copy)]
+pub struct Outgoing<'a> {
+    /// The connection that sent it (`None`: the server); it never gets it back.
+    pub sender: Option<ConnId>,
+    /// The sender's user, for the protocol's `from`.
+    pub from: Option<&'a Arc<str>>,
+    /// The payload, as raw members get it.
+    pub msg: &'a Message,
+}
+
+/// What the protocol's members of a room get of a delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Json {
+    /// The room's log gives the sequence (one node: this one).
+    Assign,
+    /// Nothing now: Redis gives the sequence and the message comes back to this node.
+    Defer,
+    /// This sequence (from Redis; `None`: none could be had).
+    Given(Option<u64>),
 }
 
 impl Members {
-    /// Queues `msg` for every member but `from`. Never waits: a full queue marks that
+    /// Queues `out` for every member but its sender: the payload for raw members (when
+    /// `raw`), a `message` frame for the protocol's (as `json` says), and an `ack` to
+    /// its sender if that speaks the protocol. Never waits: a full queue marks that
     /// member slow (it is closed) and the others go on.
-    pub fn deliver(&self, from: Option<ConnId>, msg: &Message, metrics: &Metrics) -> Delivery {
+    pub fn deliver(&self, out: Outgoing<'_>, raw: bool, json: Json, metrics: &Metrics) -> Delivery {
         let mut d = Delivery::default();
         let now = Instant::now();
+        let has_json = json != Json::Defer && self.json.load(Ordering::Relaxed) > 0;
+        // The log is held while the message is queued: members of a room get its
+        // messages in sequence order, whichever task delivers.
+        let mut appending = match json {
+            Json::Assign => self.log.get().map(|l| l.begin()),
+            _ => None,
+        };
+        let seq = match (json, &mut appending) {
+            (Json::Given(seq), _) => seq,
+            (Json::Assign, Some(a)) => Some(a.append(Stored {
+                seq: None,
+                from: out.from.cloned(),
+                server: out.sender.is_none(),
+                payload: out.msg.clone(),
+            })),
+            _ => None,
+        };
+        d.seq = seq;
+        let frame = has_json.then(|| {
+            message_frame(
+                &Stored {
+                    seq,
+                    from: out.from.cloned(),
+                    server: out.sender.is_none(),
+                    payload: out.msg.clone(),
+                },
+                false,
+            )
+        });
+        let seq_key = seq.unwrap_or(0);
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
         for m in members.iter() {
-            if Some(m.id) == from {
-                continue;
-            }
-            match m.outbox.push(msg, now) {
-                Push::Queued => d.delivered += 1,
-                Push::Full => {
-                    if !m.slow.is_cancelled() {
-                        m.slow.cancel();
-                    }
-                    metrics.dropped(Dropped::SlowConsumer);
-                    d.slow += 1;
+            match (&frame, m.json) {
+                (Some(_), true) if Some(m.id) == out.sender => {
+                    // The sender's ack is no delivery, but a full queue is.
+                    let mut ack = Delivery::default();
+                    m.push(&ack_frame(seq), 0, now, metrics, &mut ack);
+                    d.slow += ack.slow;
                 }
-                // The receiver is on its way out.
-                Push::Closed => {}
+                _ if Some(m.id) == out.sender => {}
+                (Some(frame), true) => m.push(frame, seq_key, now, metrics, &mut d),
+                (None, true) => {}
+                (_, false) if raw => m.push(out.msg, 0, now, metrics, &mut d),
+                (_, false) => {}
             }
         }
-        metrics.delivered(d.delivered, msg.len());
+        drop(members);
+        drop(appending);
+        metrics.delivered(d.delivered, out.msg.len());
         d
+    }
+
+    /// Queues a frame of the protocol (`join`, `leave`) for its members but `except`.
+    pub fn announce(&self, frame: &Message, except: Option<ConnId>, metrics: &Metrics) {
+        if self.json.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut d = Delivery::default();
+        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+        for m in members.iter().filter(|m| m.json && Some(m.id) != except) {
+            m.push(frame, 0, now, metrics, &mut d);
+        }
+    }
+
+    /// Who is here on this node.
+    pub fn presence(&self) -> Vec<Identity> {
+        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+        members.iter().map(|m| m.who.clone()).collect()
+    }
+
+    /// Whether any member speaks the protocol.
+    pub fn has_json(&self) -> bool {
+        self.json.load(Ordering::Relaxed) > 0
+    }
+
+    /// The room's log on this node, if it has one.
+    pub fn log(&self) -> Option<&Arc<RoomLog>> {
+        self.log.get()
     }
 
     /// Members now.
@@ -109,7 +223,29 @@ pub struct Hub {
     metrics: Arc<Metrics>,
     /// Signalled when a space gains its first or loses its last member.
     changes: Arc<Notify>,
+    /// Rooms' histories (one node; `None` with Redis, which keeps them).
+    logs: Option<Arc<Logs>>,
+    /// Rooms with more members than this announce no joins and leaves.
+    presence_max: usize,
+    /// With Redis: every join and leave, for the other nodes and the room's record.
+    feed: Option<mpsc::Sender<Change>>,
 }
+
+/// A join or a leave, for the backplane: the room, and the frame its members of the
+/// protocol were sent (`None`: the room is over `presence_max_users`).
+#[derive(Debug, Clone)]
+pub struct Change {
+    /// The space.
+    pub space: Space,
+    /// The room.
+    pub room: RoomName,
+    /// The `join` or `leave` frame.
+    pub frame: Option<Message>,
+}
+
+/// Joins and leaves waiting for the backplane; past this they are dropped (the rooms'
+/// records, refreshed on a timer, still come right).
+const FEED: usize = 16 * 1024;
 
 impl Hub {
     /// An empty hub allowing `max_per_space` connections in one space.
@@ -119,6 +255,61 @@ impl Hub {
             max_per_space,
             metrics,
             changes: Arc::new(Notify::new()),
+            logs: None,
+            presence_max: 100,
+            feed: None,
+        }
+    }
+
+    /// Keeps rooms' histories in this node's memory.
+    pub fn with_logs(mut self, logs: Arc<Logs>) -> Self {
+        self.logs = Some(logs);
+        self
+    }
+
+    /// Announces joins and leaves in rooms of at most `max` members.
+    pub fn with_presence_max(mut self, max: usize) -> Self {
+        self.presence_max = max;
+        self
+    }
+
+    /// Reports every join and leave to the returned queue (for the backplane).
+    pub fn with_feed(mut self) -> (Self, mpsc::Receiver<Change>) {
+        let (tx, rx) = mpsc::channel(FEED);
+        self.feed = Some(tx);
+        (self, rx)
+    }
+
+    /// The rooms' histories, when this node keeps them.
+    pub fn logs(&self) -> Option<&Arc<Logs>> {
+        self.logs.as_ref()
+    }
+
+    /// The rooms of this node that have members now, and whether any speaks the protocol.
+    pub fn rooms(&self) -> Vec<(Space, RoomName, Arc<Members>)> {
+        let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        spaces
+            .iter()
+            .flat_map(|(s, e)| e.rooms.iter().map(move |(r, m)| (s.clone(), r.clone(), Arc::clone(m))))
+            .collect()
+    }
+
+    /// Tells the room's members of the protocol, and the other nodes, that `who` joined
+    /// or left.
+    fn announce(&self, space: &Space, room_name: &RoomName, room: &Members, joined: bool, who: &Identity, id: ConnId) {
+        let frame = (room.len() <= self.presence_max).then(|| membership_frame(joined, who));
+        if let Some(f) = &frame {
+            room.announce(f, Some(id), &self.metrics);
+        }
+        if let Some(feed) = &self.feed {
+            let change = Change {
+                space: space.clone(),
+                room: room_name.clone(),
+                frame,
+            };
+            if feed.try_send(change).is_err() {
+                self.metrics.backplane_dropped();
+            }
         }
     }
 
@@ -141,6 +332,8 @@ impl Hub {
         member: Member,
     ) -> Result<Membership, SpaceFull> {
         let id = member.id;
+        let json = member.json;
+        let who = member.who.clone();
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = match spaces.get_mut(&space) {
             Some(e) => e,
@@ -167,12 +360,32 @@ impl Hub {
                 Arc::new(Members::default())
             })
             .clone();
+        if let Some(logs) = &self.logs {
+            // A room's history starts with its first member of the protocol, and goes on
+            // (for raw members' messages too) while the log lives.
+            let log = if json {
+                Some(logs.get_or_create(&space, &room))
+            } else if room_arc.log.get().is_none() {
+                logs.find(&space, &room)
+            } else {
+                None
+            };
+            if let Some(log) = log {
+                let _ = room_arc.log.set(log);
+            }
+        }
+        if json {
+            room_arc.json.fetch_add(1, Ordering::Relaxed);
+        }
         room_arc
             .members
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .push(member);
+        drop(spaces);
+        self.announce(&space, &room, &room_arc, true, &who, id);
         Ok(Membership {
+            who,
             hub: Arc::clone(self),
             space,
             room_name: room,
@@ -195,10 +408,15 @@ impl Hub {
 
     fn leave(&self, space: &Space, room_name: &RoomName, room: &Members, id: ConnId) {
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut gone = None;
         let room_empty = {
             let mut members = room.members.write().unwrap_or_else(PoisonError::into_inner);
             if let Some(i) = members.iter().position(|m| m.id == id) {
-                members.swap_remove(i);
+                let m = members.swap_remove(i);
+                if m.json {
+                    room.json.fetch_sub(1, Ordering::Relaxed);
+                }
+                gone = Some(m.who);
             }
             members.is_empty()
         };
@@ -214,12 +432,17 @@ impl Hub {
             self.metrics.spaces(-1);
             self.changes.notify_one();
         }
+        drop(spaces);
+        if let Some(who) = gone {
+            self.announce(space, room_name, room, false, &who, id);
+        }
     }
 }
 
 /// A connection's place in a room; leaving is dropping it.
 #[derive(Debug)]
 pub struct Membership {
+    who: Identity,
     hub: Arc<Hub>,
     space: Space,
     room_name: RoomName,
@@ -243,6 +466,14 @@ impl Membership {
     /// The connection.
     pub fn id(&self) -> ConnId {
         self.id
+    }
+    /// Who the connection is.
+    pub fn who(&self) -> &Identity {
+        &self.who
+    }
+    /// The room's members (shared with the hub).
+    pub fn members(&self) -> &Arc<Members> {
+        &self.room
     }
 }
 
@@ -272,8 +503,65 @@ mod tests {
             id,
             outbox: outbox.clone(),
             slow: slow.clone(),
+            who: Identity {
+                user: Some(Arc::from(format!("u{id}"))),
+                conn: Arc::from(format!("c{id}")),
+            },
+            json: false,
         };
         (m, outbox, slow)
+    }
+
+    fn sent(sender: Option<ConnId>, msg: &Message) -> Outgoing<'_> {
+        Outgoing {
+            sender,
+            from: None,
+            msg,
+        }
+    }
+
+    fn texts(o: &Outbox) -> Vec<String> {
+        take_all(o).into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+    }
+
+    #[test]
+    fn the_protocols_members_get_sequenced_frames_acks_and_joins() {
+        let metrics = Arc::new(Metrics::default());
+        let logs = Arc::new(Logs::new(crate::history::HistoryLimits::default()));
+        let hub = Arc::new(Hub::new(10, metrics.clone()).with_logs(logs));
+        let (raw, raw_rx, _) = member(1, 16);
+        let (mut j1, j1_rx, _) = member(2, 16);
+        j1.json = true;
+        let (mut j2, j2_rx, _) = member(3, 16);
+        j2.json = true;
+        let r = RoomName::default();
+        let a = hub.join(space("1"), r.clone(), raw).unwrap();
+        let b = hub.join(space("1"), r.clone(), j1).unwrap();
+        assert!(texts(&j1_rx).is_empty(), "no join frame about itself");
+        let c = hub.join(space("1"), r.clone(), j2).unwrap();
+        assert_eq!(texts(&j1_rx), vec![r#"{"type":"join","user":"u3","conn":"c3"}"#]);
+        assert!(texts(&raw_rx).is_empty(), "raw members get no protocol frames");
+        let d = a.room().deliver(sent(Some(1), &Message::text("hi")), true, Json::Assign, &metrics);
+        assert_eq!(d.seq, Some(1));
+        let from = Some(Arc::from("u2"));
+        b.room().deliver(Outgoing { sender: Some(2), from: from.as_ref(), msg: &Message::text("yo") }, true, Json::Assign, &metrics);
+        assert_eq!(texts(&raw_rx), vec!["yo"]);
+        assert_eq!(
+            texts(&j1_rx),
+            vec![r#"{"type":"message","seq":1,"from":null,"data":"hi"}"#, r#"{"type":"ack","seq":2}"#]
+        );
+        assert_eq!(
+            texts(&j2_rx),
+            vec![
+                r#"{"type":"message","seq":1,"from":null,"data":"hi"}"#,
+                r#"{"type":"message","seq":2,"from":"u2","data":"yo"}"#
+            ]
+        );
+        drop(c);
+        assert_eq!(texts(&j1_rx), vec![r#"{"type":"leave","user":"u3","conn":"c3"}"#]);
+        let log = b.members().log().unwrap();
+        let (seq, missed) = log.resume(0, Some(log.epoch()));
+        assert_eq!((seq, missed.unwrap().len()), (2, 2));
     }
 
     fn take_all(o: &Outbox) -> Vec<Message> {
@@ -295,12 +583,13 @@ mod tests {
         let _b = hub.join(space("1"), r("x"), m2).unwrap();
         let _c = hub.join(space("1"), r("01"), m3).unwrap();
         let _d = hub.join(space("2"), r("x"), m4).unwrap();
-        let d = a.room().deliver(Some(1), &Message::text("hi"), &metrics);
+        let d = a.room().deliver(sent(Some(1), &Message::text("hi")), true, Json::Assign, &metrics);
         assert_eq!(
             d,
             Delivery {
                 delivered: 1,
-                slow: 0
+                slow: 0,
+                seq: None,
             }
         );
         assert_eq!(take_all(&rx2), vec![Message::text("hi")]);
@@ -319,8 +608,8 @@ mod tests {
         let a = hub.join(space("1"), RoomName::default(), m1).unwrap();
         let b = hub.join(space("1"), RoomName::default(), m2).unwrap();
         for _ in 0..3 {
-            b.room().deliver(Some(2), &Message::text("m"), &metrics);
-            a.room().deliver(None, &Message::text("n"), &metrics);
+            b.room().deliver(sent(Some(2), &Message::text("m")), true, Json::Assign, &metrics);
+            a.room().deliver(sent(None, &Message::text("n")), true, Json::Assign, &metrics);
         }
         assert!(slow1.is_cancelled());
         assert_eq!(take_all(&rx2).len(), 3);

@@ -12,7 +12,8 @@
 //! `publish` serves `POST /publish`; both hand messages to `fanout`, which delivers
 //! through `hub` (this node's rooms, each member's `outbox`) and `backplane` (Redis, the
 //! other nodes). `quota` holds the rate limiters and connection counts, `node` what all
-//! of them share.
+//! of them share. Clients that offer the subprotocol `tsugi-notify.v1` get the JSON
+//! frames of `protocol` (sequences, presence, recovery from `history`, or from Redis).
 
 pub mod backplane;
 pub mod cli;
@@ -21,12 +22,14 @@ mod connection;
 mod error;
 mod fanout;
 pub mod http;
+pub mod history;
 pub mod hub;
 mod listener;
 pub mod logging;
 pub mod metrics;
 mod node;
 pub mod outbox;
+pub mod protocol;
 mod publish;
 mod quota;
 pub mod server;

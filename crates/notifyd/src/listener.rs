@@ -186,6 +186,13 @@ async fn serve_request<S>(
             http::respond(&mut stream, out.status, "application/json", &out.body).await;
             node.metrics.publish_took(head.elapsed());
         }
+        Route::Presence => {
+            let out = publish::presence(req, node).await;
+            if out.status != 200 {
+                debug!(status = out.status, "presence refused");
+            }
+            http::respond(&mut stream, out.status, "application/json", &out.body).await;
+        }
         Route::Notify => {
             if let Err((why, mut stream)) = upgrade::upgrade(stream, progress, req, node).await {
                 refuse(&mut stream, node, why).await;
@@ -206,6 +213,7 @@ enum Route {
     Health,
     Notify,
     Publish,
+    Presence,
     Refuse(Refusal),
 }
 
@@ -214,6 +222,7 @@ fn route(req: &Request) -> Route {
         "/healthz" => Route::Health,
         p if p == "/notify" || p.ends_with("/notify") => Route::Notify,
         p if p == "/publish" || p.ends_with("/publish") => Route::Publish,
+        p if p == "/presence" || p.ends_with("/presence") => Route::Presence,
         _ => Route::Refuse(Refusal::NotFound),
     }
 }

@@ -14,6 +14,7 @@ use tsugi_notify_core::{Rejection, Tokens};
 use crate::backplane::Backplane;
 use crate::config::Config;
 use crate::fanout::Fanout;
+use crate::history::Logs;
 use crate::hub::Hub;
 use crate::metrics::Metrics;
 use crate::quota::{ConnectionSlots, Pending, PerKey};
@@ -23,6 +24,8 @@ use crate::Error;
 /// One daemon's state, shared by its listeners and connection tasks.
 #[derive(Debug)]
 pub struct Node {
+    /// This node's id, the first part of its connections' ids in presence.
+    pub tag: String,
     /// The configuration.
     pub config: Config,
     /// Token verification.
@@ -76,20 +79,34 @@ impl Node {
         tracker: TaskTracker,
     ) -> Result<Arc<Self>, Error> {
         let tokens = config.tokens.clone();
-        let hub = Arc::new(Hub::new(
-            config.limits.max_connections_per_space,
-            metrics.clone(),
-        ));
-        let backplane = match &config.redis {
-            Some(redis) => Some(Backplane::start(
-                redis,
-                config.tokens.keyring().clone(),
-                config.limits.max_message_bytes,
-                Arc::clone(&hub),
-                metrics.clone(),
-                shutdown.clone(),
-            )?),
-            None => None,
+        let limits = &config.limits;
+        let hub = Hub::new(limits.max_connections_per_space, metrics.clone())
+            .with_presence_max(limits.presence_max_users);
+        let (backplane, hub) = match &config.redis {
+            Some(redis) => {
+                let (hub, feed) = hub.with_feed();
+                let hub = Arc::new(hub);
+                let setup = crate::backplane::Setup {
+                    keyring: config.tokens.keyring().clone(),
+                    max_message_bytes: limits.max_message_bytes,
+                    history: limits.history,
+                    presence_ttl: limits.presence_ttl,
+                    hub: Arc::clone(&hub),
+                    feed,
+                    metrics: metrics.clone(),
+                    shutdown: shutdown.clone(),
+                };
+                (Some(Backplane::start(redis, setup)?), hub)
+            }
+            None => {
+                let logs = Arc::new(Logs::new(limits.history));
+                tokio::spawn(sweep_logs(Arc::clone(&logs), limits.history.age, shutdown.clone()));
+                (None, Arc::new(hub.with_logs(logs)))
+            }
+        };
+        let tag = match &backplane {
+            Some(bp) => bp.node_tag(),
+            None => crate::protocol::new_epoch(),
         };
         let certs = match &config.tls {
             Some(files) => Some(Certs::new(files.clone(), metrics.clone()).map_err(Error::Tls)?),
@@ -103,6 +120,7 @@ impl Node {
             tokio::spawn(Arc::clone(c).watch(shutdown.clone()));
         }
         Ok(Arc::new(Node {
+            tag,
             tls,
             certs,
             fanout: Fanout::new(hub, backplane, metrics.clone()),
@@ -169,6 +187,19 @@ impl Node {
             None => "ok\n",
             Some(bp) if bp.is_up() => "ok\nbackplane: up\n",
             Some(_) => "ok\nbackplane: down\n",
+        }
+    }
+}
+
+/// Forgets the rooms' histories nobody has used for `age`, every `age / 4`.
+async fn sweep_logs(logs: Arc<Logs>, age: Duration, shutdown: CancellationToken) {
+    let mut every = tokio::time::interval((age / 4).max(Duration::from_secs(1)));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = every.tick() => {
+                logs.sweep(Instant::now());
+            }
         }
     }
 }

@@ -22,9 +22,12 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct OutboxState {
-    queue: VecDeque<(Message, Instant)>,
+    queue: VecDeque<(Message, Instant, u64)>,
     bytes: usize,
     closed: bool,
+    /// Sequenced messages up to this one were written already (by recovery): they are
+    /// not written again.
+    skip_through: u64,
 }
 
 /// What became of a message offered to an outbox.
@@ -68,6 +71,16 @@ impl Outbox {
 
     /// Offers a message (a reference-counted clone) at `now`. Never waits.
     pub fn push(&self, msg: &Message, now: Instant) -> Push {
+        self.push_seq(msg, 0, now)
+    }
+
+    /// Sequenced messages up to `seq` are not to be written (recovery wrote them).
+    pub fn skip_through(&self, seq: u64) {
+        self.lock().skip_through = seq;
+    }
+
+    /// Offers a message with its room sequence (0: none) at `now`. Never waits.
+    pub fn push_seq(&self, msg: &Message, seq: u64, now: Instant) -> Push {
         let mut st = self.lock();
         if st.closed {
             return Push::Closed;
@@ -78,11 +91,11 @@ impl Outbox {
             || st
                 .queue
                 .front()
-                .is_some_and(|(_, at)| now.saturating_duration_since(*at) >= self.max_age);
+                .is_some_and(|(_, at, _)| now.saturating_duration_since(*at) >= self.max_age);
         if over {
             return Push::Full;
         }
-        st.queue.push_back((msg.clone(), now));
+        st.queue.push_back((msg.clone(), now, seq));
         st.bytes += len;
         drop(st);
         self.ready.notify_one();
@@ -95,10 +108,13 @@ impl Outbox {
         let mut guard = self.lock();
         let st = &mut *guard;
         let n = st.queue.len().min(max);
-        let oldest = st.queue.front().filter(|_| n > 0).map(|(_, at)| *at);
-        for (m, _) in st.queue.drain(..n) {
+        let oldest = st.queue.front().filter(|_| n > 0).map(|(_, at, _)| *at);
+        let skip = st.skip_through;
+        for (m, _, seq) in st.queue.drain(..n) {
             st.bytes -= m.len();
-            out.push(m);
+            if seq == 0 || seq > skip {
+                out.push(m);
+            }
         }
         // Give back the memory of a burst once it has gone out.
         if st.queue.is_empty() && st.queue.capacity() > 64 {

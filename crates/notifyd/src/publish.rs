@@ -1,17 +1,18 @@
-//! `POST /publish`: a Tsugi server sends a message to every browser of a space and room.
+//! The server side's HTTP API. `POST /publish`: a Tsugi server sends a message to every
+//! browser of a space and room. `GET /presence?room=R`: who is in a room.
 //!
-//! Authorized by a v1 token with `"scp":"publish"` for that space, sent as
-//! `Authorization: Bearer <token>`, with the JSON body `{"room": "...", "message": "..."}`.
-//! A token bound to a room (`rom`) is good only for a body naming that room.
+//! Authorized by a v1 token with `"scp":"publish"` (or `"presence"`) for that space,
+//! sent as `Authorization: Bearer <token>`; `/publish` takes the JSON body
+//! `{"room": "...", "message": "..."}`. A token bound to a room (`rom`) is good only
+//! for that room.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tungstenite::tungstenite::Message;
-use tsugi_notify_core::{PublishRequest, Room, Scope};
+use tsugi_notify_core::{PublishRequest, Room, Scope, Verified};
 
-use crate::fanout::Source;
 use crate::http::{refusal_response, Request};
 use crate::metrics::Refusal;
 use crate::node::Node;
@@ -51,21 +52,9 @@ pub async fn handle<S: AsyncRead + Unpin>(
     if req.method != "POST" {
         return error(405, "use POST");
     }
-    let Some(token) = req
-        .header("authorization")
-        .and_then(|h| {
-            h.strip_prefix("Bearer ")
-                .or_else(|| h.strip_prefix("bearer "))
-        })
-        .map(str::trim)
-        .filter(|t| !t.is_empty())
-        .map(str::to_owned)
-    else {
-        return error(401, "missing Authorization: Bearer <publish token>");
-    };
-    let verified = match node.tokens.verify(&token, Scope::Publish) {
+    let (token, verified) = match bearer(&req, node, Scope::Publish) {
         Ok(v) => v,
-        Err(e) => return invalid_token(node, &token, &e),
+        Err(out) => return out,
     };
     let Some(len) = req
         .header("content-length")
@@ -104,15 +93,54 @@ pub async fn handle<S: AsyncRead + Unpin>(
     let space = verified.plaintext.space();
     node.metrics.received(parsed.message.len());
     let msg = Message::text(parsed.message);
-    let delivered = node.fanout.broadcast(
-        Source::Server {
-            space: &space,
-            room: &room,
-        },
-        &msg,
-    );
+    let (delivered, seq) = node.fanout.publish(&space, &room, &msg).await;
     Outcome {
         status: 200,
-        body: serde_json::json!({ "delivered": delivered }).to_string() + "\n",
+        body: serde_json::json!({ "delivered": delivered, "seq": seq }).to_string() + "\n",
+    }
+}
+
+/// The bearer token of a request, checked for `scope`.
+fn bearer(req: &Request, node: &Node, scope: Scope) -> Result<(String, Verified), Outcome> {
+    let Some(token) = req
+        .header("authorization")
+        .and_then(|h| {
+            h.strip_prefix("Bearer ")
+                .or_else(|| h.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+    else {
+        return Err(error(401, "missing Authorization: Bearer <token>"));
+    };
+    match node.tokens.verify(&token, scope) {
+        Ok(v) => Ok((token, v)),
+        Err(e) => Err(invalid_token(node, &token, &e)),
+    }
+}
+
+/// `GET /presence?room=R`: who is in the room, on every node.
+pub async fn presence(req: Request, node: &Arc<Node>) -> Outcome {
+    if req.method != "GET" {
+        return error(405, "use GET");
+    }
+    let (token, verified) = match bearer(&req, node, Scope::Presence) {
+        Ok(v) => v,
+        Err(out) => return out,
+    };
+    let room = match crate::upgrade::parse_notify_query(req.query.as_deref()) {
+        Ok(q) => q.room,
+        Err(why) => return error(400, refusal_response(why).1.trim_end()),
+    };
+    let verified = match verified.for_room(&room) {
+        Ok(v) => v,
+        Err(e) => return invalid_token(node, &token, &e),
+    };
+    let space = verified.plaintext.space();
+    let presence = node.fanout.presence(&space, &room).await;
+    Outcome {
+        status: 200,
+        body: presence.api_body(room.as_str(), node.config.limits.presence_max_users),
     }
 }

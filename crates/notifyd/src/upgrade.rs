@@ -19,6 +19,7 @@ use crate::hub::Member;
 use crate::metrics::Refusal;
 use crate::node::Node;
 use crate::outbox::Outbox;
+use crate::protocol::{self, Identity, Resume};
 
 /// tungstenite's read buffer per connection: small, since connections are many and
 /// messages are small (it grows for a large message, within `max_message_bytes`).
@@ -66,6 +67,7 @@ where
         if !origin_allowed(&req, &node.config.allowed_origins) {
             return Err(Refusal::Origin);
         }
+        let json = protocol::offered(&req);
         let verified = node
             .tokens
             .verify(&query.token, Scope::Browser)
@@ -84,9 +86,14 @@ where
             (Format::V1, Some(user)) => Some(node.key_hasher.hash_one((p.wwwroot(), user))),
             _ => None,
         };
-        Ok((accept, query.room, p.space(), token_key, user_key))
+        // Only a v1 token names a user; presence shows the others as anonymous.
+        let user = match verified.format {
+            Format::V1 => p.user().map(std::sync::Arc::<str>::from),
+            Format::Legacy => None,
+        };
+        Ok((accept, query.room, p.space(), token_key, user_key, json, user, query.resume))
     })();
-    let (accept, room, space, token_key, user_key) = match checked {
+    let (accept, room, space, token_key, user_key, json, user, resume) = match checked {
         Ok(v) => v,
         Err(why) => return Err((why, stream)),
     };
@@ -119,13 +126,18 @@ where
         id,
         outbox: outbox.clone(),
         slow: slow.clone(),
+        who: Identity {
+            user,
+            conn: Arc::from(format!("{}-{id:x}", node.tag)),
+        },
+        json,
     };
     let Ok(membership) = node.fanout.hub().join(space, room, member) else {
         return Err((Refusal::SpaceCapacity, stream));
     };
     // Only the bytes a client sent past its request head are kept.
     let rest = req.rest;
-    let response = switching_protocols(&accept);
+    let response = switching_protocols(&accept, json);
     if stream.write_all(response.as_bytes()).await.is_err() {
         return Ok(());
     }
@@ -147,7 +159,21 @@ where
                 Some(ws_config(node.config.limits.max_message_bytes)),
             )
             .await;
+            // A client of the protocol is told where the room stands, and what it
+            // missed, before any live frame; live ones that recovery wrote are skipped.
+            let mut preamble = Vec::new();
+            if json {
+                let opening = node.fanout.open(&membership, resume.as_ref()).await;
+                let (frames, covered) = opening.frames(
+                    membership.who(),
+                    resume.as_ref().map(|r| r.since),
+                    node.config.limits.presence_max_users,
+                );
+                outbox.skip_through(covered);
+                preamble = frames;
+            }
             Connection {
+                preamble,
                 ws,
                 progress,
                 rate,
@@ -179,6 +205,8 @@ pub struct NotifyQuery {
     pub token: String,
     /// The room; absent and empty are the default room.
     pub room: Room,
+    /// What a client of the protocol asks to recover (`since`, `epoch`).
+    pub resume: Option<Resume>,
 }
 
 /// Parses the query of `/notify`. Unknown parameters are ignored; a repeated `token`
@@ -186,6 +214,8 @@ pub struct NotifyQuery {
 pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
     let mut token: Option<String> = None;
     let mut room: Option<String> = None;
+    let mut since: Option<String> = None;
+    let mut epoch: Option<String> = None;
     let query = query.unwrap_or("");
     for (n, pair) in query.split('&').filter(|p| !p.is_empty()).enumerate() {
         if n >= MAX_QUERY_PARAMS {
@@ -210,12 +240,20 @@ pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
                 }
                 room = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
             }
+            "since" | "epoch" => {
+                let slot = if key == "since" { &mut since } else { &mut epoch };
+                if slot.is_some() || value.len() > 64 {
+                    return Err(Refusal::BadRequest);
+                }
+                *slot = Some(value.to_owned());
+            }
             _ => {}
         }
     }
     Ok(NotifyQuery {
         token: token.unwrap_or_default(),
         room: Room::new(room.as_deref().unwrap_or("")).map_err(|_| Refusal::RoomTooLong)?,
+        resume: protocol::parse_resume(since.as_deref(), epoch).map_err(|_| Refusal::BadRequest)?,
     })
 }
 
@@ -234,11 +272,16 @@ pub fn websocket_accept(req: &Request) -> Result<String, Refusal> {
     Ok(derive_accept_key(key.as_bytes()))
 }
 
-/// The 101 response. No extension (permessage-deflate is never negotiated) and no
-/// subprotocol.
-pub fn switching_protocols(accept: &str) -> String {
+/// The 101 response. No extension (permessage-deflate is never negotiated); the
+/// subprotocol `tsugi-notify.v1` when the client offered it (`json`).
+pub fn switching_protocols(accept: &str, json: bool) -> String {
+    let protocol = if json {
+        format!("Sec-WebSocket-Protocol: {}\r\n", protocol::SUBPROTOCOL)
+    } else {
+        String::new()
+    };
     format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{protocol}\r\n"
     )
 }
 
