@@ -1,5 +1,6 @@
-//! The delivery hot path: one message queued for every member of a room.
-//! `cargo bench -p tsugi-notifyd`.
+//! The delivery hot path: one message queued for every member of a room, raw members
+//! and members of the protocol (`tsugi-notify.v1`: a sequence from the room's log, the
+//! message kept, one JSON frame shared by all). `cargo bench -p tsugi-notifyd`.
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::sync::Arc;
@@ -8,15 +9,29 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Plaintext, Room};
-use tsugi_notifyd::hub::{Hub, Member};
+use tsugi_notifyd::history::{HistoryLimits, Logs};
+use tsugi_notifyd::hub::{Hub, Json, Member, Outgoing};
 use tsugi_notifyd::metrics::Metrics;
 use tsugi_notifyd::outbox::Outbox;
+use tsugi_notifyd::protocol::Identity;
 
 fn fanout(c: &mut Criterion) {
-    let mut group = c.benchmark_group("room deliver");
+    for json in [false, true] {
+        room_deliver(c, json);
+    }
+}
+
+fn room_deliver(c: &mut Criterion, json: bool) {
+    let name = if json {
+        "room deliver tsugi-notify.v1"
+    } else {
+        "room deliver"
+    };
+    let mut group = c.benchmark_group(name);
     for members in [10usize, 1000] {
         let metrics = Arc::new(Metrics::default());
-        let hub = Arc::new(Hub::new(usize::MAX, metrics.clone()));
+        let logs = Arc::new(Logs::new(HistoryLimits::default()));
+        let hub = Arc::new(Hub::new(usize::MAX, metrics.clone()).with_logs(logs));
         let space = Plaintext::new("https://w", "1", None, None)
             .unwrap()
             .space();
@@ -33,6 +48,11 @@ fn fanout(c: &mut Criterion) {
                 id,
                 outbox,
                 slow: CancellationToken::new(),
+                who: Identity {
+                    user: Some(Arc::from(id.to_string())),
+                    conn: Arc::from(format!("n-{id}")),
+                },
+                json,
             };
             memberships.push(hub.join(space.clone(), Room::default(), m).unwrap());
         }
@@ -42,7 +62,12 @@ fn fanout(c: &mut Criterion) {
         group.throughput(Throughput::Elements(members as u64 - 1));
         group.bench_with_input(BenchmarkId::from_parameter(members), &members, |b, _| {
             b.iter(|| {
-                room.deliver(Some(0), &msg, &metrics);
+                let out = Outgoing {
+                    sender: Some(0),
+                    from: None,
+                    msg: &msg,
+                };
+                room.deliver(out, true, Json::Assign, &metrics);
                 // Drain as the writers would, so queues stay short.
                 for o in &outboxes {
                     o.take(&mut sink, usize::MAX);

@@ -27,7 +27,7 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -135,7 +135,9 @@ impl Envelope {
             .as_deref()
             .map(str::as_bytes)
             .filter(|u| u.len() <= MAX_USER_BYTES);
-        let mut out = Vec::with_capacity(HEADER + room.len() + 2 + user.map_or(0, <[u8]>::len) + payload.len() + TAG);
+        let mut out = Vec::with_capacity(
+            HEADER + room.len() + 2 + user.map_or(0, <[u8]>::len) + payload.len() + TAG,
+        );
         out.push(VERSION);
         out.extend_from_slice(&self.node.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
@@ -431,6 +433,8 @@ pub struct Backplane {
     presence_ttl: Duration,
     /// Payload bytes in `queue`.
     queued_bytes: AtomicUsize,
+    /// When an error reply was last logged (Unix ms).
+    soft_warned: AtomicU64,
 }
 
 /// A Redis client for these settings: the URL's own user and password, or the password
@@ -500,13 +504,20 @@ impl Backplane {
             history: setup.history,
             presence_ttl: setup.presence_ttl,
             queued_bytes: AtomicUsize::new(0),
+            soft_warned: AtomicU64::new(0),
         });
         let queues = Queues {
             rx,
             asked,
             feed: setup.feed,
         };
-        tokio::spawn(run(client, Arc::clone(&bp), setup.hub, queues, setup.shutdown));
+        tokio::spawn(run(
+            client,
+            Arc::clone(&bp),
+            setup.hub,
+            queues,
+            setup.shutdown,
+        ));
         Ok(bp)
     }
 
@@ -568,7 +579,10 @@ impl Backplane {
 
     /// Asks the backplane task, bounded by [`OP_TIMEOUT`]; `None` when Redis is down,
     /// the queue is full or the answer is late.
-    async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<Result<T, Lost>>) -> Question) -> Option<T> {
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, Lost>>) -> Question,
+    ) -> Option<T> {
         if !self.is_up() {
             return None;
         }
@@ -580,7 +594,13 @@ impl Backplane {
     /// Where a room stands for a member of the protocol that joined it on this node
     /// (whose members here are `local`), from Redis; while Redis is away: this node's
     /// members, no history.
-    pub async fn open(&self, space: &Space, room: &Room, local: Vec<Identity>, resume: Option<&Resume>) -> Opening {
+    pub async fn open(
+        &self,
+        space: &Space,
+        room: &Room,
+        local: Vec<Identity>,
+        resume: Option<&Resume>,
+    ) -> Opening {
         let answer = self
             .ask(|reply| Question::Open {
                 space: space.clone(),
@@ -591,7 +611,12 @@ impl Backplane {
             .await;
         let (epoch, seq, others, recovery) = match answer {
             Some(a) => (a.epoch, a.seq, a.others, a.recovery),
-            None => (String::new(), 0, Vec::new(), resume.map(|_| Err(Unrecovered::Unavailable))),
+            None => (
+                String::new(),
+                0,
+                Vec::new(),
+                resume.map(|_| Err(Unrecovered::Unavailable)),
+            ),
         };
         let mut presence = Presence { members: local };
         presence.members.extend(others);
@@ -655,15 +680,19 @@ impl Backplane {
 
     /// This node's record of a room's members, sealed for the room's hash.
     fn record(&self, here_key: &str, members: &[Identity]) -> Vec<u8> {
-        let expires = unix_ms().saturating_add(u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX));
+        let expires = unix_ms()
+            .saturating_add(u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX));
         let list: Vec<(Option<&str>, &str)> = members
             .iter()
             .take(MAX_RECORD_MEMBERS)
             .map(|m| (m.user.as_deref(), &*m.conn))
             .collect();
-        let mut body = serde_json::to_vec(&serde_json::json!({ "x": expires, "m": list })).unwrap_or_default();
+        let mut body =
+            serde_json::to_vec(&serde_json::json!({ "x": expires, "m": list })).unwrap_or_default();
         let len = channel_len(here_key);
-        let tag = self.keyring.sign_backplane(&[&len, here_key.as_bytes(), &body]);
+        let tag = self
+            .keyring
+            .sign_backplane(&[&len, here_key.as_bytes(), &body]);
         body.extend_from_slice(&tag);
         body
     }
@@ -688,20 +717,22 @@ impl Backplane {
         };
         let (body, tag) = bytes.split_at(split);
         let len = channel_len(here_key);
-        if !self.keyring.verify_backplane(&[&len, here_key.as_bytes(), body], tag) {
+        if !self
+            .keyring
+            .verify_backplane(&[&len, here_key.as_bytes(), body], tag)
+        {
             return refuse(EnvelopeRefusal::BadMac);
         }
         let Ok(r) = serde_json::from_slice::<Record>(body) else {
             return refuse(EnvelopeRefusal::Malformed);
         };
-        let members = r
-            .m
-            .into_iter()
-            .map(|(user, conn)| Identity {
-                user: user.map(Arc::from),
-                conn: Arc::from(conn),
-            })
-            .collect();
+        let members =
+            r.m.into_iter()
+                .map(|(user, conn)| Identity {
+                    user: user.map(Arc::from),
+                    conn: Arc::from(conn),
+                })
+                .collect();
         Some((members, r.x <= unix_ms()))
     }
 }
@@ -781,6 +812,40 @@ async fn timed<T>(
     }
 }
 
+/// A Redis operation whose error reply concerns only it (a permission the ACL does not
+/// give, a key of another type written by someone else): `Ok(None)`, logged at most
+/// once a minute, and the session goes on. A lost or late connection ends the session.
+async fn soft<T>(
+    bp: &Backplane,
+    what: &str,
+    f: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<Option<T>, Lost> {
+    match tokio::time::timeout(OP_TIMEOUT, f).await {
+        Ok(Ok(v)) => Ok(Some(v)),
+        Ok(Err(e))
+            if !(e.is_io_error()
+                || e.is_connection_dropped()
+                || e.is_connection_refusal()
+                || e.is_unrecoverable_error()) =>
+        {
+            let now = unix_ms();
+            let last = bp.soft_warned.load(Ordering::Relaxed);
+            if now.saturating_sub(last) >= 60_000
+                && bp
+                    .soft_warned
+                    .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                warn!(error = %e, "{what} refused by Redis: presence and history need the \
+                    commands and keys of the README's ACL; messages still go between nodes");
+            }
+            Ok(None)
+        }
+        Ok(Err(e)) => Err(Lost(format!("{what}: {e}"))),
+        Err(_) => Err(Lost(format!("{what}: timed out"))),
+    }
+}
+
 /// Why a session with Redis ended (logged; local delivery goes on).
 #[derive(Debug)]
 struct Lost(String);
@@ -850,7 +915,8 @@ async fn session(
     );
     let mut ping = tokio::time::interval(PING_EVERY);
     let mut flush = tokio::time::interval(FLUSH_EVERY);
-    let mut refresh_every = tokio::time::interval((bp.presence_ttl / 3).max(Duration::from_millis(200)));
+    let mut refresh_every =
+        tokio::time::interval((bp.presence_ttl / 3).max(Duration::from_millis(200)));
     refresh_every.tick().await;
     loop {
         // No branch first (a fair choice among the ready ones): neither a flood of
@@ -877,10 +943,19 @@ async fn session(
                 } else {
                     let keys = RoomKeys::new(&space, &env.room);
                     let age = bp.history.age.as_millis().max(1);
-                    let (_, seq): (Vec<u8>, u64) = timed("publish", publish
+                    let sequenced: Option<(Vec<u8>, u64)> = soft(bp, "publish script", publish
                         .key(&keys.epoch).key(&keys.seq).key(&keys.log)
-                        .arg(&channel).arg(bytes).arg(bp.history.messages).arg(u64::try_from(age).unwrap_or(u64::MAX))
+                        .arg(&channel).arg(&bytes).arg(bp.history.messages).arg(u64::try_from(age).unwrap_or(u64::MAX))
                         .invoke_async(&mut conn)).await?;
+                    // Refused (an ACL of an older version, a key someone else wrote):
+                    // the message still goes, without a sequence.
+                    let seq = match sequenced {
+                        Some((_, seq)) => seq,
+                        None => {
+                            let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
+                            0
+                        }
+                    };
                     if let Some(reply) = reply {
                         let _ = reply.send((seq > 0).then_some(seq));
                     }
@@ -961,40 +1036,97 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
         msg: &env.message,
     };
     // A message of the publish API comes from the server, on every node.
-    let out = if env.conn == 0 { RoomOutgoing { sender: None, ..out } } else { out };
+    let out = if env.conn == 0 {
+        RoomOutgoing {
+            sender: None,
+            ..out
+        }
+    } else {
+        out
+    };
     room.deliver(out, !own, Json::Given(seq), &bp.metrics);
 }
 
 /// Answers a question from Redis.
-async fn answer(bp: &Backplane, conn: &mut redis::aio::MultiplexedConnection, q: Question) -> Result<(), Lost> {
+async fn answer(
+    bp: &Backplane,
+    conn: &mut redis::aio::MultiplexedConnection,
+    q: Question,
+) -> Result<(), Lost> {
     match q {
         Question::Presence { space, room, reply } => {
             let keys = RoomKeys::new(&space, &room);
-            let here: HashMap<Vec<u8>, Vec<u8>> = timed("presence", redis::cmd("HGETALL").arg(&keys.here).query_async(conn)).await?;
-            let _ = reply.send(Ok(others(bp, &keys.here, here)));
+            let here: Option<HashMap<Vec<u8>, Vec<u8>>> = soft(
+                bp,
+                "presence",
+                redis::cmd("HGETALL").arg(&keys.here).query_async(conn),
+            )
+            .await?;
+            let _ = reply.send(match here {
+                Some(here) => Ok(others(bp, &keys.here, here)),
+                None => Err(Lost("presence refused".into())),
+            });
         }
-        Question::Open { space, room, resume, reply } => {
+        Question::Open {
+            space,
+            room,
+            resume,
+            reply,
+        } => {
             let keys = RoomKeys::new(&space, &room);
             let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
             let mut pipe = redis::pipe();
             pipe.atomic()
-                .cmd("SET").arg(&keys.epoch).arg(new_epoch()).arg("NX").arg("PX").arg(age).ignore()
-                .cmd("PEXPIRE").arg(&keys.epoch).arg(age).ignore()
-                .cmd("PEXPIRE").arg(&keys.seq).arg(age).ignore()
-                .cmd("PEXPIRE").arg(&keys.log).arg(age).ignore()
-                .cmd("GET").arg(&keys.epoch)
-                .cmd("GET").arg(&keys.seq)
-                .cmd("HGETALL").arg(&keys.here);
+                .cmd("SET")
+                .arg(&keys.epoch)
+                .arg(new_epoch())
+                .arg("NX")
+                .arg("PX")
+                .arg(age)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&keys.epoch)
+                .arg(age)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&keys.seq)
+                .arg(age)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&keys.log)
+                .arg(age)
+                .ignore()
+                .cmd("GET")
+                .arg(&keys.epoch)
+                .cmd("GET")
+                .arg(&keys.seq)
+                .cmd("HGETALL")
+                .arg(&keys.here);
             let since = resume.as_ref().map_or(0, |r| r.since);
             let count = bp.history.messages.saturating_add(1);
-            pipe.cmd("XRANGE").arg(&keys.log).arg(format!("{}-0", since.saturating_add(1))).arg("+").arg("COUNT").arg(count);
+            pipe.cmd("XRANGE")
+                .arg(&keys.log)
+                .arg(format!("{}-0", since.saturating_add(1)))
+                .arg("+")
+                .arg("COUNT")
+                .arg(count);
             type Entries = Vec<(String, Vec<Vec<u8>>)>;
-            let (epoch, seq, here, log): (String, Option<u64>, HashMap<Vec<u8>, Vec<u8>>, Entries) =
-                timed("open", pipe.query_async(conn)).await?;
+            type Opened = (String, Option<u64>, HashMap<Vec<u8>, Vec<u8>>, Entries);
+            let Some((epoch, seq, here, log)): Option<Opened> =
+                soft(bp, "open", pipe.query_async(conn)).await?
+            else {
+                let _ = reply.send(Err(Lost("open refused".into())));
+                return Ok(());
+            };
             let seq = seq.unwrap_or(0);
             let recovery = resume.map(|r| recover(bp, &space, &room, &epoch, seq, &r, log));
             let others = others(bp, &keys.here, here);
-            let _ = reply.send(Ok(Answer { epoch, seq, others, recovery }));
+            let _ = reply.send(Ok(Answer {
+                epoch,
+                seq,
+                others,
+                recovery,
+            }));
         }
     }
     Ok(())
@@ -1029,19 +1161,28 @@ fn recover(
         return Err(Unrecovered::Unavailable);
     }
     let channel = channel(space);
-    let oldest = unix_ms().saturating_sub(u64::try_from(bp.history.age.as_millis()).unwrap_or(u64::MAX));
+    let oldest =
+        unix_ms().saturating_sub(u64::try_from(bp.history.age.as_millis()).unwrap_or(u64::MAX));
     let mut out = Vec::new();
     let mut bytes = 0;
     let mut seen = HashSet::new();
     for (id, fields) in log {
         let n: Option<u64> = id.split('-').next().and_then(|n| n.parse().ok());
-        let Some(n) = n.filter(|&n| n > resume.since && n <= seq) else { continue };
-        let Some(sealed) = fields.get(1) else { return Err(Unrecovered::Trimmed) };
+        let Some(n) = n.filter(|&n| n > resume.since && n <= seq) else {
+            continue;
+        };
+        let Some(sealed) = fields.get(1) else {
+            return Err(Unrecovered::Trimmed);
+        };
         let Ok(env) = Envelope::open(sealed, &channel, &bp.keyring, bp.max_message_bytes) else {
             return Err(Unrecovered::Trimmed);
         };
         // Another room's, too old, or one message kept twice: not this room's history.
-        if env.room != *room || env.presence || env.sent_ms < oldest || !seen.insert((env.node, env.seq)) {
+        if env.room != *room
+            || env.presence
+            || env.sent_ms < oldest
+            || !seen.insert((env.node, env.seq))
+        {
             return Err(Unrecovered::Trimmed);
         }
         bytes += env.message.len();
@@ -1054,7 +1195,10 @@ fn recover(
     }
     // Every message since `since`, one each, in order, within the room's bounds.
     let complete = out.len() as u64 == seq - resume.since
-        && out.iter().zip(resume.since + 1..).all(|(m, want)| m.seq == Some(want));
+        && out
+            .iter()
+            .zip(resume.since + 1..)
+            .all(|(m, want)| m.seq == Some(want));
     if !complete || bytes > bp.history.bytes {
         return Err(Unrecovered::Trimmed);
     }
@@ -1077,15 +1221,22 @@ async fn write_records(
     let mut pipe = redis::pipe();
     for (space, room) in rooms {
         let keys = RoomKeys::new(space, room);
-        let members = hub.room(space, room).map(|r| r.presence()).unwrap_or_default();
+        let members = hub
+            .room(space, room)
+            .map(|r| r.presence())
+            .unwrap_or_default();
         if members.is_empty() {
             pipe.cmd("HDEL").arg(&keys.here).arg(&me).ignore();
         } else {
-            pipe.cmd("HSET").arg(&keys.here).arg(&me).arg(bp.record(&keys.here, &members)).ignore();
+            pipe.cmd("HSET")
+                .arg(&keys.here)
+                .arg(&me)
+                .arg(bp.record(&keys.here, &members))
+                .ignore();
             pipe.cmd("PEXPIRE").arg(&keys.here).arg(ttl).ignore();
         }
     }
-    let () = timed("presence records", pipe.query_async(conn)).await?;
+    let _: Option<()> = soft(bp, "presence records", pipe.query_async(conn)).await?;
     Ok(())
 }
 
@@ -1100,20 +1251,45 @@ async fn refresh(
     state: &mut State,
 ) -> Result<(), Lost> {
     let rooms = hub.rooms();
-    let all: Vec<(Space, Room)> = rooms.iter().map(|(s, r, _)| (s.clone(), r.clone())).collect();
+    let all: Vec<(Space, Room)> = rooms
+        .iter()
+        .map(|(s, r, _)| (s.clone(), r.clone()))
+        .collect();
     write_records(bp, hub, conn, &all).await?;
     let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
     for (space, room, members) in rooms.iter().filter(|(_, _, m)| m.has_json()) {
         let keys = RoomKeys::new(space, room);
         let mut pipe = redis::pipe();
-        pipe.cmd("SET").arg(&keys.epoch).arg(new_epoch()).arg("NX").arg("PX").arg(age).ignore()
-            .cmd("PEXPIRE").arg(&keys.epoch).arg(age).ignore()
-            .cmd("PEXPIRE").arg(&keys.seq).arg(age).ignore()
-            .cmd("PEXPIRE").arg(&keys.log).arg(age).ignore()
-            .cmd("HGETALL").arg(&keys.here);
-        let (here,): (HashMap<Vec<u8>, Vec<u8>>,) = timed("refresh", pipe.query_async(conn)).await?;
+        pipe.cmd("SET")
+            .arg(&keys.epoch)
+            .arg(new_epoch())
+            .arg("NX")
+            .arg("PX")
+            .arg(age)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&keys.epoch)
+            .arg(age)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&keys.seq)
+            .arg(age)
+            .ignore()
+            .cmd("PEXPIRE")
+            .arg(&keys.log)
+            .arg(age)
+            .ignore()
+            .cmd("HGETALL")
+            .arg(&keys.here);
+        let Some((here,)): Option<(HashMap<Vec<u8>, Vec<u8>>,)> =
+            soft(bp, "refresh", pipe.query_async(conn)).await?
+        else {
+            continue;
+        };
         for (node, record) in here {
-            let Some((gone, true)) = bp.open_record(&keys.here, &record) else { continue };
+            let Some((gone, true)) = bp.open_record(&keys.here, &record) else {
+                continue;
+            };
             // Sealed leaves for the dead node's members, published only if this node
             // is the one that removes the record.
             let channel = channel(space);
@@ -1137,8 +1313,8 @@ async fn refresh(
                     leaves.push(env.message);
                 }
             }
-            let removed: i64 = timed("sweep", call.invoke_async(conn)).await?;
-            if removed == 1 {
+            let removed: Option<i64> = soft(bp, "sweep", call.invoke_async(conn)).await?;
+            if removed == Some(1) {
                 for frame in &leaves {
                     members.announce(frame, None, &bp.metrics);
                 }

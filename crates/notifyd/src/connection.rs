@@ -138,7 +138,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 }
                 self.ws.flush().await
             });
-            if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
+            if let Some(end) = bounded(
+                &mut stop,
+                &progress,
+                &mut deadline,
+                limits.write_timeout,
+                write,
+            )
+            .await
+            {
                 return end;
             }
         }

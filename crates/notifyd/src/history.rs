@@ -83,26 +83,32 @@ impl Logs {
 
     /// The room's log, if it has one.
     pub fn find(&self, space: &Space, room: &Room) -> Option<Arc<RoomLog>> {
-        lock(&self.rooms).get(&(space.clone(), room.clone())).cloned()
+        lock(&self.rooms)
+            .get(&(space.clone(), room.clone()))
+            .cloned()
     }
 
     /// The room's log, made now if it has none.
     pub fn get_or_create(&self, space: &Space, room: &Room) -> Arc<RoomLog> {
         let mut rooms = lock(&self.rooms);
-        Arc::clone(rooms.entry((space.clone(), room.clone())).or_insert_with(|| {
-            Arc::new(RoomLog {
-                epoch: new_epoch(),
-                limits: self.limits,
-                budget: Arc::clone(&self.budget),
-                inner: Mutex::new(Inner {
-                    seq: 0,
-                    entries: VecDeque::new(),
-                    bytes: 0,
-                    lost_through: 0,
-                    last_used: Instant::now(),
+        Arc::clone(
+            rooms
+                .entry((space.clone(), room.clone()))
+                .or_insert_with(|| {
+                    Arc::new(RoomLog {
+                        epoch: new_epoch(),
+                        limits: self.limits,
+                        budget: Arc::clone(&self.budget),
+                        inner: Mutex::new(Inner {
+                            seq: 0,
+                            entries: VecDeque::new(),
+                            bytes: 0,
+                            lost_through: 0,
+                            last_used: Instant::now(),
+                        }),
+                    })
                 }),
-            })
-        }))
+        )
     }
 
     /// Forgets the logs no room holds that were last used `age` ago; returns how many
@@ -264,7 +270,9 @@ mod tests {
     use tsugi_notify_core::Plaintext;
 
     fn space() -> Space {
-        Plaintext::new("https://w", "1", None, None).unwrap().space()
+        Plaintext::new("https://w", "1", None, None)
+            .unwrap()
+            .space()
     }
 
     fn text(s: &str) -> Stored {
@@ -298,7 +306,10 @@ mod tests {
         assert_eq!(seqs(log.resume(5, Some(&e)).1), Ok(vec![]));
         assert_eq!(seqs(log.resume(1, Some(&e)).1), Err(Unrecovered::Trimmed));
         assert_eq!(seqs(log.resume(6, Some(&e)).1), Err(Unrecovered::Epoch));
-        assert_eq!(seqs(log.resume(5, Some("other")).1), Err(Unrecovered::Epoch));
+        assert_eq!(
+            seqs(log.resume(5, Some("other")).1),
+            Err(Unrecovered::Epoch)
+        );
         assert_eq!(seqs(log.resume(5, None).1), Err(Unrecovered::Epoch));
         assert_eq!(logs.bytes(), 6);
         // Bytes per room: a 100-byte message leaves room for nothing else.
@@ -332,7 +343,10 @@ mod tests {
         assert!(logs.bytes() <= 30);
         assert_eq!(seqs(quiet.resume(0, Some(&qe)).1), Ok(vec![1]));
         assert_eq!(seqs(busy.resume(48, Some(&be)).1), Ok(vec![49, 50]));
-        assert_eq!(seqs(busy.resume(47, Some(&be)).1), Err(Unrecovered::Trimmed));
+        assert_eq!(
+            seqs(busy.resume(47, Some(&be)).1),
+            Err(Unrecovered::Trimmed)
+        );
     }
 
     #[test]

@@ -290,13 +290,25 @@ impl Hub {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         spaces
             .iter()
-            .flat_map(|(s, e)| e.rooms.iter().map(move |(r, m)| (s.clone(), r.clone(), Arc::clone(m))))
+            .flat_map(|(s, e)| {
+                e.rooms
+                    .iter()
+                    .map(move |(r, m)| (s.clone(), r.clone(), Arc::clone(m)))
+            })
             .collect()
     }
 
     /// Tells the room's members of the protocol, and the other nodes, that `who` joined
     /// or left.
-    fn announce(&self, space: &Space, room_name: &RoomName, room: &Members, joined: bool, who: &Identity, id: ConnId) {
+    fn announce(
+        &self,
+        space: &Space,
+        room_name: &RoomName,
+        room: &Members,
+        joined: bool,
+        who: &Identity,
+        id: ConnId,
+    ) {
         let frame = (room.len() <= self.presence_max).then(|| membership_frame(joined, who));
         if let Some(f) = &frame {
             room.announce(f, Some(id), &self.metrics);
@@ -521,7 +533,10 @@ mod tests {
     }
 
     fn texts(o: &Outbox) -> Vec<String> {
-        take_all(o).into_iter().map(|m| m.into_text().unwrap().to_string()).collect()
+        take_all(o)
+            .into_iter()
+            .map(|m| m.into_text().unwrap().to_string())
+            .collect()
     }
 
     #[test]
@@ -539,16 +554,39 @@ mod tests {
         let b = hub.join(space("1"), r.clone(), j1).unwrap();
         assert!(texts(&j1_rx).is_empty(), "no join frame about itself");
         let c = hub.join(space("1"), r.clone(), j2).unwrap();
-        assert_eq!(texts(&j1_rx), vec![r#"{"type":"join","user":"u3","conn":"c3"}"#]);
-        assert!(texts(&raw_rx).is_empty(), "raw members get no protocol frames");
-        let d = a.room().deliver(sent(Some(1), &Message::text("hi")), true, Json::Assign, &metrics);
+        assert_eq!(
+            texts(&j1_rx),
+            vec![r#"{"type":"join","user":"u3","conn":"c3"}"#]
+        );
+        assert!(
+            texts(&raw_rx).is_empty(),
+            "raw members get no protocol frames"
+        );
+        let d = a.room().deliver(
+            sent(Some(1), &Message::text("hi")),
+            true,
+            Json::Assign,
+            &metrics,
+        );
         assert_eq!(d.seq, Some(1));
         let from = Some(Arc::from("u2"));
-        b.room().deliver(Outgoing { sender: Some(2), from: from.as_ref(), msg: &Message::text("yo") }, true, Json::Assign, &metrics);
+        b.room().deliver(
+            Outgoing {
+                sender: Some(2),
+                from: from.as_ref(),
+                msg: &Message::text("yo"),
+            },
+            true,
+            Json::Assign,
+            &metrics,
+        );
         assert_eq!(texts(&raw_rx), vec!["yo"]);
         assert_eq!(
             texts(&j1_rx),
-            vec![r#"{"type":"message","seq":1,"from":null,"data":"hi"}"#, r#"{"type":"ack","seq":2}"#]
+            vec![
+                r#"{"type":"message","seq":1,"from":null,"data":"hi"}"#,
+                r#"{"type":"ack","seq":2}"#
+            ]
         );
         assert_eq!(
             texts(&j2_rx),
@@ -558,7 +596,10 @@ mod tests {
             ]
         );
         drop(c);
-        assert_eq!(texts(&j1_rx), vec![r#"{"type":"leave","user":"u3","conn":"c3"}"#]);
+        assert_eq!(
+            texts(&j1_rx),
+            vec![r#"{"type":"leave","user":"u3","conn":"c3"}"#]
+        );
         let log = b.members().log().unwrap();
         let (seq, missed) = log.resume(0, Some(log.epoch()));
         assert_eq!((seq, missed.unwrap().len()), (2, 2));
@@ -583,7 +624,12 @@ mod tests {
         let _b = hub.join(space("1"), r("x"), m2).unwrap();
         let _c = hub.join(space("1"), r("01"), m3).unwrap();
         let _d = hub.join(space("2"), r("x"), m4).unwrap();
-        let d = a.room().deliver(sent(Some(1), &Message::text("hi")), true, Json::Assign, &metrics);
+        let d = a.room().deliver(
+            sent(Some(1), &Message::text("hi")),
+            true,
+            Json::Assign,
+            &metrics,
+        );
         assert_eq!(
             d,
             Delivery {
@@ -608,8 +654,18 @@ mod tests {
         let a = hub.join(space("1"), RoomName::default(), m1).unwrap();
         let b = hub.join(space("1"), RoomName::default(), m2).unwrap();
         for _ in 0..3 {
-            b.room().deliver(sent(Some(2), &Message::text("m")), true, Json::Assign, &metrics);
-            a.room().deliver(sent(None, &Message::text("n")), true, Json::Assign, &metrics);
+            b.room().deliver(
+                sent(Some(2), &Message::text("m")),
+                true,
+                Json::Assign,
+                &metrics,
+            );
+            a.room().deliver(
+                sent(None, &Message::text("n")),
+                true,
+                Json::Assign,
+                &metrics,
+            );
         }
         assert!(slow1.is_cancelled());
         assert_eq!(take_all(&rx2).len(), 3);

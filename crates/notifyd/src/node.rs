@@ -100,7 +100,11 @@ impl Node {
             }
             None => {
                 let logs = Arc::new(Logs::new(limits.history));
-                tokio::spawn(sweep_logs(Arc::clone(&logs), limits.history.age, shutdown.clone()));
+                tokio::spawn(sweep_logs(
+                    Arc::clone(&logs),
+                    limits.history.age,
+                    shutdown.clone(),
+                ));
                 (None, Arc::new(hub.with_logs(logs)))
             }
         };

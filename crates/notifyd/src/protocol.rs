@@ -171,7 +171,12 @@ pub struct Opening {
 impl Opening {
     /// The frames to write before any live one, in order, and the last sequence they
     /// cover: live messages up to it are not sent again.
-    pub fn frames(&self, me: &Identity, since: Option<u64>, max_presence: usize) -> (Vec<Message>, u64) {
+    pub fn frames(
+        &self,
+        me: &Identity,
+        since: Option<u64>,
+        max_presence: usize,
+    ) -> (Vec<Message>, u64) {
         let mut out = vec![json(&serde_json::json!({
             "type": "hello",
             "protocol": SUBPROTOCOL,
@@ -262,14 +267,21 @@ fn json<T: Serialize>(value: &T) -> Message {
     Message::text(serde_json::to_string(value).unwrap_or_default())
 }
 
+/// A `since` that is not a whole number from 0 to [`MAX_SEQ`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadSince;
+
 /// Parses `since` and `epoch` of a `/notify` query; `Ok(None)` when `since` is absent.
-pub fn parse_resume(since: Option<&str>, epoch: Option<String>) -> Result<Option<Resume>, ()> {
+pub fn parse_resume(
+    since: Option<&str>,
+    epoch: Option<String>,
+) -> Result<Option<Resume>, BadSince> {
     let Some(since) = since else {
         return Ok(None);
     };
-    let since: u64 = since.parse().map_err(|_| ())?;
+    let since: u64 = since.parse().map_err(|_| BadSince)?;
     if since > MAX_SEQ {
-        return Err(());
+        return Err(BadSince);
     }
     let epoch = epoch.filter(|e| !e.is_empty() && e.len() <= MAX_EPOCH);
     Ok(Some(Resume { since, epoch }))
@@ -316,7 +328,13 @@ mod tests {
             r#"{"type":"message","seq":null,"from":null,"server":true,"data":"AAEC/w==","binary":true,"recovered":true}"#
         );
         let mut p = Presence {
-            members: vec![who(Some("7"), "b"), who(None, "c"), who(Some("42"), "a2"), who(Some("42"), "a1"), who(Some("7"), "b")],
+            members: vec![
+                who(Some("7"), "b"),
+                who(None, "c"),
+                who(Some("42"), "a2"),
+                who(Some("42"), "a1"),
+                who(Some("7"), "b"),
+            ],
         };
         p.normalise();
         assert_eq!(
@@ -339,14 +357,20 @@ mod tests {
         assert_eq!(parse_resume(None, Some("e".into())), Ok(None));
         assert_eq!(
             parse_resume(Some("40"), Some("ab".into())),
-            Ok(Some(Resume { since: 40, epoch: Some("ab".into()) }))
+            Ok(Some(Resume {
+                since: 40,
+                epoch: Some("ab".into())
+            }))
         );
         assert_eq!(
             parse_resume(Some("40"), Some(String::new())),
-            Ok(Some(Resume { since: 40, epoch: None }))
+            Ok(Some(Resume {
+                since: 40,
+                epoch: None
+            }))
         );
         for bad in ["-1", "x", "9007199254740992", ""] {
-            assert_eq!(parse_resume(Some(bad), None), Err(()), "{bad}");
+            assert_eq!(parse_resume(Some(bad), None), Err(BadSince), "{bad}");
         }
     }
 }

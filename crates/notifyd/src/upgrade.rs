@@ -91,7 +91,16 @@ where
             Format::V1 => p.user().map(std::sync::Arc::<str>::from),
             Format::Legacy => None,
         };
-        Ok((accept, query.room, p.space(), token_key, user_key, json, user, query.resume))
+        Ok((
+            accept,
+            query.room,
+            p.space(),
+            token_key,
+            user_key,
+            json,
+            user,
+            query.resume,
+        ))
     })();
     let (accept, room, space, token_key, user_key, json, user, resume) = match checked {
         Ok(v) => v,
@@ -241,7 +250,11 @@ pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
                 room = Some(String::from_utf8(raw).map_err(|_| Refusal::BadRequest)?);
             }
             "since" | "epoch" => {
-                let slot = if key == "since" { &mut since } else { &mut epoch };
+                let slot = if key == "since" {
+                    &mut since
+                } else {
+                    &mut epoch
+                };
                 if slot.is_some() || value.len() > 64 {
                     return Err(Refusal::BadRequest);
                 }

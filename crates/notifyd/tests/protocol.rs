@@ -21,17 +21,28 @@ const WAIT: Duration = Duration::from_secs(10);
 
 /// Opens a socket that offers the protocol, resuming after `since` of `epoch` when
 /// given; checks that the daemon selected it.
-async fn open(addr: SocketAddr, token: &str, room: Option<&str>, resume: Option<(u64, &str)>) -> Ws {
+async fn open(
+    addr: SocketAddr,
+    token: &str,
+    room: Option<&str>,
+    resume: Option<(u64, &str)>,
+) -> Ws {
     let mut u = url(addr, token, room);
     if let Some((since, epoch)) = resume {
         u.push_str(&format!("&since={since}&epoch={}", enc(epoch)));
     }
     let mut req = u.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "chat, tsugi-notify.v1".parse().unwrap());
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await.expect("accepted");
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "chat, tsugi-notify.v1".parse().unwrap(),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("accepted");
     assert_eq!(
-        resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap()),
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
         Some("tsugi-notify.v1")
     );
     ws
@@ -68,7 +79,12 @@ fn users(p: &Value) -> BTreeMap<String, usize> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|u| (u["user"].as_str().unwrap().to_owned(), u["conns"].as_array().unwrap().len()))
+        .map(|u| {
+            (
+                u["user"].as_str().unwrap().to_owned(),
+                u["conns"].as_array().unwrap().len(),
+            )
+        })
         .collect()
 }
 
@@ -76,9 +92,10 @@ fn users(p: &Value) -> BTreeMap<String, usize> {
 async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
     let d = start(config()).await;
     // A raw client (tsugi-static's tsugiNotifySocket) gets no subprotocol.
-    let (mut raw, resp) = tokio_tungstenite::connect_async(url(d.addr, &token("1", "r"), Some("x")))
-        .await
-        .unwrap();
+    let (mut raw, resp) =
+        tokio_tungstenite::connect_async(url(d.addr, &token("1", "r"), Some("x")))
+            .await
+            .unwrap();
     assert!(resp.headers().get("sec-websocket-protocol").is_none());
     let mut a = open(d.addr, &token("1", "alice"), Some("x"), None).await;
     let (hello, presence) = opening(&mut a).await;
@@ -87,7 +104,10 @@ async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
     assert_eq!(hello["seq"], 0);
     assert_eq!(hello["epoch"].as_str().unwrap().len(), 16);
     let alice_conn = hello["conn"].as_str().unwrap().to_owned();
-    assert_eq!(users(&presence), BTreeMap::from([("alice".into(), 1), ("r".into(), 1)]));
+    assert_eq!(
+        users(&presence),
+        BTreeMap::from([("alice".into(), 1), ("r".into(), 1)])
+    );
     assert_eq!(presence["connections"], 2);
     // A second tab of the same user, and a legacy token (anonymous).
     let mut a2 = open(d.addr, &token("1", "alice"), Some("x"), None).await;
@@ -112,18 +132,31 @@ async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
     let ack = frame(&mut a).await;
     assert_eq!(ack, serde_json::json!({"type": "ack", "seq": 2}));
     // Binary, in base64.
-    raw.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    raw.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
     let b = frame_of(&mut a, "message").await;
-    assert_eq!((b["binary"].clone(), b["data"].clone(), b["seq"].clone()), (Value::Bool(true), "AAEC/w==".into(), 3.into()));
+    assert_eq!(
+        (b["binary"].clone(), b["data"].clone(), b["seq"].clone()),
+        (Value::Bool(true), "AAEC/w==".into(), 3.into())
+    );
     // The server (POST /publish): from nobody, marked, its sequence in the answer.
-    let p = tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("u")).unwrap();
-    let publish = tokens().mint(&p, tsugi_notify_core::Scope::Publish).unwrap();
-    let (status, body) = post_publish(d.addr, Some(&publish), r#"{"room":"x","message":"grades"}"#).await;
+    let p =
+        tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("u"))
+            .unwrap();
+    let publish = tokens()
+        .mint(&p, tsugi_notify_core::Scope::Publish)
+        .unwrap();
+    let (status, body) =
+        post_publish(d.addr, Some(&publish), r#"{"room":"x","message":"grades"}"#).await;
     assert_eq!(status, 200);
     let answer: Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(answer["seq"], 4);
     let s = frame_of(&mut a, "message").await;
-    assert_eq!((s["server"].clone(), s["from"].clone(), s["seq"].clone()), (Value::Bool(true), Value::Null, 4.into()));
+    assert_eq!(
+        (s["server"].clone(), s["from"].clone(), s["seq"].clone()),
+        (Value::Bool(true), Value::Null, 4.into())
+    );
     assert_eq!(recv(&mut raw).await, Message::text("grades"));
     // Leave: the second tab goes.
     a2.close(None).await.unwrap();
@@ -131,7 +164,12 @@ async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
     assert_eq!(leave["user"], "alice");
     // GET /presence with a presence token bound to the room.
     let pres = tokens()
-        .mint_for_room(&p, tsugi_notify_core::Scope::Presence, &tsugi_notify_core::Room::new("x").unwrap(), 30)
+        .mint_for_room(
+            &p,
+            tsugi_notify_core::Scope::Presence,
+            &tsugi_notify_core::Room::new("x").unwrap(),
+            30,
+        )
         .unwrap();
     let (status, body) = raw_http(
         d.addr,
@@ -160,7 +198,9 @@ async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
 #[tokio::test]
 async fn a_legacy_token_is_anonymous_in_presence() {
     let d = start(config()).await;
-    let p = tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("ctx")).unwrap();
+    let p =
+        tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("ctx"))
+            .unwrap();
     let legacy = tokens().mint_legacy(&p).unwrap();
     let mut a = open(d.addr, &legacy, None, None).await;
     let (hello, presence) = opening(&mut a).await;
@@ -179,7 +219,11 @@ async fn messages_until(ws: &mut Ws, last: &str) -> Vec<(u64, String, bool)> {
             continue;
         }
         let data = f["data"].as_str().unwrap().to_owned();
-        out.push((f["seq"].as_u64().unwrap(), data.clone(), f["recovered"] == true));
+        out.push((
+            f["seq"].as_u64().unwrap(),
+            data.clone(),
+            f["recovered"] == true,
+        ));
         if data == last {
             return out;
         }
@@ -265,22 +309,37 @@ async fn recovery_says_why_it_cannot_recover() {
                 u.push_str(&format!("&epoch={e}"));
             }
             let mut req = u.into_client_request().unwrap();
-            req.headers_mut().insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
+            req.headers_mut()
+                .insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
             let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
             let r = frame_of(&mut ws, "recovery").await;
-            (r["recovered"].as_bool().unwrap(), r["reason"].as_str().map(str::to_owned), r["count"].as_u64())
+            (
+                r["recovered"].as_bool().unwrap(),
+                r["reason"].as_str().map(str::to_owned),
+                r["count"].as_u64(),
+            )
         }
     };
     assert_eq!(reason(3, Some(&epoch)).await, (true, None, Some(5)));
     assert_eq!(reason(8, Some(&epoch)).await, (true, None, Some(0)));
-    assert_eq!(reason(2, Some(&epoch)).await, (false, Some("trimmed".into()), None));
-    assert_eq!(reason(3, Some("0123456789abcdef")).await, (false, Some("epoch".into()), None));
+    assert_eq!(
+        reason(2, Some(&epoch)).await,
+        (false, Some("trimmed".into()), None)
+    );
+    assert_eq!(
+        reason(3, Some("0123456789abcdef")).await,
+        (false, Some("epoch".into()), None)
+    );
     assert_eq!(reason(3, None).await, (false, Some("epoch".into()), None));
-    assert_eq!(reason(9, Some(&epoch)).await, (false, Some("epoch".into()), None));
+    assert_eq!(
+        reason(9, Some(&epoch)).await,
+        (false, Some("epoch".into()), None)
+    );
     // A malformed since is a bad request, never a guess.
     let bad = format!("{}&since=-1", url(d.addr, &token("1", "b"), None));
     let mut req = bad.into_client_request().unwrap();
-    req.headers_mut().insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 400),
         other => panic!("accepted: {:?}", other.map(|_| ())),
@@ -321,7 +380,10 @@ async fn history_stays_within_its_bounds_under_a_flood() {
         let (hello, _) = opening(&mut watcher).await;
         let mut flooder = connect(d.addr, &token("1", "f"), Some(&room)).await;
         for i in 0..1000 {
-            flooder.send(Message::text(format!("{i:03}:{payload}"))).await.unwrap();
+            flooder
+                .send(Message::text(format!("{i:03}:{payload}")))
+                .await
+                .unwrap();
         }
         flooder.send(Message::text("end")).await.unwrap();
         messages_until(&mut watcher, "end").await;
@@ -333,7 +395,13 @@ async fn history_stays_within_its_bounds_under_a_flood() {
     // the quiet room kept its message).
     let mut full_rooms = 0;
     for (room, epoch) in &epochs {
-        let mut ws = open(d.addr, &token("1", "late"), Some(room), Some((1001 - 39, epoch))).await;
+        let mut ws = open(
+            d.addr,
+            &token("1", "late"),
+            Some(room),
+            Some((1001 - 39, epoch)),
+        )
+        .await;
         let r = frame_of(&mut ws, "recovery").await;
         if r["recovered"] == true {
             assert_eq!(r["count"], 39, "{room}: {r}");
@@ -341,12 +409,27 @@ async fn history_stays_within_its_bounds_under_a_flood() {
         } else {
             assert_eq!(r["reason"], "trimmed", "{room}: {r}");
         }
-        let mut ws = open(d.addr, &token("1", "late"), Some(room), Some((1001 - 41, epoch))).await;
+        let mut ws = open(
+            d.addr,
+            &token("1", "late"),
+            Some(room),
+            Some((1001 - 41, epoch)),
+        )
+        .await;
         assert_eq!(frame_of(&mut ws, "recovery").await["reason"], "trimmed");
     }
     assert!(full_rooms >= 1, "the first room kept its last messages");
-    assert!(full_rooms * 3_900 + 7 <= 20_000, "{full_rooms} rooms of 3,900 bytes");
-    let mut ws = open(d.addr, &token("1", "late"), Some("quiet"), Some((0, &quiet_epoch))).await;
+    assert!(
+        full_rooms * 3_900 + 7 <= 20_000,
+        "{full_rooms} rooms of 3,900 bytes"
+    );
+    let mut ws = open(
+        d.addr,
+        &token("1", "late"),
+        Some("quiet"),
+        Some((0, &quiet_epoch)),
+    )
+    .await;
     let m = frame_of(&mut ws, "message").await;
     assert_eq!(m["data"], "keep me");
     assert_eq!(frame_of(&mut ws, "recovery").await["recovered"], true);
@@ -359,10 +442,16 @@ async fn presence_and_history_never_leak_between_spaces_and_rooms() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let d = start(config()).await;
     // Three sites' links and rooms; clients scattered over them at random.
-    let groups: Vec<(String, String, String)> = [("https://a.example", "1"), ("https://a.example", "2"), ("https://b.example", "1")]
-        .iter()
-        .flat_map(|(site, link)| ["", "r"].map(|room| (site.to_string(), link.to_string(), room.to_string())))
-        .collect();
+    let groups: Vec<(String, String, String)> = [
+        ("https://a.example", "1"),
+        ("https://a.example", "2"),
+        ("https://b.example", "1"),
+    ]
+    .iter()
+    .flat_map(|(site, link)| {
+        ["", "r"].map(|room| (site.to_string(), link.to_string(), room.to_string()))
+    })
+    .collect();
     let mut clients = Vec::new();
     for i in 0..24 {
         let g = rng.random_range(0..groups.len());
@@ -378,7 +467,11 @@ async fn presence_and_history_never_leak_between_spaces_and_rooms() {
         }
     }
     for (g, (site, link, room)) in groups.iter().enumerate() {
-        let members: BTreeSet<String> = clients.iter().filter(|c| c.0 == g).map(|c| c.1.clone()).collect();
+        let members: BTreeSet<String> = clients
+            .iter()
+            .filter(|c| c.0 == g)
+            .map(|c| c.1.clone())
+            .collect();
         let sent: BTreeSet<String> = clients
             .iter()
             .enumerate()
@@ -392,7 +485,13 @@ async fn presence_and_history_never_leak_between_spaces_and_rooms() {
         assert_eq!(listed, members, "seed {seed}: presence of group {g}");
         // The room's history, from its start: exactly what its members sent.
         let epoch = hello["epoch"].as_str().unwrap().to_owned();
-        let mut ws = open(d.addr, &token_on(site, link, "observer2"), Some(room), Some((0, &epoch))).await;
+        let mut ws = open(
+            d.addr,
+            &token_on(site, link, "observer2"),
+            Some(room),
+            Some((0, &epoch)),
+        )
+        .await;
         let mut got = BTreeSet::new();
         loop {
             let f = frame(&mut ws).await;
@@ -429,10 +528,22 @@ async fn eventually_equal(
 ) {
     let deadline = std::time::Instant::now() + WAIT;
     while &got != want {
-        assert!(got.is_subset(want), "seed {seed}: group {g} got {got:?}, want {want:?}");
-        assert!(std::time::Instant::now() < deadline, "seed {seed}: group {g} missing messages");
+        assert!(
+            got.is_subset(want),
+            "seed {seed}: group {g} got {got:?}, want {want:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "seed {seed}: group {g} missing messages"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
-        let mut ws = open(d.addr, &token_on(site, link, "observer3"), Some(room), Some((0, epoch))).await;
+        let mut ws = open(
+            d.addr,
+            &token_on(site, link, "observer3"),
+            Some(room),
+            Some((0, epoch)),
+        )
+        .await;
         got.clear();
         loop {
             let f = frame(&mut ws).await;

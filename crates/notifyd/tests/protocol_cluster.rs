@@ -1,0 +1,274 @@
+//! `tsugi-notify.v1` across nodes on a real redis-server: presence over three nodes
+//! (one a separate process, killed without a word: its members leave within
+//! `presence_ttl_secs`), joins and leaves between nodes, recovery on another node than
+//! the one a client left, and after the node restarted (Redis keeps the history).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use futures_util::SinkExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+const WAIT: Duration = Duration::from_secs(15);
+const BIN: &str = env!("CARGO_BIN_EXE_tsugi-notifyd");
+
+async fn open(addr: SocketAddr, token: &str, resume: Option<(u64, &str)>) -> Ws {
+    let mut u = url(addr, token, Some("r"));
+    if let Some((since, epoch)) = resume {
+        u.push_str(&format!("&since={since}&epoch={epoch}"));
+    }
+    let mut req = u.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .expect("accepted")
+        .0
+}
+
+async fn frame(ws: &mut Ws) -> Value {
+    let text = next_text(ws, WAIT).await.expect("a frame");
+    serde_json::from_str(&text).unwrap()
+}
+
+async fn frame_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let f = frame(ws).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
+
+/// The users in a presence frame.
+fn users(p: &Value) -> BTreeSet<String> {
+    p["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["user"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// The users a new socket on `addr` sees in the room.
+async fn seen_from(addr: SocketAddr) -> BTreeSet<String> {
+    let mut ws = open(addr, &token("1", "observer"), None).await;
+    let mut u = users(&frame_of(&mut ws, "presence").await);
+    u.remove("observer");
+    u
+}
+
+fn cluster_config(port: u16) -> tsugi_notifyd::Config {
+    let mut c = config();
+    c.redis = Some(plain(port));
+    c.limits.presence_ttl = Duration::from_secs(2);
+    c
+}
+
+/// A daemon in a process of its own on `redis_port`, killed (SIGKILL) on drop.
+struct Process {
+    child: std::process::Child,
+    addr: SocketAddr,
+}
+
+impl Process {
+    async fn start(redis_port: u16) -> Process {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args([
+                "--url",
+                "ws://127.0.0.1:2021",
+                "--bind",
+                "127.0.0.1",
+                "--metrics-bind",
+                "off",
+            ])
+            .args(["--secret", SECRET, "--presence-ttl-secs", "2"])
+            .args(["--proxyport", &port.to_string()])
+            .args(["--redis-url", &format!("redis://127.0.0.1:{redis_port}/")])
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut p = Process { child, addr };
+        let deadline = std::time::Instant::now() + WAIT;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(p.child.try_wait().unwrap().is_none(), "the daemon exited");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the daemon did not listen"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        p
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_three_nodes_and_a_killed_nodes_members_leave() {
+    let redis = RedisServer::start("presence3", "", false);
+    let a = start(cluster_config(redis.port)).await;
+    let b = start(cluster_config(redis.port)).await;
+    let c = Process::start(redis.port).await;
+    wait_until("backplanes up", WAIT, || {
+        a.metrics.backplane_is_up() && b.metrics.backplane_is_up()
+    })
+    .await;
+    let mut alice = open(a.addr, &token("1", "alice"), None).await;
+    frame_of(&mut alice, "presence").await;
+    // Joins reach the other nodes' members.
+    let mut bob = open(b.addr, &token("1", "bob"), None).await;
+    frame_of(&mut bob, "presence").await;
+    let j = frame_of(&mut alice, "join").await;
+    assert_eq!(j["user"], "bob");
+    let _carol = open(c.addr, &token("1", "carol"), None).await;
+    let j = frame_of(&mut alice, "join").await;
+    assert_eq!(j["user"], "carol");
+    // Every node shows the same room, whichever a browser lands on; another room and
+    // another link show none of it.
+    let everyone: BTreeSet<String> = ["alice", "bob", "carol"].map(String::from).into();
+    for addr in [a.addr, b.addr, c.addr] {
+        let want = &everyone;
+        eventually("the same presence on every node", WAIT, || async move {
+            (seen_from(addr).await == *want).then_some(())
+        })
+        .await;
+    }
+    let mut elsewhere = open(a.addr, &token("2", "dave"), None).await;
+    assert!(
+        users(&frame_of(&mut elsewhere, "presence").await) == BTreeSet::from(["dave".to_owned()])
+    );
+
+    // The third node dies without a word: carol leaves within the expiry.
+    drop(c);
+    let started = std::time::Instant::now();
+    // (The observers' own joins and leaves come and go meanwhile.)
+    while frame_of(&mut alice, "leave").await["user"] != "carol" {}
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let want: BTreeSet<String> = ["alice", "bob"].map(String::from).into();
+    assert_eq!(seen_from(b.addr).await, want);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_recovers_on_another_node_and_after_its_node_restarted() {
+    let redis = RedisServer::start("recover3", "", false);
+    let a = start(cluster_config(redis.port)).await;
+    let b = start(cluster_config(redis.port)).await;
+    wait_until("backplanes up", WAIT, || {
+        a.metrics.backplane_is_up() && b.metrics.backplane_is_up()
+    })
+    .await;
+    let mut reader = open(a.addr, &token("1", "reader"), None).await;
+    let hello = frame_of(&mut reader, "hello").await;
+    let epoch = hello["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(epoch.len(), 16);
+    // A raw sender on the other node, subscribed once its own socket is there.
+    let mut sender = connect(b.addr, &token("1", "sender"), Some("r")).await;
+    wait_until("b subscribed", WAIT, || {
+        b.metrics.backplane_channel_count() == 1
+    })
+    .await;
+    for i in 1..=5 {
+        sender.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    for i in 1..=5 {
+        let m = frame_of(&mut reader, "message").await;
+        assert_eq!(
+            (m["seq"].as_u64(), m["data"].as_str(), m["from"].as_str()),
+            (Some(i), Some(&*format!("m{i}")), Some("sender"))
+        );
+    }
+    // The reader goes; five more are sent; it comes back on a third node.
+    drop(reader);
+    for i in 6..=10 {
+        sender.send(Message::text(format!("m{i}"))).await.unwrap();
+    }
+    let c = start(cluster_config(redis.port)).await;
+    wait_until("c up", WAIT, || c.metrics.backplane_is_up()).await;
+    let mut back = open(c.addr, &token("1", "reader"), Some((5, &epoch))).await;
+    let hello = frame_of(&mut back, "hello").await;
+    assert_eq!(hello["epoch"], epoch.as_str());
+    let mut got = Vec::new();
+    loop {
+        let f = frame(&mut back).await;
+        match f["type"].as_str().unwrap() {
+            "message" => got.push((
+                f["seq"].as_u64().unwrap(),
+                f["data"].as_str().unwrap().to_owned(),
+            )),
+            "recovery" => {
+                assert_eq!(f["recovered"], true, "{f}");
+                break;
+            }
+            _ => {}
+        }
+    }
+    let want: Vec<(u64, String)> = (6..=10).map(|i| (i, format!("m{i}"))).collect();
+    assert_eq!(got, want);
+    // Live again, without a gap or a repeat.
+    sender.send(Message::text("m11")).await.unwrap();
+    let m = frame_of(&mut back, "message").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["data"].as_str()),
+        (Some(11), Some("m11"))
+    );
+    // Its own message is acknowledged with its sequence.
+    back.send(Message::text("mine")).await.unwrap();
+    assert_eq!(frame_of(&mut back, "ack").await["seq"], 12);
+    assert_eq!(recv(&mut sender).await, Message::text("mine"));
+
+    // Node C restarts (a deploy): Redis kept the history, so nothing is lost.
+    drop(back);
+    c.shutdown();
+    c.wait().await;
+    sender.send(Message::text("m13")).await.unwrap();
+    let c2 = start(cluster_config(redis.port)).await;
+    wait_until("c2 up", WAIT, || c2.metrics.backplane_is_up()).await;
+    let mut again = open(c2.addr, &token("1", "reader"), Some((12, &epoch))).await;
+    let m = frame_of(&mut again, "message").await;
+    assert_eq!(
+        (
+            m["seq"].as_u64(),
+            m["data"].as_str(),
+            m["recovered"].as_bool()
+        ),
+        (Some(13), Some("m13"), Some(true))
+    );
+    assert_eq!(frame_of(&mut again, "recovery").await["recovered"], true);
+    // The publish API gets its sequence from Redis too.
+    let p =
+        tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("u"))
+            .unwrap();
+    let publish = tokens()
+        .mint(&p, tsugi_notify_core::Scope::Publish)
+        .unwrap();
+    let (status, body) =
+        post_publish(a.addr, Some(&publish), r#"{"room":"r","message":"server"}"#).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(body.trim()).unwrap()["seq"],
+        14
+    );
+    let m = frame_of(&mut again, "message").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["server"].as_bool()),
+        (Some(14), Some(true))
+    );
+}
