@@ -10,9 +10,10 @@
 mod php;
 mod post;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
+use ext_php_rs::convert::IntoZval;
 use ext_php_rs::prelude::*;
 use ext_php_rs::types::Zval;
 use ext_php_rs::zend::ModuleEntry;
@@ -57,6 +58,32 @@ fn string_or_false(value: Option<&str>) -> Zval {
         None => z.set_bool(false),
     }
     z
+}
+
+/// A list of strings as a PHP array, or false.
+fn strings_or_false(value: Option<Vec<String>>) -> Zval {
+    let mut z = Zval::new();
+    match value {
+        Some(list) => {
+            if list.set_zval(&mut z, false).is_err() {
+                z.set_bool(false);
+            }
+        }
+        None => z.set_bool(false),
+    }
+    z
+}
+
+thread_local! {
+    /// The `seq` of the last publish() of this request, when it was taken with one
+    /// (`lastPublishSequence()`); reset by every publish() and at each request start.
+    static LAST_PUBLISH_SEQ: Cell<Option<i64>> = const { Cell::new(None) };
+}
+
+/// RINIT: a request starts with no publish() made (a worker thread serves many).
+extern "C" fn request_startup(_type: i32, _module_number: i32) -> i32 {
+    LAST_PUBLISH_SEQ.with(|seq| seq.set(None));
+    0
 }
 
 thread_local! {
@@ -116,7 +143,7 @@ impl Need {
     const NOTHING: Need = Need { endpoint: false, publish: false, mint: false, verify: false };
     /// `enabled()`, `getHost()`, `getPort()`, `getProxyPort()`.
     const ENDPOINT: Need = Need { endpoint: true, ..Need::NOTHING };
-    /// `publish()`.
+    /// `publish()`, `presence()`.
     const PUBLISH: Need = Need { publish: true, ..Need::ENDPOINT };
     /// `getToken()`, `getPublishToken()`.
     const MINT: Need = Need { mint: true, ..Need::NOTHING };
@@ -190,6 +217,63 @@ fn plaintext(cfg: Option<&Zval>, launch: &Zval) -> Option<Plaintext> {
     .ok()
 }
 
+/// `$CFG->websocket_ca_file`: absent, null and false: the system's CAs only (`Ok(None)`);
+/// a path: those too; anything else (an empty string, a number) is refused (`Err`).
+fn ca_file(cfg: Option<&Zval>) -> Result<Option<String>, ()> {
+    let value = cfg
+        .and_then(|c| php::property(c, "websocket_ca_file"))
+        .filter(|v| !v.is_false());
+    match &value {
+        None => Ok(None),
+        Some(v) => php::non_empty_str(v)
+            .map(|path| Some(path.to_owned()))
+            .ok_or(()),
+    }
+}
+
+/// Which of the daemon's HTTP APIs a call is for.
+#[derive(Clone, Copy)]
+enum Api {
+    /// `POST /publish`, with a publish token.
+    Publish,
+    /// `GET /presence`, with a presence token.
+    Presence,
+}
+
+/// A call to the daemon's HTTP API, ready to send.
+struct Call {
+    /// The API's URL.
+    url: String,
+    /// A v1 token of the API's scope for the launch's space, bound to the room.
+    token: String,
+    /// `$CFG->websocket_ca_file`.
+    ca_file: Option<String>,
+}
+
+/// The call `api` makes for `room` of the launch's space: `None` when notifications are
+/// off, `websocket_publish_url` is not usable, the launch has no link id, the room is
+/// not a room name, or `websocket_ca_file` is not a path.
+fn daemon_call(launch: &Zval, room: &str, api: Api) -> Option<Call> {
+    let (cfg, site) = site(Need::PUBLISH);
+    let url = match api {
+        Api::Publish => site.publish_url(),
+        Api::Presence => site.presence_url(),
+    }?;
+    let p = plaintext(cfg.as_ref(), launch)?;
+    let bound = Room::new(room).ok()?;
+    let token = match api {
+        Api::Publish => site.mint_publish_for_room(&p, &bound),
+        Api::Presence => site.mint_presence_for_room(&p, &bound),
+    }
+    .ok()?;
+    let ca_file = ca_file(cfg.as_ref()).ok()?;
+    Some(Call {
+        url,
+        token,
+        ca_file,
+    })
+}
+
 /// Tsugi's notification tokens and settings (native implementation).
 ///
 /// Reads `$CFG->websocket_url`, `$CFG->websocket_secret` (a string, or an array of
@@ -201,7 +285,7 @@ fn plaintext(cfg: Option<&Zval>, launch: &Zval) -> Option<Plaintext> {
 /// 3600) and `$CFG->websocket_publish_url`
 /// (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
 /// derived from `websocket_url`) and `$CFG->websocket_ca_file` (a PEM file of CAs
-/// publish() trusts over https besides the system's store).
+/// publish() and presence() trust over https besides the system's store).
 #[php_class]
 #[php(name = "Tsugi\\Core\\WebSocket")]
 pub struct WebSocket;
@@ -288,32 +372,48 @@ impl WebSocket {
     /// @return bool True when the daemon took it; false when notifications are off,
     ///   `websocket_publish_url` is not an http(s) URL, the daemon is down or refused it
     pub fn publish(launch: &Zval, room: &str, message: &str) -> bool {
+        LAST_PUBLISH_SEQ.with(|seq| seq.set(None));
         guard(false, || {
-            let (cfg, site) = site(Need::PUBLISH);
-            let (Some(url), Some(p)) = (site.publish_url(), plaintext(cfg.as_ref(), launch)) else {
+            let Some(call) = daemon_call(launch, room, Api::Publish) else {
                 return false;
-            };
-            let Ok(bound) = Room::new(room) else {
-                return false;
-            };
-            let Ok(token) = site.mint_publish_for_room(&p, &bound) else {
-                return false;
-            };
-            // Absent, null and false: the system's CAs only; a path: those too; anything
-            // else (an empty string, a number) is refused.
-            let ca = cfg
-                .as_ref()
-                .and_then(|c| php::property(c, "websocket_ca_file"))
-                .filter(|v| !v.is_false());
-            let ca_file = match &ca {
-                None => None,
-                Some(v) => match php::non_empty_str(v) {
-                    Some(path) => Some(path),
-                    None => return false,
-                },
             };
             let body = PublishRequest::new(room, message).to_json();
-            post::publish(&url, &token, &body, ca_file)
+            let Some(taken) = post::publish(&call.url, &call.token, &body, call.ca_file.as_deref())
+            else {
+                return false;
+            };
+            LAST_PUBLISH_SEQ.with(|seq| seq.set(taken.seq));
+            true
+        })
+    }
+
+    /// The sequence the daemon gave the message of the last publish() in this request
+    /// (its place in the room, as browsers see it in `seq`).
+    ///
+    /// @return int|null The sequence; null when the last publish() failed, the daemon
+    ///   gave the message no sequence, or no publish() was made in this request
+    pub fn last_publish_sequence() -> Option<i64> {
+        guard(None, || LAST_PUBLISH_SEQ.with(Cell::get))
+    }
+
+    /// Who is in a room of the launch's space now, on every node: asks the daemon's
+    /// `GET /presence` (at most 2 s) with a presence token good for this room only, for
+    /// 30 s, at the address publish() posts to (with `/presence` for `/publish`). The
+    /// daemon lists at most `presence_max_users` users; sockets without a user are not
+    /// listed.
+    ///
+    /// @param object $launch The LTI launch (needs `$launch->link->id`)
+    /// @param string $room The room ('' for the default room; at most 256 bytes)
+    /// @return list<string>|false The user ids present, in the daemon's order; false when
+    ///   notifications are off, `websocket_publish_url` is not an http(s) URL, the daemon
+    ///   is down or refused, or its answer is not a presence answer
+    #[php(defaults(room = "\"\""))]
+    pub fn presence(launch: &Zval, room: &str) -> Zval {
+        guard(strings_or_false(None), || {
+            let users = daemon_call(launch, room, Api::Presence).and_then(|call| {
+                post::presence(&call.url, &call.token, room, call.ca_file.as_deref())
+            });
+            strings_or_false(users)
         })
     }
 
@@ -394,5 +494,6 @@ pub fn get_module(module: ModuleBuilder) -> ModuleBuilder {
         .name("tsugi_websocket")
         .version(env!("CARGO_PKG_VERSION"))
         .class::<WebSocket>()
+        .request_startup_function(request_startup)
         .info_function(module_info)
 }

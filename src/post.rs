@@ -1,4 +1,5 @@
-//! The HTTP POST behind `WebSocket::publish`: bounded in time, never a PHP error.
+//! The HTTP calls behind `WebSocket::publish` and `WebSocket::presence`: bounded in
+//! time and in size, never a PHP error.
 //!
 //! Over https the daemon's certificate is checked against the system's CA store (where
 //! a site's private CA is usually installed), plus `$CFG->websocket_ca_file` when set.
@@ -8,10 +9,20 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
+use serde_json::Value;
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
-/// The whole call (connect, TLS, send, answer) takes at most this long.
+/// The whole call (connect, TLS, send, the answer read to its end) takes at most this
+/// long.
 const TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The most of a `/publish` answer read (`{"delivered": N, "seq": S}` is a few dozen
+/// bytes): a longer one is taken, without a sequence.
+const MAX_PUBLISH_ANSWER_BYTES: u64 = 4 << 10;
+
+/// The most of a `/presence` answer read (the daemon lists at most
+/// `presence_max_users` users): a longer one is refused.
+const MAX_PRESENCE_ANSWER_BYTES: u64 = 1 << 20;
 
 /// Agents kept per PHP worker thread, one per CA file named (few: one per site).
 const AGENTS_KEPT: usize = 4;
@@ -93,10 +104,15 @@ fn agent(https: bool, ca_file: Option<&str>) -> Option<ureq::Agent> {
     ))
 }
 
-/// Posts a publish request; true when the daemon answered 200. `ca_file`: a PEM file
-/// of CAs to trust besides the system's (`$CFG->websocket_ca_file`), read once per
-/// worker thread (a new file is seen after the web server restarts its workers).
-pub fn publish(url: &str, token: &str, body: &str, ca_file: Option<&str>) -> bool {
+/// Runs `call` with the agent for `url` (https or not, `ca_file`), made on first use
+/// and kept for the worker thread. `ca_file`: a PEM file of CAs to trust besides the
+/// system's (`$CFG->websocket_ca_file`), read once per worker thread (a new file is seen
+/// after the web server restarts its workers). `None` when the CA file cannot be used.
+fn with_agent<R>(
+    url: &str,
+    ca_file: Option<&str>,
+    call: impl FnOnce(&ureq::Agent) -> Option<R>,
+) -> Option<R> {
     // Plain http needs no trust roots: no store or CA file is read for it.
     let https = url.starts_with("https://");
     let ca_file = if https { ca_file } else { None };
@@ -106,9 +122,7 @@ pub fn publish(url: &str, token: &str, body: &str, ca_file: Option<&str>) -> boo
         let i = match agents.iter().position(|(k, _)| *k == key) {
             Some(i) => i,
             None => {
-                let Some(made) = agent(https, ca_file) else {
-                    return false;
-                };
+                let made = agent(https, ca_file)?;
                 if agents.len() >= AGENTS_KEPT {
                     agents.remove(0);
                 }
@@ -116,12 +130,113 @@ pub fn publish(url: &str, token: &str, body: &str, ca_file: Option<&str>) -> boo
                 agents.len() - 1
             }
         };
-        agents[i]
-            .1
+        call(&agents[i].1)
+    })
+}
+
+/// The body of a 200 answer, at most `limit` bytes read within the call's deadline;
+/// `None` when it is longer, cut short or late.
+fn answer_body(answer: &mut ureq::http::Response<ureq::Body>, limit: u64) -> Option<Vec<u8>> {
+    answer
+        .body_mut()
+        .with_config()
+        .limit(limit)
+        .read_to_vec()
+        .ok()
+}
+
+/// What the daemon said to a publish request it took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// The message's sequence in its room: `None` when it has none (`"seq": null`, a
+    /// daemon older than the sequences, or an answer that is not
+    /// `{"delivered": N, "seq": S}`).
+    pub seq: Option<i64>,
+}
+
+/// The `seq` of a `/publish` answer, `{"delivered": N, "seq": S}`: a whole number from
+/// 0 to 2^53 - 1 (exact in JSON everywhere); anything else is none.
+fn publish_seq(answer: &[u8]) -> Option<i64> {
+    const MAX_SEQ: u64 = (1 << 53) - 1;
+    let answer: Value = serde_json::from_slice(answer).ok()?;
+    let seq = answer
+        .as_object()?
+        .get("seq")?
+        .as_u64()
+        .filter(|s| *s <= MAX_SEQ)?;
+    i64::try_from(seq).ok()
+}
+
+/// Posts a publish request; `Some` when the daemon answered 200 (took the message).
+pub fn publish(url: &str, token: &str, body: &str, ca_file: Option<&str>) -> Option<Taken> {
+    with_agent(url, ca_file, |agent| {
+        let mut answer = agent
             .post(url)
             .header("Authorization", &format!("Bearer {token}"))
             .header("Content-Type", "application/json")
             .send(body)
-            .is_ok_and(|r| r.status() == 200)
+            .ok()
+            .filter(|r| r.status() == 200)?;
+        // The message is taken: an answer that cannot be read only loses its sequence.
+        let seq = answer_body(&mut answer, MAX_PUBLISH_ANSWER_BYTES).and_then(|b| publish_seq(&b));
+        Some(Taken { seq })
+    })
+}
+
+/// The user ids of a `/presence` answer for `room`: `{"room": room, "count": N,
+/// "connections": N, "anonymous": N, "truncated": bool, "users": [{"user": "42",
+/// "connections": N}, ...]}`, each field of its type (other fields are allowed); `None`
+/// for any other answer.
+fn presence_users(answer: &[u8], room: &str) -> Option<Vec<String>> {
+    let answer: Value = serde_json::from_slice(answer).ok()?;
+    let answer = answer.as_object()?;
+    let field = |name: &str| answer.get(name);
+    (field("room")?.as_str()? == room).then_some(())?;
+    for count in ["count", "connections", "anonymous"] {
+        field(count)?.as_u64()?;
+    }
+    field("truncated")?.as_bool()?;
+    field("users")?
+        .as_array()?
+        .iter()
+        .map(|entry| {
+            let entry = entry.as_object()?;
+            entry.get("connections")?.as_u64()?;
+            entry.get("user")?.as_str().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// `room` percent-encoded for a query string: every byte but the unreserved ones
+/// (RFC 3986: letters, digits, `-._~`) as `%XX`.
+fn query_value(room: &str) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(room.len() * 3);
+    for b in room.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        }
+    }
+    out
+}
+
+/// Asks `GET <url>?room=<room>` who is in the room: the user ids the daemon lists, in
+/// its order. `None` when the daemon is not reached, answers other than 200, or not a
+/// presence answer for that room.
+pub fn presence(url: &str, token: &str, room: &str, ca_file: Option<&str>) -> Option<Vec<String>> {
+    let target = format!("{url}?room={}", query_value(room));
+    with_agent(url, ca_file, |agent| {
+        let mut answer = agent
+            .get(&target)
+            .header("Authorization", &format!("Bearer {token}"))
+            .header("Accept", "application/json")
+            .call()
+            .ok()
+            .filter(|r| r.status() == 200)?;
+        presence_users(&answer_body(&mut answer, MAX_PRESENCE_ANSWER_BYTES)?, room)
     })
 }

@@ -19,7 +19,7 @@ namespace Tsugi\Core {
      * 3600) and `$CFG->websocket_publish_url`
      * (where publish() reaches the daemon, e.g. `'http://127.0.0.1:2021'`; default:
      * derived from `websocket_url`) and `$CFG->websocket_ca_file` (a PEM file of CAs
-     * publish() trusts over https besides the system's store).
+     * publish() and presence() trust over https besides the system's store).
      */
     class WebSocket {
         private function __construct() {}
@@ -89,12 +89,40 @@ namespace Tsugi\Core {
         public static function getToken(mixed $launch): mixed {}
 
         /**
+         * The sequence the daemon gave the message of the last publish() in this request
+         * (its place in the room, as browsers see it in `seq`).
+         *
+         * @return int|null The sequence; null when the last publish() failed, the daemon
+         *   gave the message no sequence, or no publish() was made in this request
+         *
+         * @return int|null
+         */
+        public static function lastPublishSequence(): ?int {}
+
+        /**
          * The plaintext token of a launch: `WWWROOT::LINK::CONTEXT::USER`.
          *
          * @param object $launch The LTI launch (needs `$launch->link->id`)
          * @return string|false The plaintext, or false if no token can be made
          */
         public static function makeToken(mixed $launch): mixed {}
+
+        /**
+         * Who is in a room of the launch's space now, on every node: asks the daemon's
+         * `GET /presence` (at most 2 s) with a presence token good for this room only, for
+         * 30 s, at the address publish() posts to (with `/presence` for `/publish`). The
+         * daemon lists at most `presence_max_users` users; sockets without a user are not
+         * listed.
+         *
+         * @param object $launch The LTI launch (needs `$launch->link->id`)
+         * @param string $room The room ('' for the default room; at most 256 bytes)
+         * @return list<string>|false The user ids present, in the daemon's order; false when
+         *   notifications are off, `websocket_publish_url` is not an http(s) URL, the daemon
+         *   is down or refused, or its answer is not a presence answer
+         *
+         * @param string $room
+         */
+        public static function presence(mixed $launch, string $room = ''): mixed {}
 
         /**
          * Sends a message from the server to every browser of the launch's space and room

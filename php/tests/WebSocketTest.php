@@ -40,7 +40,8 @@ final class WebSocketTest extends TestCase
         $this->assertTrue($class->isInternal());
         $this->assertSame('tsugi_websocket', $class->getExtensionName());
         foreach (['enabled', 'getPort', 'getProxyPort', 'getHost', 'makeToken', 'getToken',
-                  'decodeToken', 'getSpaceFromToken', 'getPublishToken', 'publish'] as $m) {
+                  'decodeToken', 'getSpaceFromToken', 'getPublishToken', 'publish',
+                  'lastPublishSequence', 'presence'] as $m) {
             $this->assertTrue($class->getMethod($m)->isStatic(), $m);
             $this->assertTrue($class->getMethod($m)->isPublic(), $m);
         }
@@ -317,6 +318,7 @@ final class WebSocketTest extends TestCase
             $this->assertFalse(WebSocket::decodeToken($v));
             $r = WebSocket::getSpaceFromToken($v);
             $this->assertFalse($r);
+            $this->assertFalse(WebSocket::presence($v), 'presence');
             // ... as the link, the link id, the context id and the user id.
             $l = new \stdClass();
             $l->link = $v;
@@ -400,14 +402,24 @@ final class WebSocketTest extends TestCase
         $this->assertFalse(WebSocket::publish(self::launch(null), '', 'x'));
     }
 
+    /** An HTTP answer for captureServer(): the status, a JSON body, Connection: close. */
+    private static function answer(int $status, string $body): string
+    {
+        return "HTTP/1.1 $status X\r\nContent-Type: application/json\r\nContent-Length: " . strlen($body)
+            . "\r\nConnection: close\r\n\r\n" . $body;
+    }
+
     /**
-     * A child PHP that answers $n HTTP requests with 200 on 127.0.0.1 (any port) and
-     * reports each request it got. Returns [port, process, stdout pipe].
+     * A child PHP that answers $n HTTP requests on 127.0.0.1 (any port) and reports each
+     * request it got. The i-th request gets $answers[i] (raw HTTP, see answer()), else
+     * 200 `{"delivered":1}`; an answer given as ['stall' => raw] is sent, and the socket
+     * then held open for 4 s. Returns [port, process, stdout pipe].
      */
-    private static function captureServer(int $n): array
+    private static function captureServer(int $n, array $answers = []): array
     {
         $code = <<<'PHP'
             $n = (int) $argv[1];
+            $answers = json_decode(stream_get_contents(STDIN), true);
             $s = stream_socket_server('tcp://127.0.0.1:0');
             echo explode(':', stream_socket_get_name($s, false))[1], "\n";
             for ($i = 0; $i < $n; $i++) {
@@ -418,13 +430,23 @@ final class WebSocketTest extends TestCase
                 [$head, $body] = explode("\r\n\r\n", $in, 2) + [1 => ''];
                 $len = preg_match('/^content-length:\s*(\d+)/mi', $head, $m) ? (int) $m[1] : 0;
                 while (strlen($body) < $len && !feof($c)) $body .= fread($c, 8192);
-                fwrite($c, "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 16\r\n"
-                    . "Connection: close\r\n\r\n{\"delivered\":1}\n");
+                $answer = $answers[$i] ?? "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    . "Content-Length: 16\r\nConnection: close\r\n\r\n{\"delivered\":1}\n";
+                if (is_array($answer)) {
+                    fwrite($c, $answer['stall']);
+                    sleep(4);
+                } else {
+                    fwrite($c, $answer);
+                }
                 fclose($c);
                 echo json_encode(['head' => $head, 'body' => $body]), "\n";
             }
             PHP;
-        $proc = proc_open([PHP_BINARY, '-n', '-r', $code, (string) $n], [1 => ['pipe', 'w']], $pipes);
+        // The answers on stdin (they may be larger than an argument can be).
+        $proc = proc_open([PHP_BINARY, '-n', '-r', $code, (string) $n],
+            [0 => ['pipe', 'r'], 1 => ['pipe', 'w']], $pipes);
+        fwrite($pipes[0], json_encode($answers));
+        fclose($pipes[0]);
         $port = (int) fgets($pipes[1]);
         self::assertGreaterThan(0, $port, 'the capture server started');
         return [$port, $proc, $pipes[1]];
@@ -533,6 +555,248 @@ final class WebSocketTest extends TestCase
         $this->assertFalse(WebSocket::publish(self::launch(), str_repeat('r', 257), 'hello'));
     }
 
+    public function testLastPublishSequenceIsTheSeqOfTheLastPublish(): void
+    {
+        global $CFG;
+        $answers = [
+            self::answer(200, '{"delivered":2,"seq":7}'),
+            self::answer(200, '{"delivered":2,"seq":null}'),
+            self::answer(200, '{"delivered":1,"seq":9007199254740991}'),
+            self::answer(200, '{"delivered":1}'),                 // a daemon without sequences
+            self::answer(200, '{"delivered":1,"seq":8}'),
+            self::answer(403, '{"error":"forbidden","seq":9}'),   // refused: no sequence
+            self::answer(200, '{"delivered":1,"seq":10}'),
+            self::answer(200, 'not json'),                        // taken, no sequence
+            self::answer(200, '{"delivered":1,"seq":"11"}'),
+            self::answer(200, '{"delivered":1,"seq":-1}'),
+            self::answer(200, '{"delivered":1,"seq":1.5}'),
+            self::answer(200, '{"delivered":1,"seq":9007199254740992}'),
+            self::answer(200, '[7]'),
+            self::answer(200, '{"delivered":1,"seq":12,"pad":"' . str_repeat('x', 8192) . '"}'),
+        ];
+        [$port, $proc, $out] = self::captureServer(count($answers), $answers);
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port";
+        $expect = [7, null, 9007199254740991, null, 8, 'refused', 10, null, null, null, null, null, null, null];
+        $errors = [];
+        set_error_handler(function (int $no, string $msg) use (&$errors) {
+            $errors[] = $msg;
+            return true;
+        });
+        try {
+            foreach ($expect as $i => $seq) {
+                $taken = WebSocket::publish(self::launch(), 'grades', "m$i");
+                self::captured($out);
+                $this->assertSame($seq !== 'refused', $taken, "answer $i");
+                $this->assertSame($seq === 'refused' ? null : $seq, WebSocket::lastPublishSequence(), "answer $i");
+            }
+        } finally {
+            restore_error_handler();
+        }
+        $this->assertSame([], $errors, 'no warning, notice or deprecation');
+        proc_close($proc);
+        // A publish that makes no request resets it too.
+        $CFG->websocket_url = 'xyzzy';
+        $this->assertFalse(WebSocket::publish(self::launch(), 'r', 'm'));
+        $this->assertNull(WebSocket::lastPublishSequence());
+    }
+
+    public function testLastPublishSequenceIsNullWhenNoPublishWasMade(): void
+    {
+        // A request of its own (the suite's request has published already).
+        $so = $this->loadedExtension();
+        $out = shell_exec(escapeshellarg(PHP_BINARY) . ' -n -d extension=' . escapeshellarg($so)
+            . ' -r ' . escapeshellarg('var_export(Tsugi\Core\WebSocket::lastPublishSequence());') . ' 2>&1');
+        $this->assertSame('NULL', $out);
+    }
+
+    /** A presence answer for $room listing $users (user id => connections). */
+    private static function presenceAnswer(string $room, array $users, array $extra = []): string
+    {
+        $list = [];
+        foreach ($users as $user => $n) $list[] = ['user' => (string) $user, 'connections' => $n];
+        return json_encode(['room' => $room, 'count' => count($users),
+            'connections' => array_sum($users) + 1, 'anonymous' => 1, 'truncated' => false,
+            'users' => $list] + $extra);
+    }
+
+    public function testPresenceAsksWithARoomBoundPresenceToken(): void
+    {
+        global $CFG;
+        $room = "grades / \u{e9}t\u{e9}&x=1?#+%";
+        [$port, $proc, $out] = self::captureServer(3, [
+            self::answer(200, self::presenceAnswer($room, ['42' => 2, '7' => 1, 'alice' => 1])),
+            self::answer(200, self::presenceAnswer('', [])),
+            self::answer(200, self::presenceAnswer('r', ['9' => 1], ['truncated' => true, 'more' => [1]])),
+        ]);
+        // websocket_url names another address, never contacted.
+        $CFG->websocket_url = 'wss://127.0.0.1:1';
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port/sock/";
+        $this->assertSame(['42', '7', 'alice'], WebSocket::presence(self::launch(), $room));
+        [$line, $headers, $body] = self::captured($out);
+        $this->assertSame('GET /sock/presence?room=' . rawurlencode($room) . ' HTTP/1.1', $line);
+        $this->assertSame('', $body);
+        $this->assertMatchesRegularExpression('/^Bearer [\w-]+\.[\w-]+\.[\w-]+$/', $headers['authorization']);
+        $token = substr($headers['authorization'], 7);
+        [$plain, $why, $bound] = Ref\verify(['opensource'], $token, time(), true, 'presence');
+        $this->assertSame(self::WWW . '::42::7::9', $plain, (string) $why);
+        $this->assertSame($room, $bound);
+        $claims = json_decode(Ref\unb64url(explode('.', $token)[1]), true);
+        $this->assertSame(['iss', 'lnk', 'ctx', 'sub', 'iat', 'exp', 'scp', 'rom'], array_keys($claims));
+        $this->assertSame('presence', $claims['scp']);
+        $this->assertSame(30, $claims['exp'] - $claims['iat']);
+        $this->assertNull(Ref\verify(['opensource'], $token, time(), true, 'publish')[0], 'not a publish token');
+        $this->assertFalse(WebSocket::decodeToken($token), 'not a browser token');
+        // The default room ('' when left out), at websocket_publish_url ending in /publish.
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port/publish";
+        $this->assertSame([], WebSocket::presence(self::launch()));
+        [$line, $headers] = self::captured($out);
+        $this->assertSame('GET /presence?room= HTTP/1.1', $line);
+        $claims = json_decode(Ref\unb64url(explode('.', substr($headers['authorization'], 7))[1]), true);
+        $this->assertSame('', $claims['rom']);
+        // Not set: the address derived from websocket_url; unknown fields are allowed.
+        $CFG->websocket_publish_url = false;
+        $CFG->websocket_url = "ws://127.0.0.1:$port/derived";
+        $this->assertSame(['9'], WebSocket::presence(self::launch(), 'r'));
+        [$line] = self::captured($out);
+        $this->assertSame('GET /derived/presence?room=r HTTP/1.1', $line);
+        proc_close($proc);
+    }
+
+    public function testPresenceAnswersFalseForAnythingButAPresenceAnswer(): void
+    {
+        global $CFG;
+        $good = json_decode(self::presenceAnswer('r', ['42' => 1]), true);
+        $with = fn (array $change) => json_encode(array_merge($good, $change));
+        $without = function (string $key) use ($good) {
+            unset($good[$key]);
+            return json_encode($good);
+        };
+        $bad = [
+            self::answer(404, 'not found'),
+            self::answer(401, '{"error":"no token"}'),
+            self::answer(403, json_encode($good)),
+            self::answer(500, json_encode($good)),
+            self::answer(204, ''),
+            "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:1/presence\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            self::answer(200, ''),
+            self::answer(200, 'not json'),
+            self::answer(200, json_encode($good) . 'x'),
+            self::answer(200, substr(json_encode($good), 0, -1)),
+            self::answer(200, 'null'),
+            self::answer(200, '[]'),
+            self::answer(200, '{}'),
+            self::answer(200, '["42"]'),
+            self::answer(200, $with(['room' => 'other'])),
+            self::answer(200, $with(['room' => null])),
+            self::answer(200, $with(['users' => null])),
+            self::answer(200, $with(['users' => ['42']])),
+            self::answer(200, $with(['users' => [['user' => 42, 'connections' => 1]]])),
+            self::answer(200, $with(['users' => [['user' => null, 'connections' => 1]]])),
+            self::answer(200, $with(['users' => [['connections' => 1]]])),
+            self::answer(200, $with(['users' => [['user' => '42']]])),
+            self::answer(200, $with(['users' => [['user' => '42', 'connections' => -1]]])),
+            self::answer(200, $with(['users' => (object) ['a' => ['user' => '42', 'connections' => 1]]])),
+            self::answer(200, $with(['count' => '1'])),
+            self::answer(200, $with(['connections' => 1.5])),
+            self::answer(200, $with(['anonymous' => -1])),
+            self::answer(200, $with(['truncated' => 0])),
+            self::answer(200, $without('count')),
+            self::answer(200, $without('truncated')),
+            self::answer(200, $without('users')),
+            // Over 1 MiB: not read to its end.
+            self::answer(200, $with(['users' => array_fill(0, 40000, ['user' => '42', 'connections' => 1])])),
+            // A body that says more than it sends (cut short).
+            "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n" . json_encode($good),
+            "garbage\r\n\r\n",
+        ];
+        $n = count($bad);
+        [$port, $proc, $out] = self::captureServer($n + 2, array_merge($bad, [
+            self::answer(200, json_encode($good)),
+            ['stall' => "HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nConnection: close\r\n\r\n{\"room\":"],
+        ]));
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port";
+        $errors = [];
+        set_error_handler(function (int $no, string $msg) use (&$errors) {
+            $errors[] = $msg;
+            return true;
+        });
+        try {
+            for ($i = 0; $i < $n; $i++) {
+                $this->assertFalse(WebSocket::presence(self::launch(), 'r'), "answer $i");
+                self::captured($out);
+            }
+            // The same server, a right answer: the list.
+            $this->assertSame(['42'], WebSocket::presence(self::launch(), 'r'));
+            self::captured($out);
+            // An answer whose body never ends: the 2 s bound holds.
+            $t = microtime(true);
+            $this->assertFalse(WebSocket::presence(self::launch(), 'r'));
+            $this->assertLessThan(3.0, microtime(true) - $t);
+        } finally {
+            restore_error_handler();
+        }
+        $this->assertSame([], $errors, 'no warning, notice or deprecation');
+        proc_close($proc);
+    }
+
+    public function testPresenceAnswersFalseWhenOffOrTheDaemonIsDown(): void
+    {
+        global $CFG;
+        $server = stream_socket_server('tcp://127.0.0.1:0');
+        $port = (int) explode(':', stream_socket_get_name($server, false))[1];
+        fclose($server); // nothing listens there now
+        $CFG->websocket_url = "ws://127.0.0.1:$port";
+        $t = microtime(true);
+        $this->assertFalse(WebSocket::presence(self::launch(), 'room'));
+        $this->assertLessThan(2.5, microtime(true) - $t);
+        // A daemon that never answers: the 2 s bound holds.
+        $server = stream_socket_server('tcp://127.0.0.1:0');
+        $port = (int) explode(':', stream_socket_get_name($server, false))[1];
+        $CFG->websocket_url = "ws://127.0.0.1:$port";
+        $t = microtime(true);
+        $this->assertFalse(WebSocket::presence(self::launch(), 'room'));
+        $this->assertLessThan(3.0, microtime(true) - $t);
+        fclose($server);
+        // No request when: not enabled, no link, a room over 256 bytes, a bad
+        // websocket_publish_url, a bad websocket_ca_file, no secret.
+        $server = stream_socket_server('tcp://127.0.0.1:0');
+        $port = (int) explode(':', stream_socket_get_name($server, false))[1];
+        $CFG->websocket_url = 'xyzzy';
+        $CFG->websocket_publish_url = "http://127.0.0.1:$port";
+        $this->assertFalse(WebSocket::presence(self::launch(), ''));
+        $CFG->websocket_url = 'ws://127.0.0.1:1';
+        $this->assertFalse(WebSocket::presence(self::launch(null), ''));
+        $this->assertFalse(WebSocket::presence(self::launch(), str_repeat('r', 257)));
+        $CFG->websocket_ca_file = '';
+        $this->assertFalse(WebSocket::presence(self::launch(), 'r'));
+        $CFG->websocket_ca_file = false;
+        $CFG->websocket_secret = '';
+        $this->assertFalse(WebSocket::presence(self::launch(), 'r'));
+        $CFG->websocket_secret = 'opensource';
+        $CFG->websocket_url = "ws://127.0.0.1:$port";
+        foreach (['ftp://127.0.0.1:21', "http://u:p@127.0.0.1:$port", "http://127.0.0.1:$port/?a=1", 2021, []] as $v) {
+            $CFG->websocket_publish_url = $v;
+            $this->assertFalse(WebSocket::presence(self::launch(), 'r'));
+        }
+        $this->assertFalse(@stream_socket_accept($server, 0), 'nothing connected');
+        fclose($server);
+        unset($GLOBALS['CFG']);
+        $this->assertFalse(WebSocket::presence(self::launch(), 'r'));
+    }
+
+    public function testPresenceArgumentsAreTyped(): void
+    {
+        // PHP's own TypeError, as for publish(): a room that is not a (UTF-8) string.
+        foreach ([[], "\xff"] as $room) {
+            try {
+                WebSocket::presence(self::launch(), $room);
+                $this->fail('no TypeError');
+            } catch (\TypeError $e) {
+                $this->assertStringContainsString('room', $e->getMessage());
+            }
+        }
+    }
+
     /** The module's rows of phpinfo(), as name => value. */
     private static function info(): array
     {
@@ -573,14 +837,21 @@ final class WebSocketTest extends TestCase
         $this->assertStringNotContainsString('the-secret-value', $all);
     }
 
-    public function testPhpRiListsThePublishEndpoint(): void
+    /** The path of the loaded extension (skips the test when it cannot be found). */
+    private function loadedExtension(): string
     {
-        // php --ri runs no script, so there is no $CFG: everything reads as off.
         $so = null;
         foreach (file('/proc/self/maps') as $line) {
             if (preg_match('#\s(/\S*tsugi_websocket\.so)$#', trim($line), $m)) $so = $m[1];
         }
         if ($so === null) $this->markTestSkipped('cannot find the loaded extension file');
+        return $so;
+    }
+
+    public function testPhpRiListsThePublishEndpoint(): void
+    {
+        // php --ri runs no script, so there is no $CFG: everything reads as off.
+        $so = $this->loadedExtension();
         $out = shell_exec(escapeshellarg(PHP_BINARY) . ' -n -d extension=' . escapeshellarg($so)
             . ' --ri tsugi_websocket 2>&1');
         $this->assertStringContainsString('enabled => no', $out);
