@@ -377,3 +377,51 @@ async fn php_publish_reaches_a_wss_daemon_over_https_trusting_websocket_ca_file(
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn php_presence_and_publish_sequence_come_from_the_real_daemon() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let running = daemon().await;
+    let tokens: Vec<String> = serde_json::from_str(&php(
+        "echo json_encode([Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 1)), Tsugi\\Core\\WebSocket::getToken(launch(77, 1, 2))]);",
+    ))
+    .unwrap();
+    // User 1 with the protocol (its room then keeps a sequence), user 2 raw, twice.
+    let mut req = url(running.addr, &tokens[0], Some("grades"))
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
+    let (mut json, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    let _raw = connect(running.addr, &tokens[1], Some("grades")).await;
+    let _raw2 = connect(running.addr, &tokens[1], Some("grades")).await;
+    let _elsewhere = connect(running.addr, &tokens[1], Some("other")).await;
+    let port = running.addr.port();
+    let out = php_async(format!(
+        "$CFG->websocket_url = 'ws://127.0.0.1:{port}'; \
+         $who = Tsugi\\Core\\WebSocket::presence(launch(77, 1, 9), 'grades'); sort($who); \
+         $ok = Tsugi\\Core\\WebSocket::publish(launch(77, 1, 9), 'grades', 'hello'); \
+         echo json_encode([$who, Tsugi\\Core\\WebSocket::presence(launch(77, 1, 9), 'empty'), \
+             $ok, Tsugi\\Core\\WebSocket::lastPublishSequence()]);"
+    ))
+    .await;
+    let got: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(got, serde_json::json!([["1", "2"], [], true, 1]), "{out}");
+    // The protocol's socket got it with that sequence, from the server.
+    loop {
+        let f: serde_json::Value = serde_json::from_str(&text(&mut json).await.unwrap()).unwrap();
+        if f["type"] == "message" {
+            assert_eq!((f["seq"].clone(), f["server"].clone()), (1.into(), true.into()));
+            break;
+        }
+    }
+    // A daemon that is gone: false.
+    running.shutdown();
+    running.wait().await;
+    let out = php_async(format!(
+        "$CFG->websocket_url = 'ws://127.0.0.1:{port}'; \
+         var_export(Tsugi\\Core\\WebSocket::presence(launch(77, 1, 9), 'grades'));"
+    ))
+    .await;
+    assert_eq!(out, "false");
+}
