@@ -42,8 +42,17 @@ pub struct Member {
 }
 
 impl Member {
-    fn push(&self, msg: &Message, seq: u64, now: Instant, metrics: &Metrics, d: &mut Delivery) {
-        match self.outbox.push_seq(msg, seq, now) {
+    /// Queues `msg` counted as `charge` bytes (see [`Outbox::push_charged`]).
+    fn push(
+        &self,
+        msg: &Message,
+        seq: u64,
+        charge: usize,
+        now: Instant,
+        metrics: &Metrics,
+        d: &mut Delivery,
+    ) {
+        match self.outbox.push_charged(msg, seq, charge, now) {
             Push::Queued => d.delivered += 1,
             Push::Full => {
                 if !self.slow.is_cancelled() {
@@ -146,13 +155,14 @@ impl Members {
                 (Some(_), true) if Some(m.id) == out.sender => {
                     // The sender's ack is no delivery, but a full queue is.
                     let mut ack = Delivery::default();
-                    m.push(&ack_frame(seq), 0, now, metrics, &mut ack);
+                    let ack_frame = ack_frame(seq);
+                    m.push(&ack_frame, 0, ack_frame.len(), now, metrics, &mut ack);
                     d.slow += ack.slow;
                 }
                 _ if Some(m.id) == out.sender => {}
-                (Some(frame), true) => m.push(frame, seq_key, now, metrics, &mut d),
+                (Some(frame), true) => m.push(frame, seq_key, out.msg.len(), now, metrics, &mut d),
                 (None, true) => {}
-                (_, false) if raw => m.push(out.msg, 0, now, metrics, &mut d),
+                (_, false) if raw => m.push(out.msg, 0, out.msg.len(), now, metrics, &mut d),
                 (_, false) => {}
             }
         }
@@ -171,7 +181,7 @@ impl Members {
         let mut d = Delivery::default();
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
         for m in members.iter().filter(|m| m.json && Some(m.id) != except) {
-            m.push(frame, 0, now, metrics, &mut d);
+            m.push(frame, 0, frame.len(), now, metrics, &mut d);
         }
     }
 

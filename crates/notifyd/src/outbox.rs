@@ -22,7 +22,9 @@ pub struct Outbox {
 
 #[derive(Debug, Default)]
 struct OutboxState {
-    queue: VecDeque<(Message, Instant, u64)>,
+    /// Each message, when it was queued, its room sequence (0: none) and the bytes it
+    /// counts for.
+    queue: VecDeque<(Message, Instant, u64, usize)>,
     bytes: usize,
     closed: bool,
     /// Sequenced messages up to this one were written already (by recovery): they are
@@ -81,21 +83,29 @@ impl Outbox {
 
     /// Offers a message with its room sequence (0: none) at `now`. Never waits.
     pub fn push_seq(&self, msg: &Message, seq: u64, now: Instant) -> Push {
+        self.push_charged(msg, seq, msg.len(), now)
+    }
+
+    /// Offers a message that counts as `charge` bytes against the byte bound: a frame of
+    /// the protocol counts as the payload it carries, so that what holds a raw reader
+    /// (the rate limits against `outbound_queue_bytes`) holds one of the protocol too,
+    /// however much JSON escaping grows it (at most 6 times).
+    pub fn push_charged(&self, msg: &Message, seq: u64, charge: usize, now: Instant) -> Push {
         let mut st = self.lock();
         if st.closed {
             return Push::Closed;
         }
-        let len = msg.len();
+        let len = charge;
         let over = st.queue.len() >= self.max_messages
             || (!st.queue.is_empty() && st.bytes + len > self.max_bytes)
             || st
                 .queue
                 .front()
-                .is_some_and(|(_, at, _)| now.saturating_duration_since(*at) >= self.max_age);
+                .is_some_and(|(_, at, _, _)| now.saturating_duration_since(*at) >= self.max_age);
         if over {
             return Push::Full;
         }
-        st.queue.push_back((msg.clone(), now, seq));
+        st.queue.push_back((msg.clone(), now, seq, len));
         st.bytes += len;
         drop(st);
         self.ready.notify_one();
@@ -108,10 +118,10 @@ impl Outbox {
         let mut guard = self.lock();
         let st = &mut *guard;
         let n = st.queue.len().min(max);
-        let oldest = st.queue.front().filter(|_| n > 0).map(|(_, at, _)| *at);
+        let oldest = st.queue.front().filter(|_| n > 0).map(|(_, at, _, _)| *at);
         let skip = st.skip_through;
-        for (m, _, seq) in st.queue.drain(..n) {
-            st.bytes -= m.len();
+        for (m, _, seq, charge) in st.queue.drain(..n) {
+            st.bytes -= charge;
             if seq == 0 || seq > skip {
                 out.push(m);
             }

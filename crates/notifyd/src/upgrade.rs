@@ -35,15 +35,16 @@ const WRITE_SLACK: usize = 4096;
 /// The largest payload of a control frame (RFC 6455).
 const MAX_CONTROL_PAYLOAD: usize = 125;
 
-/// tungstenite's settings for a connection. Its write buffer holds at most one
-/// message past `WRITE_BUFFER` (each write waits for the socket once it is over), so
-/// that is its bound; tungstenite requires the bound to exceed `WRITE_BUFFER` for
-/// every `max_message_bytes`. Control frames (up to 125 bytes) always fit a frame.
-fn ws_config(max: usize) -> WebSocketConfig {
+/// tungstenite's settings for a connection that reads messages of at most `max` bytes
+/// and writes frames of at most `max_out`. Its write buffer holds at most one frame
+/// past `WRITE_BUFFER` (each write waits for the socket once it is over), so that is its
+/// bound; tungstenite requires the bound to exceed `WRITE_BUFFER` for every size.
+/// Control frames (up to 125 bytes) always fit a frame.
+fn ws_config(max: usize, max_out: usize) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + max + WRITE_SLACK)
+        .max_write_buffer_size(WRITE_BUFFER + max_out + WRITE_SLACK)
         .max_message_size(Some(max))
         .max_frame_size(Some(max.max(MAX_CONTROL_PAYLOAD)))
 }
@@ -161,11 +162,18 @@ where
     let tracker = node.tracker.clone();
     tracker.spawn(
         async move {
+            let limits = &node.config.limits;
+            let max = limits.max_message_bytes;
+            let max_out = if json {
+                protocol::max_frame_bytes(max, limits.presence_max_users)
+            } else {
+                max
+            };
             let ws = WebSocketStream::from_partially_read(
                 stream,
                 rest,
                 Role::Server,
-                Some(ws_config(node.config.limits.max_message_bytes)),
+                Some(ws_config(max, max_out)),
             )
             .await;
             // A client of the protocol is told where the room stands, and what it

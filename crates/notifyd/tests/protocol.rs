@@ -557,3 +557,39 @@ async fn eventually_equal(
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_largest_legal_burst_reaches_a_protocol_reader_however_much_json_grows_it() {
+    // The shipped queue bound (1 MiB) and message size (64 KiB); the rate limit lifted
+    // so that one sender's burst is the largest the bound must hold.
+    let d = start(config()).await;
+    let mut reader = open(d.addr, &token("1", "reader"), None, None).await;
+    opening(&mut reader).await;
+    let mut sender = connect(d.addr, &token("1", "sender"), None).await;
+    // Characters JSON writes as six bytes each (\u0001), and quotes (two each): a
+    // 64 KiB message is a frame of up to 384 KiB.
+    let control = "\u{1}".repeat(64 * 1024);
+    let quotes = "\"".repeat(64 * 1024);
+    // 14 x 64 KiB = 896 KiB: within the reader's 1 MiB of payload, 5 MiB of JSON. The
+    // reader reads nothing until all are sent.
+    for i in 0..14 {
+        let m = if i % 2 == 0 { &control } else { &quotes };
+        sender.send(Message::text(m.clone())).await.unwrap();
+    }
+    sender.send(Message::text("end")).await.unwrap();
+    let got = messages_until(&mut reader, "end").await;
+    assert_eq!(
+        got.len(),
+        15,
+        "the reader was not closed as slow, nor its frames refused"
+    );
+    assert_eq!(got[0].1, control);
+    assert_eq!(got[1].1, quotes);
+    assert_eq!(
+        metric(
+            &d.metrics,
+            "tsugi_notify_messages_dropped_total{reason=\"slow_consumer\"}"
+        ),
+        0
+    );
+}
