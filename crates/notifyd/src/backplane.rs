@@ -44,7 +44,9 @@ use crate::config::Redis;
 use crate::history::HistoryLimits;
 use crate::hub::{Change, ConnId, Hub, Json, Outgoing as RoomOutgoing};
 use crate::metrics::{EnvelopeRefusal, Metrics};
-use crate::protocol::{new_epoch, Identity, Opening, Presence, Resume, Stored, Unrecovered};
+use crate::protocol::{
+    new_epoch, Identity, Opening, Presence, Resume, Stored, Unlisted, Unrecovered,
+};
 use crate::Error;
 
 /// Channel name prefix; the rest is the space.
@@ -80,9 +82,9 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Questions (recovery, presence) waiting for the backplane; past this they are
 /// answered "unavailable" at once.
 const QUESTIONS: usize = 1024;
-/// Members one record lists at most (a room's members on one node are bounded by
-/// `max_connections_per_space`, 5,000 by default).
-const MAX_RECORD_MEMBERS: usize = 20_000;
+/// Fields of a room's hash read at most (one per node): past it, presence is not read
+/// (someone else wrote there).
+const MAX_NODES: usize = 1024;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -381,6 +383,65 @@ end
 return 0
 ";
 
+/// Where a room stands, for a member of the protocol that opens there (and for the
+/// refresh, with no resume): the history kept alive (its epoch made if it has none),
+/// its epoch and sequence, the members' records and, from ARGV[3] when it is not empty,
+/// the history's entries. Read with bounds, since anyone who can write to Redis can
+/// write there: at most ARGV[5] records of at most ARGV[6] bytes (else none), and
+/// entries of at most ARGV[7] bytes (a longer one is read as empty: not recoverable).
+const OPEN_SCRIPT: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('PEXPIRE', KEYS[3], ARGV[2])
+local e = redis.call('GET', KEYS[1])
+local s = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+local here = {}
+if redis.call('HLEN', KEYS[4]) <= tonumber(ARGV[5]) then
+  local all = redis.call('HGETALL', KEYS[4])
+  for i = 1, #all, 2 do
+    if #all[i + 1] <= tonumber(ARGV[6]) then
+      here[#here + 1] = all[i]
+      here[#here + 1] = all[i + 1]
+    end
+  end
+end
+local log = {}
+if ARGV[3] ~= '' then
+  local entries = redis.call('XRANGE', KEYS[3], ARGV[3] .. '-0', '+', 'COUNT', ARGV[4])
+  for _, entry in ipairs(entries) do
+    local m = entry[2][2]
+    if type(m) ~= 'string' or #m > tonumber(ARGV[7]) then m = '' end
+    log[#log + 1] = {entry[1], m}
+  end
+end
+return {e, s, here, log}
+";
+
+/// The members' records of a room, read with the bounds of [`OPEN_SCRIPT`] (ARGV[1]
+/// records of ARGV[2] bytes).
+const HERE_SCRIPT: &str = r"
+local here = {}
+if redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[1]) then
+  local all = redis.call('HGETALL', KEYS[1])
+  for i = 1, #all, 2 do
+    if #all[i + 1] <= tonumber(ARGV[2]) then
+      here[#here + 1] = all[i]
+      here[#here + 1] = all[i + 1]
+    end
+  end
+end
+return here
+";
+
+/// The scripts a session runs.
+struct Scripts {
+    publish: redis::Script,
+    sweep: redis::Script,
+    open: redis::Script,
+    here: redis::Script,
+}
+
 /// A message waiting to go to Redis; it gets its node sequence, time and MAC when it is
 /// sent, so that sequences rise in the order Redis sees them.
 #[derive(Debug)]
@@ -406,7 +467,7 @@ enum Question {
     Presence {
         space: Space,
         room: Room,
-        reply: oneshot::Sender<Result<Vec<Identity>, Lost>>,
+        reply: oneshot::Sender<Result<Presence, Lost>>,
     },
 }
 
@@ -415,7 +476,7 @@ enum Question {
 struct Answer {
     epoch: String,
     seq: u64,
-    others: Vec<Identity>,
+    others: Presence,
     recovery: Option<Result<Vec<Stored>, Unrecovered>>,
 }
 
@@ -431,6 +492,7 @@ pub struct Backplane {
     max_message_bytes: usize,
     history: HistoryLimits,
     presence_ttl: Duration,
+    presence_max: usize,
     /// Payload bytes in `queue`.
     queued_bytes: AtomicUsize,
     /// When an error reply was last logged (Unix ms).
@@ -472,6 +534,8 @@ pub struct Setup {
     pub history: HistoryLimits,
     /// How soon a dead node's members leave.
     pub presence_ttl: Duration,
+    /// Sockets a record lists at most (then counts only).
+    pub presence_max: usize,
     /// This node's rooms.
     pub hub: Arc<Hub>,
     /// Every join and leave of this node.
@@ -503,6 +567,7 @@ impl Backplane {
             max_message_bytes: setup.max_message_bytes,
             history: setup.history,
             presence_ttl: setup.presence_ttl,
+            presence_max: setup.presence_max,
             queued_bytes: AtomicUsize::new(0),
             soft_warned: AtomicU64::new(0),
         });
@@ -614,13 +679,12 @@ impl Backplane {
             None => (
                 String::new(),
                 0,
-                Vec::new(),
+                Presence::default(),
                 resume.map(|_| Err(Unrecovered::Unavailable)),
             ),
         };
-        let mut presence = Presence { members: local };
-        presence.members.extend(others);
-        presence.normalise();
+        let mut presence = Presence::of(local);
+        presence.merge(others);
         Opening {
             epoch,
             seq,
@@ -639,9 +703,8 @@ impl Backplane {
             })
             .await
             .unwrap_or_default();
-        let mut presence = Presence { members: local };
-        presence.members.extend(others);
-        presence.normalise();
+        let mut presence = Presence::of(local);
+        presence.merge(others);
         presence
     }
 
@@ -678,17 +741,36 @@ impl Backplane {
         }
     }
 
-    /// This node's record of a room's members, sealed for the room's hash.
-    fn record(&self, here_key: &str, members: &[Identity]) -> Vec<u8> {
+    /// The largest record this node writes, and reads: a list of at most
+    /// `presence_max` sockets (JSON escapes a byte into at most 6).
+    fn max_record(&self) -> usize {
+        self.presence_max
+            .saturating_mul(6 * (tsugi_notify_core::MAX_TOKEN_BYTES + 64) + 16)
+            + 512
+    }
+
+    /// This node's record of a room's members, sealed for the room's hash: the sockets,
+    /// or their counts only past `presence_max_users`.
+    fn record(&self, here_key: &str, members: Vec<Identity>) -> Vec<u8> {
         let expires = unix_ms()
             .saturating_add(u64::try_from(self.presence_ttl.as_millis()).unwrap_or(u64::MAX));
-        let list: Vec<(Option<&str>, &str)> = members
-            .iter()
-            .take(MAX_RECORD_MEMBERS)
-            .map(|m| (m.user.as_deref(), &*m.conn))
-            .collect();
+        let part = Presence::of(members);
+        let list: Vec<(Option<&str>, &str)> = if part.members.len() <= self.presence_max {
+            part.members
+                .iter()
+                .map(|m| (m.user.as_deref(), &*m.conn))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let unlisted = if list.is_empty() {
+            part.counts()
+        } else {
+            Unlisted::default()
+        };
         let mut body =
-            serde_json::to_vec(&serde_json::json!({ "x": expires, "m": list })).unwrap_or_default();
+            serde_json::to_vec(&serde_json::json!({ "x": expires, "m": list, "c": unlisted }))
+                .unwrap_or_default();
         let len = channel_len(here_key);
         let tag = self
             .keyring
@@ -697,19 +779,20 @@ impl Backplane {
         body
     }
 
-    /// A record read from a room's hash: its members and whether it has expired, or
-    /// `None` (counted) when it is not authentic or not readable.
-    fn open_record(&self, here_key: &str, bytes: &[u8]) -> Option<(Vec<Identity>, bool)> {
+    /// A record read from a room's hash: its part of the room and whether it has
+    /// expired, or `None` (counted) when it is not authentic or not readable.
+    fn open_record(&self, here_key: &str, bytes: &[u8]) -> Option<(Presence, bool)> {
         #[derive(serde::Deserialize)]
         struct Record {
             x: u64,
             m: Vec<(Option<String>, String)>,
+            c: Unlisted,
         }
         let refuse = |why| {
             self.metrics.envelope_refused(why);
             None
         };
-        if bytes.len() > (MAX_RECORD_MEMBERS + 1) * (2 * MAX_USER_BYTES + 64) {
+        if bytes.len() > self.max_record() {
             return refuse(EnvelopeRefusal::TooBig);
         }
         let Some(split) = bytes.len().checked_sub(TAG) else {
@@ -733,7 +816,11 @@ impl Backplane {
                     conn: Arc::from(conn),
                 })
                 .collect();
-        Some((members, r.x <= unix_ms()))
+        let part = Presence {
+            members,
+            unlisted: r.c,
+        };
+        Some((part, r.x <= unix_ms()))
     }
 }
 
@@ -903,10 +990,14 @@ async fn session(
     )));
     let mut subscribed: HashMap<String, Space> = HashMap::new();
     sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
-    let publish = redis::Script::new(PUBLISH_SCRIPT);
-    let sweep = redis::Script::new(SWEEP_SCRIPT);
+    let scripts = Scripts {
+        publish: redis::Script::new(PUBLISH_SCRIPT),
+        sweep: redis::Script::new(SWEEP_SCRIPT),
+        open: redis::Script::new(OPEN_SCRIPT),
+        here: redis::Script::new(HERE_SCRIPT),
+    };
     // Every room's record, now (others may have seen this node's expire).
-    refresh(bp, hub, &mut conn, &sweep, state).await?;
+    refresh(bp, hub, &mut conn, &scripts, state).await?;
     bp.set_up(true);
     info!(
         node = format_args!("{:016x}", bp.node),
@@ -943,7 +1034,7 @@ async fn session(
                 } else {
                     let keys = RoomKeys::new(&space, &env.room);
                     let age = bp.history.age.as_millis().max(1);
-                    let sequenced: Option<(Vec<u8>, u64)> = soft(bp, "publish script", publish
+                    let sequenced: Option<(Vec<u8>, u64)> = soft(bp, "publish script", scripts.publish
                         .key(&keys.epoch).key(&keys.seq).key(&keys.log)
                         .arg(&channel).arg(&bytes).arg(bp.history.messages).arg(u64::try_from(age).unwrap_or(u64::MAX))
                         .invoke_async(&mut conn)).await?;
@@ -981,7 +1072,7 @@ async fn session(
                 // A room's first member here: subscribed before its history is read,
                 // so that nothing falls between the two.
                 sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
-                answer(bp, &mut conn, q).await?;
+                answer(bp, &mut conn, &scripts, q).await?;
             }
             change = queues.feed.recv() => {
                 let Some(change) = change else { return Ok(()) };
@@ -1004,7 +1095,7 @@ async fn session(
                 let dirty: Vec<_> = state.dirty.drain().collect();
                 write_records(bp, hub, &mut conn, &dirty).await?;
             }
-            _ = refresh_every.tick() => refresh(bp, hub, &mut conn, &sweep, state).await?,
+            _ = refresh_every.tick() => refresh(bp, hub, &mut conn, &scripts, state).await?,
         }
     }
 }
@@ -1051,15 +1142,21 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
 async fn answer(
     bp: &Backplane,
     conn: &mut redis::aio::MultiplexedConnection,
+    scripts: &Scripts,
     q: Question,
 ) -> Result<(), Lost> {
     match q {
         Question::Presence { space, room, reply } => {
             let keys = RoomKeys::new(&space, &room);
-            let here: Option<HashMap<Vec<u8>, Vec<u8>>> = soft(
+            let here: Option<Vec<Vec<u8>>> = soft(
                 bp,
                 "presence",
-                redis::cmd("HGETALL").arg(&keys.here).query_async(conn),
+                scripts
+                    .here
+                    .key(&keys.here)
+                    .arg(MAX_NODES)
+                    .arg(bp.max_record())
+                    .invoke_async(conn),
             )
             .await?;
             let _ = reply.send(match here {
@@ -1075,50 +1172,33 @@ async fn answer(
         } => {
             let keys = RoomKeys::new(&space, &room);
             let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
-            let mut pipe = redis::pipe();
-            pipe.atomic()
-                .cmd("SET")
-                .arg(&keys.epoch)
-                .arg(new_epoch())
-                .arg("NX")
-                .arg("PX")
-                .arg(age)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&keys.epoch)
-                .arg(age)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&keys.seq)
-                .arg(age)
-                .ignore()
-                .cmd("PEXPIRE")
-                .arg(&keys.log)
-                .arg(age)
-                .ignore()
-                .cmd("GET")
-                .arg(&keys.epoch)
-                .cmd("GET")
-                .arg(&keys.seq)
-                .cmd("HGETALL")
-                .arg(&keys.here);
-            let since = resume.as_ref().map_or(0, |r| r.since);
-            let count = bp.history.messages.saturating_add(1);
-            pipe.cmd("XRANGE")
-                .arg(&keys.log)
-                .arg(format!("{}-0", since.saturating_add(1)))
-                .arg("+")
-                .arg("COUNT")
-                .arg(count);
-            type Entries = Vec<(String, Vec<Vec<u8>>)>;
-            type Opened = (String, Option<u64>, HashMap<Vec<u8>, Vec<u8>>, Entries);
-            let Some((epoch, seq, here, log)): Option<Opened> =
-                soft(bp, "open", pipe.query_async(conn)).await?
-            else {
+            let from = resume
+                .as_ref()
+                .map_or(String::new(), |r| r.since.saturating_add(1).to_string());
+            type Opened = (String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>);
+            let opened: Option<Opened> = soft(
+                bp,
+                "open",
+                scripts
+                    .open
+                    .key(&keys.epoch)
+                    .key(&keys.seq)
+                    .key(&keys.log)
+                    .key(&keys.here)
+                    .arg(new_epoch())
+                    .arg(age)
+                    .arg(from)
+                    .arg(bp.history.messages.saturating_add(1))
+                    .arg(MAX_NODES)
+                    .arg(bp.max_record())
+                    .arg(Envelope::max_len(bp.max_message_bytes))
+                    .invoke_async(conn),
+            )
+            .await?;
+            let Some((epoch, seq, here, log)) = opened else {
                 let _ = reply.send(Err(Lost("open refused".into())));
                 return Ok(());
             };
-            let seq = seq.unwrap_or(0);
             let recovery = resume.map(|r| recover(bp, &space, &room, &epoch, seq, &r, log));
             let others = others(bp, &keys.here, here);
             let _ = reply.send(Ok(Answer {
@@ -1133,14 +1213,18 @@ async fn answer(
 }
 
 /// The unexpired members of other nodes in a room's hash.
-fn others(bp: &Backplane, here_key: &str, here: HashMap<Vec<u8>, Vec<u8>>) -> Vec<Identity> {
+fn others(bp: &Backplane, here_key: &str, here: Vec<Vec<u8>>) -> Presence {
     let me = bp.node_tag();
-    here.into_iter()
-        .filter(|(node, _)| node.as_slice() != me.as_bytes())
-        .filter_map(|(_, record)| bp.open_record(here_key, &record))
-        .filter(|(_, expired)| !expired)
-        .flat_map(|(members, _)| members)
-        .collect()
+    let mut all = Presence::default();
+    for pair in here.chunks_exact(2) {
+        if pair[0] == me.as_bytes() {
+            continue;
+        }
+        if let Some((part, false)) = bp.open_record(here_key, &pair[1]) {
+            all.merge(part);
+        }
+    }
+    all
 }
 
 /// What a client that saw `since` of `epoch` missed, from the room's Stream: exactly
@@ -1152,7 +1236,7 @@ fn recover(
     epoch: &str,
     seq: u64,
     resume: &Resume,
-    log: Vec<(String, Vec<Vec<u8>>)>,
+    log: Vec<(String, Vec<u8>)>,
 ) -> Result<Vec<Stored>, Unrecovered> {
     if resume.epoch.as_deref() != Some(epoch) || resume.since > seq {
         return Err(Unrecovered::Epoch);
@@ -1166,15 +1250,12 @@ fn recover(
     let mut out = Vec::new();
     let mut bytes = 0;
     let mut seen = HashSet::new();
-    for (id, fields) in log {
+    for (id, sealed) in log {
         let n: Option<u64> = id.split('-').next().and_then(|n| n.parse().ok());
         let Some(n) = n.filter(|&n| n > resume.since && n <= seq) else {
             continue;
         };
-        let Some(sealed) = fields.get(1) else {
-            return Err(Unrecovered::Trimmed);
-        };
-        let Ok(env) = Envelope::open(sealed, &channel, &bp.keyring, bp.max_message_bytes) else {
+        let Ok(env) = Envelope::open(&sealed, &channel, &bp.keyring, bp.max_message_bytes) else {
             return Err(Unrecovered::Trimmed);
         };
         // Another room's, too old, or one message kept twice: not this room's history.
@@ -1231,7 +1312,7 @@ async fn write_records(
             pipe.cmd("HSET")
                 .arg(&keys.here)
                 .arg(&me)
-                .arg(bp.record(&keys.here, &members))
+                .arg(bp.record(&keys.here, members))
                 .ignore();
             pipe.cmd("PEXPIRE").arg(&keys.here).arg(ttl).ignore();
         }
@@ -1247,7 +1328,7 @@ async fn refresh(
     bp: &Backplane,
     hub: &Hub,
     conn: &mut redis::aio::MultiplexedConnection,
-    sweep: &redis::Script,
+    scripts: &Scripts,
     state: &mut State,
 ) -> Result<(), Lost> {
     let rooms = hub.rooms();
@@ -1259,44 +1340,42 @@ async fn refresh(
     let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
     for (space, room, members) in rooms.iter().filter(|(_, _, m)| m.has_json()) {
         let keys = RoomKeys::new(space, room);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&keys.epoch)
-            .arg(new_epoch())
-            .arg("NX")
-            .arg("PX")
-            .arg(age)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&keys.epoch)
-            .arg(age)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&keys.seq)
-            .arg(age)
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&keys.log)
-            .arg(age)
-            .ignore()
-            .cmd("HGETALL")
-            .arg(&keys.here);
-        let Some((here,)): Option<(HashMap<Vec<u8>, Vec<u8>>,)> =
-            soft(bp, "refresh", pipe.query_async(conn)).await?
-        else {
+        // The open script without a resume: the history kept alive, the hash read.
+        type Opened = (String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>);
+        let opened: Option<Opened> = soft(
+            bp,
+            "refresh",
+            scripts
+                .open
+                .key(&keys.epoch)
+                .key(&keys.seq)
+                .key(&keys.log)
+                .key(&keys.here)
+                .arg(new_epoch())
+                .arg(age)
+                .arg("")
+                .arg(0)
+                .arg(MAX_NODES)
+                .arg(bp.max_record())
+                .arg(Envelope::max_len(bp.max_message_bytes))
+                .invoke_async(conn),
+        )
+        .await?;
+        let Some((_, _, here, _)) = opened else {
             continue;
         };
-        for (node, record) in here {
-            let Some((gone, true)) = bp.open_record(&keys.here, &record) else {
+        for pair in here.chunks_exact(2) {
+            let (node, record) = (&pair[0], &pair[1]);
+            let Some((gone, true)) = bp.open_record(&keys.here, record) else {
                 continue;
             };
             // Sealed leaves for the dead node's members, published only if this node
             // is the one that removes the record.
             let channel = channel(space);
-            let mut call = sweep.key(&keys.here);
-            call.arg(&node).arg(&record).arg(&channel);
+            let mut call = scripts.sweep.key(&keys.here);
+            call.arg(node).arg(record).arg(&channel);
             let mut leaves = Vec::new();
-            for who in &gone {
+            for who in &gone.members {
                 state.seq += 1;
                 let env = Envelope {
                     node: bp.node,

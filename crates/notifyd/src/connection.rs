@@ -235,12 +235,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 pub struct Sender {
     keys: Arc<PerKey>,
     key: u64,
+    /// The senders' rates of opening sockets.
+    opens: Arc<PerKey>,
 }
 
 impl Sender {
-    /// The sender `key` of `keys` (the per-user or the per-token counts).
-    pub fn new(keys: Arc<PerKey>, key: u64) -> Self {
-        Sender { keys, key }
+    /// The sender `key` of `keys` (the per-user or the per-token counts); its opens
+    /// count in `opens`.
+    pub fn new(keys: Arc<PerKey>, key: u64, opens: Arc<PerKey>) -> Self {
+        Sender { keys, key, opens }
+    }
+
+    /// Counts opening a socket against a rate of its own, as fast as messages may go
+    /// (`messages_per_second`, `burst`): whoever opens and closes sockets in a loop is
+    /// held to it (every open and close costs each member of the protocol in the room a
+    /// frame), and its messages keep their own rate. False when over it.
+    pub fn may_connect(&self, limits: &Limits) -> bool {
+        let now = Instant::now();
+        // Taking and giving back a slot sweeps rested keys now and then.
+        drop(self.opens.try_take(self.key));
+        let verdict = self
+            .opens
+            .limiter(self.key, || RateLimiter::for_limits(limits, now))
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .check(now, 0);
+        verdict == Verdict::Allow
     }
 
     fn limiter(&self, limits: &Limits) -> SharedLimiter {
@@ -471,7 +491,7 @@ mod tests {
             preamble: Vec::new(),
             ws,
             progress,
-            rate: Sender::new(PerKey::new(1), 1),
+            rate: Sender::new(PerKey::new(1), 1, PerKey::new(usize::MAX)),
             membership,
             outbox,
             slow,

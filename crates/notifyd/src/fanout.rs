@@ -138,8 +138,7 @@ impl Fanout {
     pub async fn open(&self, m: &Membership, resume: Option<&Resume>) -> Opening {
         let local = m.members().presence();
         let Some(bp) = &self.backplane else {
-            let mut presence = Presence { members: local };
-            presence.normalise();
+            let presence = Presence::of(local);
             // Without Redis the hub gave every room of the protocol a log.
             let Some(log) = m.members().log() else {
                 return Opening {
@@ -175,11 +174,7 @@ impl Fanout {
             .unwrap_or_default();
         match &self.backplane {
             Some(bp) => bp.presence(space, room, local).await,
-            None => {
-                let mut p = Presence { members: local };
-                p.normalise();
-                p
-            }
+            None => Presence::of(local),
         }
     }
 }

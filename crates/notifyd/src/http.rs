@@ -155,6 +155,7 @@ pub fn refusal_response(why: Refusal) -> (u16, &'static str) {
         Refusal::SpaceCapacity => (503, SPACE_FULL),
         Refusal::TokenCapacity => (429, TOKEN_FULL),
         Refusal::UserCapacity => (429, USER_FULL),
+        Refusal::ConnectRate => (429, "connecting too often; try again in a moment\n"),
         Refusal::ShuttingDown => (503, "shutting down\n"),
         // Never sent: an evicted socket is dropped without an answer (like a timeout).
         Refusal::Evicted => (503, "server busy, try again\n"),

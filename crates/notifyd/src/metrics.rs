@@ -49,6 +49,10 @@ pub enum Refusal {
     TokenCapacity,
     /// 429: `max_connections_per_user` reached.
     UserCapacity,
+    /// 429: the sender (a user, or a token) opens sockets faster than its message rate
+    /// (each open counts as a message: it costs every member of the protocol in the
+    /// room a `join` frame).
+    ConnectRate,
     /// Closed before its handshake finished, to make room for newer sockets
     /// (`max_pending_handshakes`, or out of file descriptors): dropped, no response.
     Evicted,
@@ -63,7 +67,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 16] = [
+    const ALL: [Refusal; 17] = [
         Refusal::InvalidToken,
         Refusal::Origin,
         Refusal::BadRequest,
@@ -75,6 +79,7 @@ impl Refusal {
         Refusal::SpaceCapacity,
         Refusal::TokenCapacity,
         Refusal::UserCapacity,
+        Refusal::ConnectRate,
         Refusal::Evicted,
         Refusal::ShuttingDown,
         Refusal::Timeout,
@@ -96,6 +101,7 @@ impl Refusal {
             Refusal::SpaceCapacity => "space_capacity",
             Refusal::TokenCapacity => "token_capacity",
             Refusal::UserCapacity => "user_capacity",
+            Refusal::ConnectRate => "connect_rate",
             Refusal::Evicted => "evicted",
             Refusal::ShuttingDown => "shutting_down",
             Refusal::Timeout => "timeout",

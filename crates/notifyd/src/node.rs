@@ -40,6 +40,8 @@ pub struct Node {
     pub per_token: Arc<PerKey>,
     /// Open WebSocket connections per user against `max_connections_per_user`.
     pub per_user: Arc<PerKey>,
+    /// Each sender's rate of opening sockets.
+    pub opens: Arc<PerKey>,
     /// Sockets in their handshake against `max_pending_handshakes`.
     pub pending: Arc<Pending>,
     /// Keys the per-token and per-user counts (a token is never kept, only its keyed
@@ -91,6 +93,7 @@ impl Node {
                     max_message_bytes: limits.max_message_bytes,
                     history: limits.history,
                     presence_ttl: limits.presence_ttl,
+                    presence_max: limits.presence_max_users,
                     hub: Arc::clone(&hub),
                     feed,
                     metrics: metrics.clone(),
@@ -131,6 +134,7 @@ impl Node {
             slots: ConnectionSlots::new(config.limits.max_connections),
             per_token: PerKey::new(config.limits.max_connections_per_token),
             per_user: PerKey::new(config.limits.max_connections_per_user),
+            opens: PerKey::new(usize::MAX),
             pending: Pending::new(config.limits.max_pending_handshakes),
             key_hasher: RandomState::new(),
             tokens,

@@ -77,11 +77,53 @@ pub struct Stored {
 /// The room's members now, on every node: each socket once.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Presence {
-    /// Every socket, sorted (by user, then socket).
+    /// Every socket listed, sorted (by user, then socket).
     pub members: Vec<Identity>,
+    /// Sockets counted but not listed (a node with more than `presence_max_users` in
+    /// the room sends counts only).
+    pub unlisted: Unlisted,
+}
+
+/// Counts of sockets a node did not list.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Unlisted {
+    /// Sockets.
+    pub connections: u64,
+    /// Distinct users among them (on that node).
+    pub users: u64,
+    /// Sockets without a user.
+    pub anonymous: u64,
 }
 
 impl Presence {
+    /// These sockets, listed.
+    pub fn of(members: Vec<Identity>) -> Self {
+        let mut p = Presence {
+            members,
+            unlisted: Unlisted::default(),
+        };
+        p.normalise();
+        p
+    }
+
+    /// Adds another node's part.
+    pub fn merge(&mut self, other: Presence) {
+        self.members.extend(other.members);
+        self.unlisted.connections += other.unlisted.connections;
+        self.unlisted.users += other.unlisted.users;
+        self.unlisted.anonymous += other.unlisted.anonymous;
+        self.normalise();
+    }
+
+    /// The counts of these sockets, to stand for them unlisted.
+    pub fn counts(&self) -> Unlisted {
+        Unlisted {
+            connections: self.members.len() as u64 + self.unlisted.connections,
+            users: self.users().len() as u64 + self.unlisted.users,
+            anonymous: self.anonymous() as u64 + self.unlisted.anonymous,
+        }
+    }
+
     /// Sorts and removes repeats (the same socket reported twice).
     pub fn normalise(&mut self) {
         self.members.sort();
@@ -107,10 +149,12 @@ impl Presence {
         self.members.iter().filter(|m| m.user.is_none()).count()
     }
 
-    /// The `presence` frame: every user and socket, or counts only past `max` sockets.
+    /// The `presence` frame: every user and socket, or counts only past `max` sockets
+    /// (or when a node sent counts only).
     pub fn frame(&self, max: usize) -> Message {
         let users = self.users();
-        let listed = (self.members.len() <= max).then(|| {
+        let counts = self.counts();
+        let listed = (self.unlisted.connections == 0 && self.members.len() <= max).then(|| {
             users
                 .iter()
                 .map(|(u, conns)| serde_json::json!({ "user": u, "conns": conns }))
@@ -118,9 +162,9 @@ impl Presence {
         });
         json(&serde_json::json!({
             "type": "presence",
-            "count": users.len(),
-            "connections": self.members.len(),
-            "anonymous": self.anonymous(),
+            "count": counts.users,
+            "connections": counts.connections,
+            "anonymous": counts.anonymous,
             "users": listed,
         }))
     }
@@ -128,6 +172,7 @@ impl Presence {
     /// The answer of `GET /presence`: at most `max` users with their socket counts.
     pub fn api_body(&self, room: &str, max: usize) -> String {
         let users = self.users();
+        let counts = self.counts();
         let listed: Vec<_> = users
             .iter()
             .take(max)
@@ -135,10 +180,10 @@ impl Presence {
             .collect();
         serde_json::json!({
             "room": room,
-            "count": users.len(),
-            "connections": self.members.len(),
-            "anonymous": self.anonymous(),
-            "truncated": users.len() > max,
+            "count": counts.users,
+            "connections": counts.connections,
+            "anonymous": counts.anonymous,
+            "truncated": users.len() > max || self.unlisted.connections > 0,
             "users": listed,
         })
         .to_string()
@@ -339,21 +384,32 @@ mod tests {
             message_frame(&b, true).to_text().unwrap(),
             r#"{"type":"message","seq":null,"from":null,"server":true,"data":"AAEC/w==","binary":true,"recovered":true}"#
         );
-        let mut p = Presence {
-            members: vec![
-                who(Some("7"), "b"),
-                who(None, "c"),
-                who(Some("42"), "a2"),
-                who(Some("42"), "a1"),
-                who(Some("7"), "b"),
-            ],
-        };
-        p.normalise();
+        let mut p = Presence::of(vec![
+            who(Some("7"), "b"),
+            who(None, "c"),
+            who(Some("42"), "a2"),
+            who(Some("42"), "a1"),
+            who(Some("7"), "b"),
+        ]);
         assert_eq!(
             p.frame(10).to_text().unwrap(),
             r#"{"type":"presence","count":2,"connections":4,"anonymous":1,"users":[{"user":"42","conns":["a1","a2"]},{"user":"7","conns":["b"]}]}"#
         );
         assert!(p.frame(3).to_text().unwrap().contains(r#""users":null"#));
+        // Another node's counts only: no list, the counts added.
+        p.merge(Presence {
+            members: Vec::new(),
+            unlisted: Unlisted {
+                connections: 200,
+                users: 150,
+                anonymous: 3,
+            },
+        });
+        assert_eq!(
+            p.frame(1000).to_text().unwrap(),
+            r#"{"type":"presence","count":152,"connections":204,"anonymous":4,"users":null}"#
+        );
+        p.unlisted = Unlisted::default();
         assert_eq!(
             p.api_body("r", 1),
             "{\"room\":\"r\",\"count\":2,\"connections\":4,\"anonymous\":1,\"truncated\":true,\"users\":[{\"user\":\"42\",\"connections\":2}]}\n"

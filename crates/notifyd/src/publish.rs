@@ -94,9 +94,15 @@ pub async fn handle<S: AsyncRead + Unpin>(
     node.metrics.received(parsed.message.len());
     let msg = Message::text(parsed.message);
     let (delivered, seq) = node.fanout.publish(&space, &room, &msg).await;
+    // `seq` only when the message has one: a room without the protocol's clients
+    // answers as it always did.
+    let body = match seq {
+        Some(seq) => serde_json::json!({ "delivered": delivered, "seq": seq }),
+        None => serde_json::json!({ "delivered": delivered }),
+    };
     Outcome {
         status: 200,
-        body: serde_json::json!({ "delivered": delivered, "seq": seq }).to_string() + "\n",
+        body: body.to_string() + "\n",
     }
 }
 

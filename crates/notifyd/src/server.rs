@@ -191,10 +191,11 @@ pub async fn serve(config: Config) -> Result<(), Error> {
     }
     let token = CancellationToken::new();
     crate::shutdown::on_signal(token.clone())?;
-    let running = Server::bind(config).await?.start(token.clone())?;
-    // SIGHUP (systemctl reload, certbot's deploy hook): a renewed TLS pair.
-    let certs = running.certs.clone();
+    // SIGHUP (systemctl reload, certbot's deploy hook): a renewed TLS pair. Taken
+    // before "listening" is logged: a HUP from then on must never end the daemon.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+    let running = Server::bind(config).await?.start(token.clone())?;
+    let certs = running.certs.clone();
     tokio::spawn(async move {
         while hup.recv().await.is_some() {
             match &certs {

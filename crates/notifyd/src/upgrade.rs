@@ -123,9 +123,16 @@ where
     // share one rate limiter, so the rule that one sender cannot overflow a reader
     // holds however many sockets it opens.
     let rate = match user_key {
-        Some(k) => Sender::new(Arc::clone(&node.per_user), k),
-        None => Sender::new(Arc::clone(&node.per_token), token_key),
+        Some(k) => Sender::new(Arc::clone(&node.per_user), k, Arc::clone(&node.opens)),
+        None => Sender::new(
+            Arc::clone(&node.per_token),
+            token_key,
+            Arc::clone(&node.opens),
+        ),
     };
+    if !rate.may_connect(limits) {
+        return Err((Refusal::ConnectRate, stream));
+    }
     let Some(slot) = node.slots.try_take() else {
         return Err((Refusal::Capacity, stream));
     };

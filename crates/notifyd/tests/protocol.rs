@@ -593,3 +593,57 @@ async fn the_largest_legal_burst_reaches_a_protocol_reader_however_much_json_gro
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_who_churns_sockets_spends_its_own_rate_not_the_rooms() {
+    let mut c = config();
+    c.limits.messages_per_second = 20;
+    c.limits.burst = 40;
+    let d = start(c).await;
+    let mut watcher = open(d.addr, &token("1", "watcher"), None, None).await;
+    opening(&mut watcher).await;
+    // One student opens and closes sockets as fast as it can.
+    let started = std::time::Instant::now();
+    let (mut accepted, mut refused) = (0u64, 0u64);
+    for _ in 0..200 {
+        match tokio_tungstenite::connect_async(url(d.addr, &token("1", "churner"), None)).await {
+            Ok((mut ws, _)) => {
+                accepted += 1;
+                ws.close(None).await.unwrap();
+            }
+            Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+                assert_eq!(r.status(), 429);
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let allowed = 40 + (20.0 * started.elapsed().as_secs_f64()).ceil() as u64 + 1;
+    assert!(
+        accepted <= allowed,
+        "{accepted} opens accepted, at most {allowed} allowed"
+    );
+    assert!(refused > 0);
+    assert_eq!(
+        metric(
+            &d.metrics,
+            "tsugi_notify_handshakes_refused_total{reason=\"connect_rate\"}"
+        ),
+        refused
+    );
+    // The room's members heard at most one join and one leave per accepted socket, and
+    // another user is not held back.
+    let _other = open(d.addr, &token("1", "other"), None, None).await;
+    let mut frames = 0;
+    loop {
+        let f = frame(&mut watcher).await;
+        if f["user"] == "other" {
+            break;
+        }
+        frames += 1;
+    }
+    assert!(
+        frames <= 2 * accepted,
+        "{frames} frames for {accepted} sockets"
+    );
+}
