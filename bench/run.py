@@ -98,12 +98,19 @@ def main():
     for key, title, args in SCENARIOS:
         if key in TLS_SCENARIOS:
             results[(key, "tsugi-notifyd-tls")] = run("tsugi-notifyd-tls", args)
+    for key, title, args in SCENARIOS:
+        if key in PROTOCOL_SCENARIOS:
+            results[(key, "tsugi-notifyd-v1")] = run("tsugi-notifyd", args + ["--protocol"])
     held = run("tsugi-notifyd", ["idle", "--connections", "19900", "--workers", "2"])
     write(results, held)
 
 # The scenarios run again over wss:// (tls_cert in the daemon): the cost of TLS per
 # connection (memory, handshakes) and per delivery (CPU, latency).
 TLS_SCENARIOS = ("idle", "fan1000", "paced", "churn")
+
+# The delivery scenarios again with every client offering tsugi-notify.v1: receivers
+# get JSON frames with the room's sequence (the room keeps its history), the sender acks.
+PROTOCOL_SCENARIOS = ("fan1000", "rooms", "paced")
 
 def fmt(v, unit="", digits=0):
     if v is None: return "?"
@@ -168,6 +175,25 @@ def write(r, held):
             tls_row(key, title, f"latency {p}", ("latency_us", p), " ms", 1, 1000)
         lost = [get(key, "tsugi-notifyd-tls", f) for f in ("loss", "duplicates", "leaks", "echoes")]
         lines.append(f"| {title} | loss / dup / leak / echo | | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | |")
+    lines += ["", "## tsugi-notify.v1 against raw frames", "",
+              "The same delivery scenarios against tsugi-notifyd, every client offering the",
+              "subprotocol tsugi-notify.v1 (`--protocol`): each message is given the room's",
+              "sequence and kept in the room's history (in memory, one node), and its JSON",
+              "`message` frame is made once and shared by the receivers.", "",
+              "| scenario | figure | raw | tsugi-notify.v1 | v1 costs |", "|---|---|---|---|---|"]
+    def v1_row(key, title, fig, path, unit="", digits=0, scale=1, better="low"):
+        a, b = get(key, "tsugi-notifyd", *path), get(key, "tsugi-notifyd-v1", *path)
+        a, b = a and a / scale, b and b / scale
+        cost = "?" if not a or not b else (f"{b / a:.2f}x" if better == "low" else f"{a / b:.2f}x slower")
+        lines.append(f"| {title} | {fig} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {cost} |")
+    for key in PROTOCOL_SCENARIOS:
+        title = next(t for k, t, _ in SCENARIOS if k == key)
+        v1_row(key, title, "server CPU per delivery", ("server_cpu_us_per_delivery",), " us", 2)
+        v1_row(key, title, "deliveries per second", ("deliveries_per_sec",), better="high")
+        for p in ("p50", "p99"):
+            v1_row(key, title, f"latency {p}", ("latency_us", p), " ms", 1, 1000)
+        lost = [get(key, "tsugi-notifyd-v1", f) for f in ("loss", "duplicates", "leaks", "echoes")]
+        lines.append(f"| {title} | loss / dup / leak / echo | | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | |")
     lines += ["", f"tsugi-notifyd held {held[0].get('connections')} concurrent connections "
               f"({fmt(held[0].get('server_bytes_per_connection'), ' B')} of server RSS each).", "",
               "## Bars", ""]
@@ -193,7 +219,7 @@ def write(r, held):
               "falls behind on the same run (hundreds of milliseconds).",
               "", "## Commands", "", "Each row above came from one of these (ports and pids vary per run):", ""]
     for key, title, _ in SCENARIOS:
-        for k in ("tsugi-notifyd", "node-ws", "tsugi-notifyd-tls"):
+        for k in ("tsugi-notifyd", "node-ws", "tsugi-notifyd-tls", "tsugi-notifyd-v1"):
             if (key, k) in r:
                 lines.append(f"    {r[(key, k)][1]}")
     lines += [f"    {held[1]}", "", "## Raw results", "", "```"]

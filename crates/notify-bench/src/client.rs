@@ -2,6 +2,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// The next source port to try (per process; processes use different source addresses).
 static NEXT_PORT: AtomicU32 = AtomicU32::new(0);
@@ -64,13 +65,15 @@ pub fn token(target: &Target, space: &str, user: usize) -> String {
 }
 
 /// Connects from `source` and upgrades to `/notify?token=..&room=..`, over TLS when
-/// `tls_ca` names the CA to trust (the server's name: its address).
+/// `tls_ca` names the CA to trust (the server's name: its address), offering the
+/// subprotocol tsugi-notify.v1 when `protocol`.
 pub async fn connect(
     addr: SocketAddr,
     source: IpAddr,
     token: &str,
     room: &str,
     tls_ca: Option<&Path>,
+    protocol: bool,
 ) -> anyhow::Result<Ws> {
     let socket = match addr {
         SocketAddr::V4(_) => TcpSocket::new_v4()?,
@@ -107,7 +110,13 @@ pub async fn connect(
         }
     };
     let url = format!("{scheme}://{addr}/notify?token={token}&room={room}");
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+    let mut request = url.into_client_request()?;
+    if protocol {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse()?);
+    }
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
         .context("handshake")?;
     Ok(ws)

@@ -41,6 +41,10 @@ pub struct Target {
     /// Connect over wss:// (TLS), trusting the CA certificates of this PEM file.
     #[arg(long, value_name = "FILE")]
     pub tls_ca: Option<std::path::PathBuf>,
+    /// Offer the subprotocol tsugi-notify.v1: receivers get JSON frames with sequences
+    /// (the payload is read from their `data`).
+    #[arg(long)]
+    pub protocol: bool,
 }
 
 #[derive(Debug, Subcommand)]

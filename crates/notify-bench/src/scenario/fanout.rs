@@ -59,6 +59,16 @@ fn payload(sender: usize, room: usize, seq: usize, ns: u64, size: usize) -> Stri
     s
 }
 
+/// The `data` of a `message` frame of tsugi-notify.v1.
+fn data_of(frame: &str) -> Option<&str> {
+    if !frame.starts_with(r#"{"type":"message""#) {
+        return None;
+    }
+    let start = frame.find(r#""data":""#)? + 8;
+    let len = frame[start..].find('"')?;
+    Some(&frame[start..start + len])
+}
+
 fn parse(p: &str) -> Option<(usize, usize, usize, u64)> {
     let mut it = p.split(' ');
     let s = it.next()?.strip_prefix('s')?.parse().ok()?;
@@ -103,7 +113,17 @@ async fn receive(
             now.duration_since(base).as_nanos() as u64,
             Ordering::Relaxed,
         );
-        let Some((s, r, q, t)) = parse(&text) else {
+        // A frame of the protocol: the payload is its `data` (ours need no escape);
+        // the other frames (hello, presence, join, ack) are not messages.
+        let text: &str = if text.starts_with('{') {
+            match data_of(&text) {
+                Some(d) => d,
+                None => continue,
+            }
+        } else {
+            &text
+        };
+        let Some((s, r, q, t)) = parse(text) else {
             seen.malformed += 1;
             continue;
         };

@@ -34,7 +34,9 @@ pub(crate) async fn open_many(
             let addr = target.addr;
             let i = next;
             let tls = target.tls_ca.as_deref();
-            pending.push(async move { (i, connect(addr, source, &tok, &room, tls).await) });
+            let protocol = target.protocol;
+            pending
+                .push(async move { (i, connect(addr, source, &tok, &room, tls, protocol).await) });
             next += 1;
         }
         if let Some((i, ws)) = pending.next().await {

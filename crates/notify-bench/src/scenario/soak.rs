@@ -118,8 +118,15 @@ pub async fn run(s: Args) -> anyhow::Result<Option<String>> {
             let (space, room) = spec(*i);
             let tok = token(&target2, &space, *i);
             let source = target2.sources[*i % target2.sources.len()];
-            if let Ok(ws) =
-                connect(target2.addr, source, &tok, &room, target2.tls_ca.as_deref()).await
+            if let Ok(ws) = connect(
+                target2.addr,
+                source,
+                &tok,
+                &room,
+                target2.tls_ca.as_deref(),
+                target2.protocol,
+            )
+            .await
             {
                 *slot = Some(ws);
                 churned += 1;
