@@ -42,7 +42,9 @@ for ($r = 0; $r < $rounds; $r++) {
         $pub = $c instanceof Magic ? null : ($c->websocket_publish_url ?? null);
         if ($pub !== null && $pub !== false) {
             WebSocket::publish($launch, 'r', 'm');
-            $calls++;
+            WebSocket::presence($launch, 'r');
+            WebSocket::lastPublishSequence();
+            $calls += 3;
         }
         foreach ($values as $v) {
             WebSocket::makeToken($v); WebSocket::getToken($v); WebSocket::decodeToken($v);
