@@ -65,6 +65,7 @@ fn room_deliver(c: &mut Criterion, json: bool) {
                 let out = Outgoing {
                     sender: Some(0),
                     from: None,
+                    server: false,
                     msg: &msg,
                 };
                 room.deliver(out, true, Json::Assign, &metrics);

@@ -77,8 +77,11 @@ const INBOUND_QUEUE: usize = 4096;
 const INBOUND_BYTES: usize = 16 << 20;
 /// Time allowed for one Redis operation.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often this node writes the records of rooms whose members changed.
-const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Joins and leaves taken at once (their rooms' records written in one pipeline).
+const FEED_BATCH: usize = 256;
+/// How long the publish API and the questions wait for Redis: below the 2 s within
+/// which PHP's publish() and presence() give up, so that an answer comes first.
+pub const ANSWER_WAIT: Duration = Duration::from_millis(1500);
 /// Questions (recovery, presence) waiting for the backplane; past this they are
 /// answered "unavailable" at once.
 const QUESTIONS: usize = 1024;
@@ -597,7 +600,8 @@ impl Backplane {
     }
 
     /// Sends a message to the other nodes (never waits; dropped and counted when the
-    /// queue to Redis is full or Redis is down). `reply` is told its room sequence.
+    /// queue to Redis is full or Redis is down: then false). `reply` is told its room
+    /// sequence.
     pub fn publish(
         &self,
         space: &Space,
@@ -606,7 +610,7 @@ impl Backplane {
         from: Option<Arc<str>>,
         message: &Message,
         reply: Option<oneshot::Sender<Option<u64>>>,
-    ) {
+    ) -> bool {
         let env = Envelope {
             node: self.node,
             seq: 0,
@@ -617,19 +621,25 @@ impl Backplane {
             message: message.clone(),
             presence: false,
         };
-        self.enqueue(space, env, reply);
+        self.enqueue(space, env, reply)
     }
 
-    fn enqueue(&self, space: &Space, env: Envelope, reply: Option<oneshot::Sender<Option<u64>>>) {
+    /// Queues an envelope for Redis; false (counted) when it is dropped instead.
+    fn enqueue(
+        &self,
+        space: &Space,
+        env: Envelope,
+        reply: Option<oneshot::Sender<Option<u64>>>,
+    ) -> bool {
         if !self.is_up() {
             self.metrics.backplane_dropped();
-            return;
+            return false;
         }
         let len = env.message.len();
         if self.queued_bytes.fetch_add(len, Ordering::Relaxed) + len > PUBLISH_BYTES {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.metrics.backplane_dropped();
-            return;
+            return false;
         }
         let out = Outgoing {
             space: space.clone(),
@@ -639,7 +649,9 @@ impl Backplane {
         if self.queue.try_send(out).is_err() {
             self.queued_bytes.fetch_sub(len, Ordering::Relaxed);
             self.metrics.backplane_dropped();
+            return false;
         }
+        true
     }
 
     /// Asks the backplane task, bounded by [`OP_TIMEOUT`]; `None` when Redis is down,
@@ -653,7 +665,7 @@ impl Backplane {
         }
         let (tx, rx) = oneshot::channel();
         self.questions.try_send(make(tx)).ok()?;
-        tokio::time::timeout(OP_TIMEOUT, rx).await.ok()?.ok()?.ok()
+        tokio::time::timeout(ANSWER_WAIT, rx).await.ok()?.ok()?.ok()
     }
 
     /// Where a room stands for a member of the protocol that joined it on this node
@@ -715,14 +727,14 @@ impl Backplane {
     }
 
     /// An envelope from `channel` to deliver, or `None` (counted) when it is forged,
-    /// altered, too big, replayed, or out of its time window. This node's own come back
-    /// unchecked for the sequence Redis gave them.
+    /// altered, too big, replayed, or out of its time window (this node's own come back
+    /// for the sequence Redis gave them, and are checked alike).
     fn accept(&self, channel: &str, bytes: &[u8], seen: &mut Seen) -> Option<Envelope> {
         let checked = Envelope::open(bytes, channel, &self.keyring, self.max_message_bytes)
             .and_then(|env| {
-                if env.node != self.node {
-                    seen.check(env.node, env.seq, env.sent_ms, unix_ms())?;
-                }
+                // This node's own too: they come back in order, and a recording of one
+                // must not reach its members of the protocol twice.
+                seen.check(env.node, env.seq, env.sent_ms, unix_ms())?;
                 Ok(env)
             });
         match checked {
@@ -849,7 +861,6 @@ async fn run(
     let mut state = State {
         seq: 0,
         seen: Seen::since(unix_ms().saturating_sub(START_MARGIN_MS)),
-        dirty: HashSet::new(),
     };
     loop {
         let session = tokio::select! {
@@ -874,11 +885,10 @@ async fn run(
         while let Ok(out) = queues.rx.try_recv() {
             bp.dequeued(&out.env);
             bp.metrics.backplane_dropped();
+            unsent(&bp, &hub, &out.space, &out.env);
         }
         while queues.asked.try_recv().is_ok() {}
         while queues.feed.try_recv().is_ok() {}
-        // Every record is written again once Redis is back.
-        state.dirty.clear();
         let wait = jittered(backoff);
         backoff = (backoff * 2).min(BACKOFF_MAX);
         tokio::select! {
@@ -943,13 +953,11 @@ impl std::fmt::Display for Lost {
     }
 }
 
-/// What outlives one Redis session: this node's sequence, what other nodes sent, and
-/// the rooms whose record is to be written.
+/// What outlives one Redis session: this node's sequence, and what other nodes sent.
 #[derive(Debug)]
 struct State {
     seq: u64,
     seen: Seen,
-    dirty: HashSet<(Space, Room)>,
 }
 
 /// The room sequence and envelope of what a subscription delivered
@@ -996,16 +1004,29 @@ async fn session(
         open: redis::Script::new(OPEN_SCRIPT),
         here: redis::Script::new(HERE_SCRIPT),
     };
-    // Every room's record, now (others may have seen this node's expire).
+    // Every room's record, now (others may have seen this node's expire and said its
+    // members left: they are announced again, as joins are idempotent).
     refresh(bp, hub, &mut conn, &scripts, state).await?;
     bp.set_up(true);
+    for (space, room, members) in hub.rooms() {
+        let here = members.presence();
+        if here.len() <= bp.presence_max {
+            for who in &here {
+                announce(
+                    bp,
+                    &space,
+                    &room,
+                    crate::protocol::membership_frame(true, who),
+                );
+            }
+        }
+    }
     info!(
         node = format_args!("{:016x}", bp.node),
         spaces = subscribed.len(),
         "backplane up"
     );
     let mut ping = tokio::time::interval(PING_EVERY);
-    let mut flush = tokio::time::interval(FLUSH_EVERY);
     let mut refresh_every =
         tokio::time::interval((bp.presence_ttl / 3).max(Duration::from_millis(200)));
     refresh_every.tick().await;
@@ -1076,24 +1097,23 @@ async fn session(
             }
             change = queues.feed.recv() => {
                 let Some(change) = change else { return Ok(()) };
-                if let Some(frame) = change.frame {
-                    let env = Envelope {
-                        node: bp.node,
-                        seq: 0,
-                        sent_ms: 0,
-                        conn: 0,
-                        room: change.room.clone(),
-                        from: None,
-                        message: frame,
-                        presence: true,
-                    };
-                    bp.enqueue(&change.space, env, None);
+                // Every change waiting, at once: the rooms' records are written before
+                // their joins and leaves go out, so that whoever hears of a socket finds
+                // it in the room's hash too.
+                let mut changes = vec![change];
+                while changes.len() < FEED_BATCH {
+                    match queues.feed.try_recv() {
+                        Ok(c) => changes.push(c),
+                        Err(_) => break,
+                    }
                 }
-                state.dirty.insert((change.space, change.room));
-            }
-            _ = flush.tick(), if !state.dirty.is_empty() => {
-                let dirty: Vec<_> = state.dirty.drain().collect();
-                write_records(bp, hub, &mut conn, &dirty).await?;
+                let rooms: HashSet<(Space, Room)> = changes.iter().map(|c| (c.space.clone(), c.room.clone())).collect();
+                write_records(bp, hub, &mut conn, &rooms.into_iter().collect::<Vec<_>>()).await?;
+                for change in changes {
+                    if let Some(frame) = change.frame {
+                        announce(bp, &change.space, &change.room, frame);
+                    }
+                }
             }
             _ = refresh_every.tick() => refresh(bp, hub, &mut conn, &scripts, state).await?,
         }
@@ -1121,21 +1141,47 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
     if own && !room.has_json() {
         return;
     }
+    // This node's own message comes back for its members of the protocol (and its
+    // sender's ack); a message of the publish API (connection 0) is the server's.
     let out = RoomOutgoing {
         sender: (own && env.conn != 0).then_some(env.conn),
         from: env.from.as_ref(),
+        server: env.conn == 0,
         msg: &env.message,
     };
-    // A message of the publish API comes from the server, on every node.
-    let out = if env.conn == 0 {
-        RoomOutgoing {
-            sender: None,
-            ..out
-        }
-    } else {
-        out
-    };
     room.deliver(out, !own, Json::Given(seq), &bp.metrics);
+}
+
+/// Sends a `join`/`leave` frame of this node to the other nodes' members of the room.
+fn announce(bp: &Backplane, space: &Space, room: &Room, frame: Message) {
+    let env = Envelope {
+        node: bp.node,
+        seq: 0,
+        sent_ms: 0,
+        conn: 0,
+        room: room.clone(),
+        from: None,
+        message: frame,
+        presence: true,
+    };
+    bp.enqueue(space, env, None);
+}
+
+/// A message of this node that will not reach Redis: its members of the protocol, who
+/// were to get it back from Redis with its sequence, get it now without one.
+fn unsent(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope) {
+    if env.presence {
+        return;
+    }
+    if let Some(room) = hub.room(space, &env.room) {
+        let out = RoomOutgoing {
+            sender: (env.conn != 0).then_some(env.conn),
+            from: env.from.as_ref(),
+            server: env.conn == 0,
+            msg: &env.message,
+        };
+        room.deliver(out, false, Json::Given(None), &bp.metrics);
+    }
 }
 
 /// Answers a question from Redis.

@@ -85,31 +85,42 @@ impl Fanout {
         reply: Option<tokio::sync::oneshot::Sender<Option<u64>>>,
     ) -> Delivery {
         let json = self.json_now();
-        let (space, room, d, conn, user) = match from {
+        let (space, room, members, out) = match from {
             // A member holds its room: no lookup on a connection's path.
             Source::Member(m) => {
                 let out = Outgoing {
                     sender: Some(m.id()),
                     from: m.who().user.as_ref(),
+                    server: false,
                     msg,
                 };
-                let d = m.room().deliver(out, true, json, &self.metrics);
-                (m.space(), m.room_name(), d, m.id(), m.who().user.clone())
+                (m.space(), m.room_name(), Some(Arc::clone(m.members())), out)
             }
             Source::Server { space, room } => {
                 let out = Outgoing {
                     sender: None,
                     from: None,
+                    server: true,
                     msg,
                 };
-                let d = self.hub.room(space, room).map_or(Delivery::default(), |r| {
-                    r.deliver(out, true, json, &self.metrics)
-                });
-                (space, room, d, 0, None)
+                (space, room, self.hub.room(space, room), out)
             }
         };
+        let d = members.as_ref().map_or(Delivery::default(), |r| {
+            r.deliver(out, true, json, &self.metrics)
+        });
         match &self.backplane {
-            Some(bp) => bp.publish(space, room, conn, user, msg, reply),
+            Some(bp) => {
+                let user = out.from.cloned();
+                let queued = bp.publish(space, room, out.sender.unwrap_or(0), user, msg, reply);
+                // Not on its way to Redis: the protocol's members here, who were to get
+                // it back from Redis with its sequence, get it now without one.
+                if !queued && json == Json::Defer {
+                    if let Some(r) = &members {
+                        r.deliver(out, false, Json::Given(None), &self.metrics);
+                    }
+                }
+            }
             None => {
                 if let Some(reply) = reply {
                     let _ = reply.send(d.seq);
@@ -125,7 +136,7 @@ impl Fanout {
     pub async fn publish(&self, space: &Space, room: &Room, msg: &Message) -> (u64, Option<u64>) {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let d = self.send(Source::Server { space, room }, msg, Some(tx));
-        let seq = tokio::time::timeout(crate::backplane::OP_TIMEOUT, rx)
+        let seq = tokio::time::timeout(crate::backplane::ANSWER_WAIT, rx)
             .await
             .ok()
             .and_then(Result::ok)

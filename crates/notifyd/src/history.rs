@@ -1,6 +1,8 @@
 //! A room's history on this node (without Redis): its sequence, its epoch and the
 //! messages it keeps for recovery, bounded per room in count, bytes and age, and for
-//! all rooms together in bytes (the oldest message of the node goes first).
+//! all rooms together in bytes: when those are spent, the room that appends gives up
+//! its own oldest messages, and keeps nothing when it has none (a busy room never
+//! takes a quiet room's history). `Logs::sweep` gives back what has aged.
 //!
 //! A room has a log only once a client of the protocol has joined it: raw-only rooms
 //! keep nothing and count nothing. The log outlives its members by `age`, so that a
@@ -111,13 +113,17 @@ impl Logs {
         )
     }
 
-    /// Forgets the logs no room holds that were last used `age` ago; returns how many
-    /// are left.
+    /// Drops every message older than `age`, and forgets the logs no room holds that
+    /// were last used `age` ago; returns how many are left.
     pub fn sweep(&self, now: Instant) -> usize {
         let mut rooms = lock(&self.rooms);
         rooms.retain(|_, log| {
+            let mut inner = lock(&log.inner);
+            // Messages past their age give their bytes back to the node, whether or
+            // not anyone is in the room (a room where nobody sends trims nothing else).
+            inner.trim_age(now, self.limits.age, &log.budget);
             Arc::strong_count(log) > 1
-                || now.saturating_duration_since(lock(&log.inner).last_used) < self.limits.age
+                || now.saturating_duration_since(inner.last_used) < self.limits.age
         });
         rooms.len()
     }
@@ -347,6 +353,27 @@ mod tests {
             seqs(busy.resume(47, Some(&be)).1),
             Err(Unrecovered::Trimmed)
         );
+    }
+
+    #[test]
+    fn aged_messages_give_their_bytes_back_to_the_node_at_the_sweep() {
+        let logs = Logs::new(HistoryLimits {
+            messages: 100,
+            bytes: 100,
+            age: Duration::from_secs(60),
+            memory: 20,
+        });
+        let quiet = logs.get_or_create(&space(), &Room::new("quiet").unwrap());
+        let busy = logs.get_or_create(&space(), &Room::new("busy").unwrap());
+        quiet.begin().append(text(&"q".repeat(20)));
+        busy.begin().append(text("b"));
+        let be = busy.epoch().to_owned();
+        assert_eq!(seqs(busy.resume(0, Some(&be)).1), Err(Unrecovered::Trimmed));
+        // The quiet room is still held (a tab open), its message aged.
+        logs.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(logs.bytes(), 0);
+        busy.begin().append(text("c"));
+        assert_eq!(seqs(busy.resume(1, Some(&be)).1), Ok(vec![2]));
     }
 
     #[test]

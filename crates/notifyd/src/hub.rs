@@ -96,6 +96,8 @@ pub struct Outgoing<'a> {
     pub sender: Option<ConnId>,
     /// The sender's user, for the protocol's `from`.
     pub from: Option<&'a Arc<str>>,
+    /// Sent by the server (`POST /publish`), on this node or another.
+    pub server: bool,
     /// The payload, as raw members get it.
     pub msg: &'a Message,
 }
@@ -120,34 +122,27 @@ impl Members {
         let mut d = Delivery::default();
         let now = Instant::now();
         let has_json = json != Json::Defer && self.json.load(Ordering::Relaxed) > 0;
+        let mut stored = Stored {
+            seq: None,
+            from: out.from.cloned(),
+            server: out.server,
+            payload: out.msg.clone(),
+        };
         // The log is held while the message is queued: members of a room get its
-        // messages in sequence order, whichever task delivers.
+        // messages in sequence order, whichever task delivers. (Lock order: a room's
+        // log, then its members; never the other way.)
         let mut appending = match json {
             Json::Assign => self.log.get().map(|l| l.begin()),
             _ => None,
         };
-        let seq = match (json, &mut appending) {
+        stored.seq = match (json, &mut appending) {
             (Json::Given(seq), _) => seq,
-            (Json::Assign, Some(a)) => Some(a.append(Stored {
-                seq: None,
-                from: out.from.cloned(),
-                server: out.sender.is_none(),
-                payload: out.msg.clone(),
-            })),
+            (Json::Assign, Some(a)) => Some(a.append(stored.clone())),
             _ => None,
         };
+        let seq = stored.seq;
         d.seq = seq;
-        let frame = has_json.then(|| {
-            message_frame(
-                &Stored {
-                    seq,
-                    from: out.from.cloned(),
-                    server: out.sender.is_none(),
-                    payload: out.msg.clone(),
-                },
-                false,
-            )
-        });
+        let frame = has_json.then(|| message_frame(&stored, false));
         let seq_key = seq.unwrap_or(0);
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
         for m in members.iter() {
@@ -538,6 +533,7 @@ mod tests {
         Outgoing {
             sender,
             from: None,
+            server: sender.is_none(),
             msg,
         }
     }
@@ -584,6 +580,7 @@ mod tests {
             Outgoing {
                 sender: Some(2),
                 from: from.as_ref(),
+                server: false,
                 msg: &Message::text("yo"),
             },
             true,

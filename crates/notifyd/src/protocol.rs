@@ -243,14 +243,15 @@ impl Opening {
             "conn": &*me.conn,
         }))];
         out.push(self.presence.frame(max_presence));
-        let mut covered = 0;
+        // Live messages up to `seq` are not sent: the socket starts after them (and,
+        // recovering, got them above).
+        let covered = self.seq;
         match &self.recovery {
             None => {}
             Some(Ok(messages)) => {
                 for m in messages {
                     out.push(message_frame(m, true));
                 }
-                covered = self.seq;
                 out.push(json(&serde_json::json!({
                     "type": "recovery",
                     "recovered": true,

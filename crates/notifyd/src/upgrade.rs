@@ -49,6 +49,23 @@ fn ws_config(max: usize, max_out: usize) -> WebSocketConfig {
         .max_frame_size(Some(max.max(MAX_CONTROL_PAYLOAD)))
 }
 
+/// What a `/notify` request asks, once checked.
+struct Checked {
+    /// The `Sec-WebSocket-Accept` answer.
+    accept: String,
+    room: Room,
+    space: tsugi_notify_core::Space,
+    /// Keys of the token and (v1) of the user, for the per-token and per-user counts.
+    token_key: u64,
+    user_key: Option<u64>,
+    /// It offered the protocol.
+    json: bool,
+    /// The user, as presence shows it (`None`: anonymous).
+    user: Option<Arc<str>>,
+    /// What it asks to recover (the protocol only).
+    resume: Option<Resume>,
+}
+
 /// Checks a `/notify` request in order (upgrade headers, query, origin, token,
 /// capacity) and upgrades it, or gives the stream back with the refusal. `stream` is
 /// the TCP socket, or the TLS session on it, either way reporting the TCP socket's
@@ -92,18 +109,28 @@ where
             Format::V1 => p.user().map(std::sync::Arc::<str>::from),
             Format::Legacy => None,
         };
-        Ok((
+        let resume = if json { query.resume()? } else { None };
+        Ok(Checked {
             accept,
-            query.room,
-            p.space(),
+            room: query.room,
+            space: p.space(),
             token_key,
             user_key,
             json,
             user,
-            query.resume,
-        ))
+            resume,
+        })
     })();
-    let (accept, room, space, token_key, user_key, json, user, resume) = match checked {
+    let Checked {
+        accept,
+        room,
+        space,
+        token_key,
+        user_key,
+        json,
+        user,
+        resume,
+    } = match checked {
         Ok(v) => v,
         Err(why) => return Err((why, stream)),
     };
@@ -229,8 +256,21 @@ pub struct NotifyQuery {
     pub token: String,
     /// The room; absent and empty are the default room.
     pub room: Room,
-    /// What a client of the protocol asks to recover (`since`, `epoch`).
-    pub resume: Option<Resume>,
+    /// `since` and `epoch` as sent: what a client of the protocol asks to recover
+    /// (read only for such a client: a raw client's are ignored like any unknown
+    /// parameter).
+    pub since: Option<String>,
+    /// See `since`.
+    pub epoch: Option<String>,
+}
+
+impl NotifyQuery {
+    /// What a client of the protocol asks to recover; a malformed `since` is a bad
+    /// request (an `epoch` that is not one of ours is answered "epoch").
+    pub fn resume(&self) -> Result<Option<Resume>, Refusal> {
+        protocol::parse_resume(self.since.as_deref(), self.epoch.clone())
+            .map_err(|_| Refusal::BadRequest)
+    }
 }
 
 /// Parses the query of `/notify`. Unknown parameters are ignored; a repeated `token`
@@ -281,7 +321,8 @@ pub fn parse_notify_query(query: Option<&str>) -> Result<NotifyQuery, Refusal> {
     Ok(NotifyQuery {
         token: token.unwrap_or_default(),
         room: Room::new(room.as_deref().unwrap_or("")).map_err(|_| Refusal::RoomTooLong)?,
-        resume: protocol::parse_resume(since.as_deref(), epoch).map_err(|_| Refusal::BadRequest)?,
+        since,
+        epoch,
     })
 }
 

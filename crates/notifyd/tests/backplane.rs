@@ -150,7 +150,7 @@ async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
     let conf = format!(
         "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
          user default off\n\
-         user tsugi-notify on >acl-pass-word resetchannels &tsugi-notify:* resetkeys ~tsugi-notify:* -@all +publish +subscribe +unsubscribe +ping +evalsha +script|load +multi +exec +get +set +incr +pexpire +xadd +xrange +hset +hdel +hgetall\n",
+         user tsugi-notify on >acl-pass-word resetchannels &tsugi-notify:* resetkeys ~tsugi-notify:* -@all +publish +subscribe +unsubscribe +ping +evalsha +script|load +multi +exec +get +set +incr +pexpire +xadd +xrange +hset +hdel +hget +hlen +hgetall\n",
         cert.display(),
         key.display(),
         ca.display()
@@ -180,6 +180,37 @@ async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
     use futures_util::SinkExt;
     on_a.send(Message::text("over tls")).await.unwrap();
     assert_eq!(recv(&mut on_b).await, Message::text("over tls"));
+    // That ACL is enough for presence and history too: a client of the protocol gets an
+    // epoch, sequences, the other node's members, and recovers on the other node.
+    let mut v1 = open_protocol(a.addr, &token("1", "v"), None, None).await;
+    let hello = frame_of(&mut v1, "hello").await;
+    let epoch = hello["epoch"].as_str().unwrap().to_owned();
+    assert_eq!(epoch.len(), 16, "{hello}");
+    let presence = frame_of(&mut v1, "presence").await;
+    assert_eq!(presence["connections"], 3, "{presence}");
+    on_b.send(Message::text("sequenced")).await.unwrap();
+    let m = frame_of(&mut v1, "message").await;
+    assert_eq!(
+        (m["seq"].as_u64(), m["data"].as_str()),
+        (Some(1), Some("sequenced"))
+    );
+    drop(v1);
+    on_b.send(Message::text("missed")).await.unwrap();
+    let mut back = open_protocol(b.addr, &token("1", "v"), None, Some((1, &epoch))).await;
+    // "missed" comes recovered, or live if Redis had it only after the socket opened:
+    // once either way.
+    let mut got = Vec::new();
+    let mut recovered = None;
+    while recovered.is_none() || got.is_empty() {
+        let f = frame(&mut back).await;
+        match f["type"].as_str() {
+            Some("message") => got.push((f["seq"].as_u64(), f["data"].as_str().map(str::to_owned))),
+            Some("recovery") => recovered = Some(f["recovered"].clone()),
+            _ => {}
+        }
+    }
+    assert_eq!(recovered, Some(serde_json::Value::Bool(true)));
+    assert_eq!(got, vec![(Some(2), Some("missed".to_owned()))]);
     // A wrong password, plain redis:// to a TLS port, or a CA that did not sign the
     // server's certificate: the backplane stays down (and says so), nothing crashes.
     let other_ca = test_ca(&certs.join("other")).0;

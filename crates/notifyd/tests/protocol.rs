@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
@@ -19,50 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// Opens a socket that offers the protocol, resuming after `since` of `epoch` when
-/// given; checks that the daemon selected it.
-async fn open(
-    addr: SocketAddr,
-    token: &str,
-    room: Option<&str>,
-    resume: Option<(u64, &str)>,
-) -> Ws {
-    let mut u = url(addr, token, room);
-    if let Some((since, epoch)) = resume {
-        u.push_str(&format!("&since={since}&epoch={}", enc(epoch)));
-    }
-    let mut req = u.into_client_request().unwrap();
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        "chat, tsugi-notify.v1".parse().unwrap(),
-    );
-    let (ws, resp) = tokio_tungstenite::connect_async(req)
-        .await
-        .expect("accepted");
-    assert_eq!(
-        resp.headers()
-            .get("sec-websocket-protocol")
-            .map(|v| v.to_str().unwrap()),
-        Some("tsugi-notify.v1")
-    );
-    ws
-}
-
-/// The next frame, parsed.
-async fn frame(ws: &mut Ws) -> Value {
-    let text = next_text(ws, WAIT).await.expect("a frame");
-    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
-}
-
-/// Frames until one of type `kind` (returned), skipping the others.
-async fn frame_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let f = frame(ws).await;
-        if f["type"] == kind {
-            return f;
-        }
-    }
-}
+use common::open_protocol as open;
 
 /// The opening frames: hello and presence.
 async fn opening(ws: &mut Ws) -> (Value, Value) {

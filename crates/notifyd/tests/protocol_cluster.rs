@@ -14,38 +14,13 @@ use std::time::Duration;
 use common::*;
 use futures_util::SinkExt;
 use serde_json::Value;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(15);
 const BIN: &str = env!("CARGO_BIN_EXE_tsugi-notifyd");
 
 async fn open(addr: SocketAddr, token: &str, resume: Option<(u64, &str)>) -> Ws {
-    let mut u = url(addr, token, Some("r"));
-    if let Some((since, epoch)) = resume {
-        u.push_str(&format!("&since={since}&epoch={epoch}"));
-    }
-    let mut req = u.into_client_request().unwrap();
-    req.headers_mut()
-        .insert("Sec-WebSocket-Protocol", "tsugi-notify.v1".parse().unwrap());
-    tokio_tungstenite::connect_async(req)
-        .await
-        .expect("accepted")
-        .0
-}
-
-async fn frame(ws: &mut Ws) -> Value {
-    let text = next_text(ws, WAIT).await.expect("a frame");
-    serde_json::from_str(&text).unwrap()
-}
-
-async fn frame_of(ws: &mut Ws, kind: &str) -> Value {
-    loop {
-        let f = frame(ws).await;
-        if f["type"] == kind {
-            return f;
-        }
-    }
+    open_protocol(addr, token, Some("r"), resume).await
 }
 
 /// The users in a presence frame.

@@ -368,3 +368,50 @@ pub async fn node(redis: tsugi_notifyd::config::Redis) -> Running {
     c.redis = Some(redis);
     start(c).await
 }
+
+/// Opens a socket that offers the protocol tsugi-notify.v1, resuming after `since` of
+/// `epoch` when given; checks that the daemon selected it.
+pub async fn open_protocol(
+    addr: SocketAddr,
+    token: &str,
+    room: Option<&str>,
+    resume: Option<(u64, &str)>,
+) -> Ws {
+    let mut u = url(addr, token, room);
+    if let Some((since, epoch)) = resume {
+        u.push_str(&format!("&since={since}&epoch={}", enc(epoch)));
+    }
+    let mut req = u.into_client_request().unwrap();
+    req.headers_mut().insert(
+        "Sec-WebSocket-Protocol",
+        "chat, tsugi-notify.v1".parse().unwrap(),
+    );
+    let (ws, resp) = tokio_tungstenite::connect_async(req)
+        .await
+        .expect("accepted");
+    assert_eq!(
+        resp.headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap()),
+        Some("tsugi-notify.v1")
+    );
+    ws
+}
+
+/// The next frame of the protocol, parsed (within 15 s).
+pub async fn frame(ws: &mut Ws) -> serde_json::Value {
+    let text = next_text(ws, Duration::from_secs(15))
+        .await
+        .expect("a frame");
+    serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"))
+}
+
+/// Frames until one of type `kind` (returned), skipping the others.
+pub async fn frame_of(ws: &mut Ws, kind: &str) -> serde_json::Value {
+    loop {
+        let f = frame(ws).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
+}
