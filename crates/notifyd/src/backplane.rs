@@ -42,7 +42,7 @@ use tsugi_notify_core::{Keyring, Room, Space, MAX_ROOM_BYTES};
 
 use crate::config::Redis;
 use crate::history::HistoryLimits;
-use crate::hub::{Change, ConnId, Hub, Json, Outgoing as RoomOutgoing};
+use crate::hub::{Change, ConnId, Follow, Hub, Json, Outgoing as RoomOutgoing};
 use crate::metrics::{EnvelopeRefusal, Metrics};
 use crate::protocol::{
     new_epoch, Identity, Opening, Presence, Resume, Stored, Unlisted, Unrecovered,
@@ -57,8 +57,6 @@ const VERSION: u8 = 3;
 const VERSION_2: u8 = 2;
 /// Bytes before the room: version, node, sequence, time, connection, opcode, room length.
 const HEADER: usize = 1 + 8 + 8 + 8 + 8 + 1 + 2;
-/// The longest sender's user id carried (longer ones go as anonymous).
-const MAX_USER_BYTES: usize = 1024;
 /// Opcode of an envelope carrying a `join`/`leave` frame of the protocol.
 const OP_PRESENCE: u8 = 3;
 /// The MAC at the end.
@@ -87,7 +85,10 @@ pub const ANSWER_WAIT: Duration = Duration::from_millis(1500);
 const QUESTIONS: usize = 1024;
 /// Fields of a room's hash read at most (one per node): past it, presence is not read
 /// (someone else wrote there).
-const MAX_NODES: usize = 1024;
+pub const MAX_NODES: usize = 64;
+/// The longest sender's user id carried (longer ones go as anonymous, in envelopes and
+/// in presence).
+pub const MAX_USER_BYTES: usize = 1024;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -331,10 +332,11 @@ fn room_key(space: &Space, room: &Room, kind: &str) -> String {
     key
 }
 
-/// The keys of a room's history and members.
+/// The keys of a room's history and members: its state (a hash of the epoch `e` and
+/// the last sequence `s`, which go together), its history (a Stream per epoch: the
+/// script appends the epoch to `log`) and its members' records.
 struct RoomKeys {
-    epoch: String,
-    seq: String,
+    state: String,
     log: String,
     here: String,
 }
@@ -342,39 +344,90 @@ struct RoomKeys {
 impl RoomKeys {
     fn new(space: &Space, room: &Room) -> Self {
         RoomKeys {
-            epoch: room_key(space, room, "epoch"),
-            seq: room_key(space, room, "seq"),
-            log: room_key(space, room, "log"),
+            state: room_key(space, room, "state"),
+            log: room_key(space, room, "log:"),
             here: room_key(space, room, "here"),
         }
     }
 }
 
+/// What the scripts share. `state(k)`: the room's epoch and sequence; a state that is
+/// not one this daemon wrote (an epoch not of 16 hex digits, a sequence past 2^53, a
+/// key of another type: someone else writes to this Redis) is dropped, and the room
+/// starts a new epoch. `read_here(k, fields, record, total)`: the members' records,
+/// read with bounds since anyone who can write to Redis can write there: none when
+/// the hash has more than `fields` fields; only fields named like a node (16 hex
+/// digits) with a record of at most `record` bytes, `total` bytes in all.
+macro_rules! lua_prelude {
+    () => {
+        r"
+local function valid(e)
+  return type(e) == 'string' and #e == 16 and not e:find('[^0-9a-f]')
+end
+local function state(k)
+  local v = redis.pcall('HMGET', k, 'e', 's')
+  if type(v) ~= 'table' or v.err then
+    redis.call('DEL', k)
+    return false, 0
+  end
+  local s = tonumber(v[2] or '0')
+  if not valid(v[1]) or not s or s < 0 or s > 9007199254740991 or s % 1 ~= 0 then
+    if v[1] or v[2] then redis.call('DEL', k) end
+    return false, 0
+  end
+  return v[1], s
+end
+local function read_here(k, fields, record, total)
+  local out, sum = {}, 0
+  local n = redis.pcall('HLEN', k)
+  if type(n) ~= 'number' or n > tonumber(fields) then return out end
+  local all = redis.call('HGETALL', k)
+  for i = 1, #all, 2 do
+    local f, v = all[i], all[i + 1]
+    if valid(f) and #v <= tonumber(record) then
+      sum = sum + #v
+      if sum > tonumber(total) then break end
+      out[#out + 1] = f
+      out[#out + 1] = v
+    end
+  end
+  return out
+end
+"
+    };
+}
+
 /// Gives a message its room sequence, keeps it in the room's history and publishes it,
 /// in one step, so that subscribers get a room's messages in sequence order. Only rooms
 /// with an epoch (a client of the protocol was there lately) count and keep; others just
-/// publish. What is published is `S<epoch>:<seq>:<envelope>` (an empty epoch and 0:
-/// no sequence).
-const PUBLISH_SCRIPT: &str = r"
-local e = redis.call('GET', KEYS[1])
-local s = 0
+/// publish. A history that cannot take the message is no longer whole: the epoch ends
+/// there. What is published is `S<epoch>:<seq>:<envelope>` (an empty epoch and 0: no
+/// sequence).
+const PUBLISH_SCRIPT: &str = concat!(
+    lua_prelude!(),
+    r"
+local e, s = state(KEYS[1])
 if e then
-  s = redis.call('INCR', KEYS[2])
+  s = redis.call('HINCRBY', KEYS[1], 's', 1)
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
   if tonumber(ARGV[3]) > 0 then
-    redis.pcall('XADD', KEYS[3], 'MAXLEN', ARGV[3], s .. '-1', 'm', ARGV[2])
-    redis.call('PEXPIRE', KEYS[3], ARGV[4])
+    local log = KEYS[2] .. e
+    local r = redis.pcall('XADD', log, 'MAXLEN', ARGV[3], s .. '-1', 'm', ARGV[2])
+    if type(r) == 'table' and r.err then
+      redis.call('DEL', KEYS[1], log)
+      e, s = false, 0
+    else
+      redis.call('PEXPIRE', log, ARGV[4])
+    end
   end
-else
-  e = ''
 end
-redis.call('PUBLISH', ARGV[1], 'S' .. e .. ':' .. s .. ':' .. ARGV[2])
-return {e, s}
-";
+redis.call('PUBLISH', ARGV[1], 'S' .. (e or '') .. ':' .. s .. ':' .. ARGV[2])
+return {e or '', s}
+"
+);
 
 /// Removes a dead node's record if it is still the one read, and publishes the
-/// `leave` envelopes for its members (ARGV[3..]); returns 1 when it did.
+/// `leave` envelopes for its members (ARGV[4..]); returns 1 when it did.
 const SWEEP_SCRIPT: &str = r"
 if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
   redis.call('HDEL', KEYS[1], ARGV[1])
@@ -387,55 +440,49 @@ return 0
 ";
 
 /// Where a room stands, for a member of the protocol that opens there (and for the
-/// refresh, with no resume): the history kept alive (its epoch made if it has none),
-/// its epoch and sequence, the members' records and, from ARGV[3] when it is not empty,
-/// the history's entries. Read with bounds, since anyone who can write to Redis can
-/// write there: at most ARGV[5] records of at most ARGV[6] bytes (else none), and
-/// entries of at most ARGV[7] bytes (a longer one is read as empty: not recoverable).
-const OPEN_SCRIPT: &str = r"
-redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2])
+/// refresh, with no resume): the room's state kept alive (a new epoch when it has
+/// none: ARGV[1]), its epoch and sequence, the members' records (bounds ARGV[5..7])
+/// and, when ARGV[3] (since) is not empty and the history can hold what was missed
+/// (at most ARGV[4] messages), the entries after it: each at most ARGV[8] bytes and
+/// ARGV[9] in all, else `whole` is 0.
+const OPEN_SCRIPT: &str = concat!(
+    lua_prelude!(),
+    r"
+local e, s = state(KEYS[1])
+if not e then
+  e, s = ARGV[1], 0
+  redis.call('HSET', KEYS[1], 'e', e, 's', 0)
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-redis.call('PEXPIRE', KEYS[3], ARGV[2])
-local e = redis.call('GET', KEYS[1])
-local s = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
-local here = {}
-if redis.call('HLEN', KEYS[4]) <= tonumber(ARGV[5]) then
-  local all = redis.call('HGETALL', KEYS[4])
-  for i = 1, #all, 2 do
-    if #all[i + 1] <= tonumber(ARGV[6]) then
-      here[#here + 1] = all[i]
-      here[#here + 1] = all[i + 1]
+local log = KEYS[2] .. e
+redis.call('PEXPIRE', log, ARGV[2])
+local here = read_here(KEYS[3], ARGV[5], ARGV[6], ARGV[7])
+local entries, whole = {}, 0
+local since = tonumber(ARGV[3])
+if since and since <= s and s - since <= tonumber(ARGV[4]) then
+  whole = 1
+  local sum = 0
+  if s > since then
+    for _, entry in ipairs(redis.call('XRANGE', log, (since + 1) .. '-0', '+', 'COUNT', s - since)) do
+      local m = entry[2][2]
+      if type(m) ~= 'string' or #m > tonumber(ARGV[8]) then whole = 0 break end
+      sum = sum + #m
+      if sum > tonumber(ARGV[9]) then whole = 0 break end
+      entries[#entries + 1] = {entry[1], m}
     end
   end
 end
-local log = {}
-if ARGV[3] ~= '' then
-  local entries = redis.call('XRANGE', KEYS[3], ARGV[3] .. '-0', '+', 'COUNT', ARGV[4])
-  for _, entry in ipairs(entries) do
-    local m = entry[2][2]
-    if type(m) ~= 'string' or #m > tonumber(ARGV[7]) then m = '' end
-    log[#log + 1] = {entry[1], m}
-  end
-end
-return {e, s, here, log}
-";
+return {e, s, here, entries, whole}
+"
+);
 
-/// The members' records of a room, read with the bounds of [`OPEN_SCRIPT`] (ARGV[1]
-/// records of ARGV[2] bytes).
-const HERE_SCRIPT: &str = r"
-local here = {}
-if redis.call('HLEN', KEYS[1]) <= tonumber(ARGV[1]) then
-  local all = redis.call('HGETALL', KEYS[1])
-  for i = 1, #all, 2 do
-    if #all[i + 1] <= tonumber(ARGV[2]) then
-      here[#here + 1] = all[i]
-      here[#here + 1] = all[i + 1]
-    end
-  end
-end
-return here
-";
+/// The members' records of a room (the bounds of `read_here`: ARGV[1..3]).
+const HERE_SCRIPT: &str = concat!(
+    lua_prelude!(),
+    r"
+return read_here(KEYS[1], ARGV[1], ARGV[2], ARGV[3])
+"
+);
 
 /// The scripts a session runs.
 struct Scripts {
@@ -756,9 +803,15 @@ impl Backplane {
     /// The largest record this node writes, and reads: a list of at most
     /// `presence_max` sockets (JSON escapes a byte into at most 6).
     fn max_record(&self) -> usize {
+        // A listed socket: its user (at most MAX_USER_BYTES, escaped) and its id.
         self.presence_max
-            .saturating_mul(6 * (tsugi_notify_core::MAX_TOKEN_BYTES + 64) + 16)
+            .saturating_mul(6 * (MAX_USER_BYTES + 64) + 16)
             + 512
+    }
+
+    /// The most bytes of records read from one room's hash.
+    fn max_here(&self) -> usize {
+        self.max_record().saturating_mul(2).max(2 << 20)
     }
 
     /// This node's record of a room's members, sealed for the room's hash: the sockets,
@@ -784,16 +837,17 @@ impl Backplane {
             serde_json::to_vec(&serde_json::json!({ "x": expires, "m": list, "c": unlisted }))
                 .unwrap_or_default();
         let len = channel_len(here_key);
+        let me = self.node_tag();
         let tag = self
             .keyring
-            .sign_backplane(&[&len, here_key.as_bytes(), &body]);
+            .sign_backplane(&[&len, here_key.as_bytes(), me.as_bytes(), &body]);
         body.extend_from_slice(&tag);
         body
     }
 
-    /// A record read from a room's hash: its part of the room and whether it has
-    /// expired, or `None` (counted) when it is not authentic or not readable.
-    fn open_record(&self, here_key: &str, bytes: &[u8]) -> Option<(Presence, bool)> {
+    /// A record read from a room's hash under `field`: its part of the room and whether
+    /// it has expired, or `None` (counted) when it is not authentic or not readable.
+    fn open_record(&self, here_key: &str, field: &[u8], bytes: &[u8]) -> Option<(Presence, bool)> {
         #[derive(serde::Deserialize)]
         struct Record {
             x: u64,
@@ -811,16 +865,25 @@ impl Backplane {
             return refuse(EnvelopeRefusal::BadMac);
         };
         let (body, tag) = bytes.split_at(split);
+        // Sealed for this room's hash and the field of the node that wrote it: a record
+        // copied to another room or field does not open.
         let len = channel_len(here_key);
-        if !self
-            .keyring
-            .verify_backplane(&[&len, here_key.as_bytes(), body], tag)
+        if field.len() != 16
+            || !self
+                .keyring
+                .verify_backplane(&[&len, here_key.as_bytes(), field, body], tag)
         {
             return refuse(EnvelopeRefusal::BadMac);
         }
         let Ok(r) = serde_json::from_slice::<Record>(body) else {
             return refuse(EnvelopeRefusal::Malformed);
         };
+        // Its sockets are its own: their ids start with its field.
+        if r.m.iter().any(|(_, conn)| {
+            !conn.as_bytes().starts_with(field) || conn.as_bytes().get(16) != Some(&b'-')
+        }) {
+            return refuse(EnvelopeRefusal::Malformed);
+        }
         let members =
             r.m.into_iter()
                 .map(|(user, conn)| Identity {
@@ -960,17 +1023,40 @@ struct State {
     seen: Seen,
 }
 
-/// The room sequence and envelope of what a subscription delivered
-/// (`S<epoch>:<seq>:<envelope>`; a bare envelope from a node of the previous version).
-fn split_published(bytes: &[u8]) -> Option<(Option<u64>, &[u8])> {
+/// The room's epoch and sequence, and the envelope, of what a subscription delivered
+/// (`S<epoch>:<seq>:<envelope>`; no sequence for an empty epoch or 0, and for a bare
+/// envelope from a node of the previous version). `None` for anything else: an epoch
+/// that is not 16 hex digits, a sequence past 2^53.
+fn split_published(bytes: &[u8]) -> Option<(Option<(u64, u64)>, &[u8])> {
     let Some(rest) = bytes.strip_prefix(b"S") else {
         return Some((None, bytes));
     };
     let colon = rest.iter().position(|&b| b == b':')?;
-    let rest = &rest[colon + 1..];
+    let (epoch, rest) = (&rest[..colon], &rest[colon + 1..]);
     let colon = rest.iter().position(|&b| b == b':')?;
     let seq: u64 = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
-    Some(((seq > 0).then_some(seq), &rest[colon + 1..]))
+    let envelope = &rest[colon + 1..];
+    if epoch.is_empty() && seq == 0 {
+        return Some((None, envelope));
+    }
+    let epoch = parse_epoch(epoch)?;
+    if seq == 0 || seq > crate::protocol::MAX_SEQ {
+        return None;
+    }
+    Some((Some((epoch, seq)), envelope))
+}
+
+/// An epoch as this daemon writes them (16 lowercase hex digits), as a number.
+pub fn epoch_number(epoch: &str) -> Option<u64> {
+    parse_epoch(epoch.as_bytes())
+}
+
+/// See [`epoch_number`].
+fn parse_epoch(epoch: &[u8]) -> Option<u64> {
+    if epoch.len() != 16 || !epoch.iter().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(epoch).ok()?, 16).ok()
 }
 
 /// One connected session: returns Ok at shutdown, Err when Redis is lost.
@@ -1054,10 +1140,9 @@ async fn session(
                     let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
                 } else {
                     let keys = RoomKeys::new(&space, &env.room);
-                    let age = bp.history.age.as_millis().max(1);
                     let sequenced: Option<(Vec<u8>, u64)> = soft(bp, "publish script", scripts.publish
-                        .key(&keys.epoch).key(&keys.seq).key(&keys.log)
-                        .arg(&channel).arg(&bytes).arg(bp.history.messages).arg(u64::try_from(age).unwrap_or(u64::MAX))
+                        .key(&keys.state).key(&keys.log)
+                        .arg(&channel).arg(&bytes).arg(bp.history.messages).arg(millis(bp.history.age))
                         .invoke_async(&mut conn)).await?;
                     // Refused (an ACL of an older version, a key someone else wrote):
                     // the message still goes, without a sequence.
@@ -1124,7 +1209,7 @@ async fn session(
 /// to the protocol's members (this node's own were delivered when they happened); a
 /// message to raw members (unless it is this node's own: they had it at once) and, with
 /// its room sequence, to the protocol's members.
-fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option<u64>) {
+fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option<(u64, u64)>) {
     let own = env.node == bp.node;
     if !own {
         bp.metrics.backplane_received();
@@ -1141,6 +1226,13 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
     if own && !room.has_json() {
         return;
     }
+    // The room's stream as this node got it: a message at or before the last one is
+    // not delivered to the protocol's members again, and after a gap they are told to
+    // reconnect and recover (a message may have been dropped here or lost in Redis).
+    let follow = seq.map_or(Follow::Next, |(epoch, seq)| room.follow(epoch, seq));
+    if follow == Follow::Old && own {
+        return;
+    }
     // This node's own message comes back for its members of the protocol (and its
     // sender's ack); a message of the publish API (connection 0) is the server's.
     let out = RoomOutgoing {
@@ -1149,7 +1241,15 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
         server: env.conn == 0,
         msg: &env.message,
     };
-    room.deliver(out, !own, Json::Given(seq), &bp.metrics);
+    let json = match follow {
+        // (Raw members still get another node's message: the envelope check let it in.)
+        Follow::Old => Json::Defer,
+        Follow::Next | Follow::Gap => Json::Given(seq.map(|(_, s)| s)),
+    };
+    room.deliver(out, !own, json, &bp.metrics);
+    if follow == Follow::Gap {
+        room.resync(None);
+    }
 }
 
 /// Sends a `join`/`leave` frame of this node to the other nodes' members of the room.
@@ -1184,6 +1284,67 @@ fn unsent(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope) {
     }
 }
 
+/// What [`OPEN_SCRIPT`] answers: the epoch, the sequence, the members' records (field,
+/// record, ...), the history's entries after `since` (id, sealed envelope), and whether
+/// those are all of them within the bounds.
+struct Opened {
+    epoch: String,
+    seq: u64,
+    here: Vec<Vec<u8>>,
+    entries: Vec<(String, Vec<u8>)>,
+    whole: bool,
+}
+
+/// Runs [`OPEN_SCRIPT`] for a room (`since`: read the history after it); `None` when
+/// Redis refused it.
+async fn open_room(
+    bp: &Backplane,
+    conn: &mut redis::aio::MultiplexedConnection,
+    scripts: &Scripts,
+    keys: &RoomKeys,
+    since: Option<u64>,
+) -> Result<Option<Opened>, Lost> {
+    let since = since.map_or(String::new(), |s| s.to_string());
+    // An entry is a sealed envelope: its payload and at most this much around it.
+    let overhead = Envelope::max_len(0);
+    let opened: Option<(String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>, u8)> = soft(
+        bp,
+        "open",
+        scripts
+            .open
+            .key(&keys.state)
+            .key(&keys.log)
+            .key(&keys.here)
+            .arg(new_epoch())
+            .arg(millis(bp.history.age))
+            .arg(since)
+            .arg(bp.history.messages)
+            .arg(MAX_NODES)
+            .arg(bp.max_record())
+            .arg(bp.max_here())
+            .arg(Envelope::max_len(bp.max_message_bytes))
+            .arg(
+                bp.history
+                    .bytes
+                    .saturating_add(overhead.saturating_mul(bp.history.messages)),
+            )
+            .invoke_async(conn),
+    )
+    .await?;
+    Ok(opened.map(|(epoch, seq, here, entries, whole)| Opened {
+        epoch,
+        seq,
+        here,
+        entries,
+        whole: whole == 1,
+    }))
+}
+
+/// Milliseconds of a duration, at least 1 (for PEXPIRE).
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis().max(1)).unwrap_or(u64::MAX)
+}
+
 /// Answers a question from Redis.
 async fn answer(
     bp: &Backplane,
@@ -1202,6 +1363,7 @@ async fn answer(
                     .key(&keys.here)
                     .arg(MAX_NODES)
                     .arg(bp.max_record())
+                    .arg(bp.max_here())
                     .invoke_async(conn),
             )
             .await?;
@@ -1217,39 +1379,16 @@ async fn answer(
             reply,
         } => {
             let keys = RoomKeys::new(&space, &room);
-            let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
-            let from = resume
-                .as_ref()
-                .map_or(String::new(), |r| r.since.saturating_add(1).to_string());
-            type Opened = (String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>);
-            let opened: Option<Opened> = soft(
-                bp,
-                "open",
-                scripts
-                    .open
-                    .key(&keys.epoch)
-                    .key(&keys.seq)
-                    .key(&keys.log)
-                    .key(&keys.here)
-                    .arg(new_epoch())
-                    .arg(age)
-                    .arg(from)
-                    .arg(bp.history.messages.saturating_add(1))
-                    .arg(MAX_NODES)
-                    .arg(bp.max_record())
-                    .arg(Envelope::max_len(bp.max_message_bytes))
-                    .invoke_async(conn),
-            )
-            .await?;
-            let Some((epoch, seq, here, log)) = opened else {
+            let since = resume.as_ref().map(|r| r.since);
+            let Some(opened) = open_room(bp, conn, scripts, &keys, since).await? else {
                 let _ = reply.send(Err(Lost("open refused".into())));
                 return Ok(());
             };
-            let recovery = resume.map(|r| recover(bp, &space, &room, &epoch, seq, &r, log));
-            let others = others(bp, &keys.here, here);
+            let recovery = resume.map(|r| recover(bp, &space, &room, &opened, &r));
+            let others = others(bp, &keys.here, opened.here);
             let _ = reply.send(Ok(Answer {
-                epoch,
-                seq,
+                epoch: opened.epoch,
+                seq: opened.seq,
                 others,
                 recovery,
             }));
@@ -1266,7 +1405,7 @@ fn others(bp: &Backplane, here_key: &str, here: Vec<Vec<u8>>) -> Presence {
         if pair[0] == me.as_bytes() {
             continue;
         }
-        if let Some((part, false)) = bp.open_record(here_key, &pair[1]) {
+        if let Some((part, false)) = bp.open_record(here_key, &pair[0], &pair[1]) {
             all.merge(part);
         }
     }
@@ -1279,37 +1418,38 @@ fn recover(
     bp: &Backplane,
     space: &Space,
     room: &Room,
-    epoch: &str,
-    seq: u64,
+    opened: &Opened,
     resume: &Resume,
-    log: Vec<(String, Vec<u8>)>,
 ) -> Result<Vec<Stored>, Unrecovered> {
-    if resume.epoch.as_deref() != Some(epoch) || resume.since > seq {
+    let seq = opened.seq;
+    if resume.epoch.as_deref() != Some(opened.epoch.as_str()) || resume.since > seq {
         return Err(Unrecovered::Epoch);
     }
     if bp.history.messages == 0 {
         return Err(Unrecovered::Unavailable);
     }
+    if !opened.whole {
+        return Err(Unrecovered::Trimmed);
+    }
     let channel = channel(space);
-    let oldest =
-        unix_ms().saturating_sub(u64::try_from(bp.history.age.as_millis()).unwrap_or(u64::MAX));
+    let oldest = unix_ms().saturating_sub(millis(bp.history.age));
     let mut out = Vec::new();
     let mut bytes = 0;
-    let mut seen = HashSet::new();
-    for (id, sealed) in log {
+    // Each node's messages in the order it sent them: a message kept twice, or moved,
+    // is not this room's history.
+    let mut last_of: HashMap<u64, u64> = HashMap::new();
+    for (id, sealed) in &opened.entries {
         let n: Option<u64> = id.split('-').next().and_then(|n| n.parse().ok());
         let Some(n) = n.filter(|&n| n > resume.since && n <= seq) else {
             continue;
         };
-        let Ok(env) = Envelope::open(&sealed, &channel, &bp.keyring, bp.max_message_bytes) else {
+        let Ok(env) = Envelope::open(sealed, &channel, &bp.keyring, bp.max_message_bytes) else {
             return Err(Unrecovered::Trimmed);
         };
-        // Another room's, too old, or one message kept twice: not this room's history.
-        if env.room != *room
-            || env.presence
-            || env.sent_ms < oldest
-            || !seen.insert((env.node, env.seq))
-        {
+        let in_order = last_of
+            .insert(env.node, env.seq)
+            .is_none_or(|before| before < env.seq);
+        if env.room != *room || env.presence || env.sent_ms < oldest || !in_order {
             return Err(Unrecovered::Trimmed);
         }
         bytes += env.message.len();
@@ -1383,36 +1523,20 @@ async fn refresh(
         .map(|(s, r, _)| (s.clone(), r.clone()))
         .collect();
     write_records(bp, hub, conn, &all).await?;
-    let age = u64::try_from(bp.history.age.as_millis().max(1)).unwrap_or(u64::MAX);
+    let me = bp.node_tag();
     for (space, room, members) in rooms.iter().filter(|(_, _, m)| m.has_json()) {
         let keys = RoomKeys::new(space, room);
-        // The open script without a resume: the history kept alive, the hash read.
-        type Opened = (String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>);
-        let opened: Option<Opened> = soft(
-            bp,
-            "refresh",
-            scripts
-                .open
-                .key(&keys.epoch)
-                .key(&keys.seq)
-                .key(&keys.log)
-                .key(&keys.here)
-                .arg(new_epoch())
-                .arg(age)
-                .arg("")
-                .arg(0)
-                .arg(MAX_NODES)
-                .arg(bp.max_record())
-                .arg(Envelope::max_len(bp.max_message_bytes))
-                .invoke_async(conn),
-        )
-        .await?;
-        let Some((_, _, here, _)) = opened else {
+        // The history kept alive (a new epoch if it was lost), the hash read.
+        let Some(Opened { here, .. }) = open_room(bp, conn, scripts, &keys, None).await? else {
             continue;
         };
         for pair in here.chunks_exact(2) {
             let (node, record) = (&pair[0], &pair[1]);
-            let Some((gone, true)) = bp.open_record(&keys.here, record) else {
+            // Never this node's own (a copy of an old one must not make it leave).
+            if node.as_slice() == me.as_bytes() {
+                continue;
+            }
+            let Some((gone, true)) = bp.open_record(&keys.here, node, record) else {
                 continue;
             };
             // Sealed leaves for the dead node's members, published only if this node
@@ -1421,7 +1545,7 @@ async fn refresh(
             let mut call = scripts.sweep.key(&keys.here);
             call.arg(node).arg(record).arg(&channel);
             let mut leaves = Vec::new();
-            for who in &gone.members {
+            for who in gone.members.iter().take(bp.presence_max) {
                 state.seq += 1;
                 let env = Envelope {
                     node: bp.node,

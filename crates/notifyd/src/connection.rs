@@ -54,6 +54,8 @@ pub struct Connection<'a, S> {
     pub outbox: Arc<Outbox>,
     /// Cancelled by the hub when its queue overflows.
     pub slow: CancellationToken,
+    /// Cancelled when it must reconnect to recover (its room's stream had a gap).
+    pub resync: CancellationToken,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Bounds.
@@ -87,6 +89,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
                 Close::TooBig => (CloseCode::Size, "message too big"),
                 Close::Protocol => (CloseCode::Protocol, "protocol error"),
                 Close::Idle => (CloseCode::Away, "idle"),
+                Close::Resync => (CloseCode::Restart, "reconnect to recover"),
             };
             debug!(?reason, "closing");
             let frame = CloseFrame {
@@ -123,10 +126,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // Created once: re-arming these on every turn of the loop is measurable.
         let shutdown = self.shutdown.clone();
         let slow = self.slow.clone();
+        let resync = self.resync.clone();
         let stop = async {
             tokio::select! {
                 () = shutdown.cancelled() => Close::GoingAway,
                 () = slow.cancelled() => Close::SlowConsumer,
+                () = resync.cancelled() => Close::Resync,
             }
         };
         tokio::pin!(stop);
@@ -476,6 +481,7 @@ mod tests {
             id: 1,
             outbox: Arc::clone(&outbox),
             slow: slow.clone(),
+            resync: CancellationToken::new(),
             who: crate::protocol::Identity {
                 user: None,
                 conn: Arc::from("1"),
@@ -495,6 +501,7 @@ mod tests {
             membership,
             outbox,
             slow,
+            resync: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             limits: &limits,
             metrics,

@@ -173,7 +173,13 @@ impl Fanout {
                 recovery,
             };
         };
-        bp.open(m.space(), m.room_name(), local, resume).await
+        let opening = bp.open(m.space(), m.room_name(), local, resume).await;
+        // The room's stream on this node starts there for this member; another epoch
+        // than the one the room followed sends its other members to recover.
+        if let Some(epoch) = crate::backplane::epoch_number(&opening.epoch) {
+            m.members().started_at(epoch, opening.seq, m.id());
+        }
+        opening
     }
 
     /// Who is in a room, on every node.

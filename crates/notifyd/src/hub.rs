@@ -35,6 +35,9 @@ pub struct Member {
     pub outbox: Arc<Outbox>,
     /// Cancelled when it stops reading (queue full): it then closes with 1008.
     pub slow: CancellationToken,
+    /// Cancelled when it must reconnect to recover (a member of the protocol whose
+    /// room's stream from Redis had a gap): it then closes with 1012.
+    pub resync: CancellationToken,
     /// Who it is, as presence shows it.
     pub who: Identity,
     /// It speaks the protocol (`tsugi-notify.v1`): it gets JSON frames.
@@ -76,6 +79,20 @@ pub struct Members {
     /// The room's history on this node (without Redis), once a member of the protocol
     /// has been here.
     log: OnceLock<Arc<RoomLog>>,
+    /// With Redis: the epoch and last sequence of the room's stream as this node got it.
+    stream: Mutex<Option<(u64, u64)>>,
+}
+
+/// Where a sequenced message from Redis stands in its room's stream on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follow {
+    /// The next one (or the first): delivered.
+    Next,
+    /// At or before the last one: already delivered, or a recording: not again.
+    Old,
+    /// After a gap, or of another epoch: delivered, and the protocol's members told to
+    /// reconnect and recover what fell in the gap.
+    Gap,
 }
 
 /// What a delivery did.
@@ -107,7 +124,8 @@ pub struct Outgoing<'a> {
 pub enum Json {
     /// The room's log gives the sequence (one node: this one).
     Assign,
-    /// Nothing now: Redis gives the sequence and the message comes back to this node.
+    /// Nothing: Redis gives the sequence and the message comes back to this node (or
+    /// it came back already: not again).
     Defer,
     /// This sequence (from Redis; `None`: none could be had).
     Given(Option<u64>),
@@ -177,6 +195,43 @@ impl Members {
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
         for m in members.iter().filter(|m| m.json && Some(m.id) != except) {
             m.push(frame, 0, frame.len(), now, metrics, &mut d);
+        }
+    }
+
+    /// Places a sequenced message of `epoch` (16 hex digits) in the room's stream.
+    pub fn follow(&self, epoch: u64, seq: u64) -> Follow {
+        let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+        let follow = match *stream {
+            Some((e, last)) if e == epoch && seq <= last => return Follow::Old,
+            Some((e, last)) if e == epoch && seq == last + 1 => Follow::Next,
+            None => Follow::Next,
+            Some(_) => Follow::Gap,
+        };
+        *stream = Some((epoch, seq));
+        follow
+    }
+
+    /// A member of the protocol opened here where the stream of `epoch` stood at `seq`
+    /// (never moves it back; another epoch than the one followed is a gap for the
+    /// others, who are told to recover).
+    pub fn started_at(&self, epoch: u64, seq: u64, except: ConnId) {
+        let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
+        match *stream {
+            Some((e, last)) if e == epoch => *stream = Some((e, last.max(seq))),
+            Some(_) => {
+                *stream = Some((epoch, seq));
+                drop(stream);
+                self.resync(Some(except));
+            }
+            None => *stream = Some((epoch, seq)),
+        }
+    }
+
+    /// Tells the protocol's members (but `except`) to reconnect and recover.
+    pub fn resync(&self, except: Option<ConnId>) {
+        let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+        for m in members.iter().filter(|m| m.json && Some(m.id) != except) {
+            m.resync.cancel();
         }
     }
 
@@ -520,6 +575,7 @@ mod tests {
             id,
             outbox: outbox.clone(),
             slow: slow.clone(),
+            resync: CancellationToken::new(),
             who: Identity {
                 user: Some(Arc::from(format!("u{id}"))),
                 conn: Arc::from(format!("c{id}")),

@@ -153,10 +153,13 @@ pub enum Close {
     Idle,
     /// 1008: the socket took no byte for `write_timeout_secs` while output waited.
     WriteTimeout,
+    /// 1012: a client of the protocol whose room's stream from Redis had a gap (or a
+    /// new epoch): it reconnects and recovers what it missed.
+    Resync,
 }
 
 impl Close {
-    const ALL: [Close; 8] = [
+    const ALL: [Close; 9] = [
         Close::GoingAway,
         Close::InvalidUtf8,
         Close::RateLimit,
@@ -165,6 +168,7 @@ impl Close {
         Close::Protocol,
         Close::Idle,
         Close::WriteTimeout,
+        Close::Resync,
     ];
 
     pub fn label(self) -> &'static str {
@@ -176,6 +180,7 @@ impl Close {
             Close::TooBig => "too_big",
             Close::Protocol => "protocol",
             Close::Idle => "idle",
+            Close::Resync => "resync",
             Close::WriteTimeout => "write_timeout",
         }
     }

@@ -105,8 +105,12 @@ where
             _ => None,
         };
         // Only a v1 token names a user; presence shows the others as anonymous.
+        // (A user id longer than any a site gives is shown as anonymous too.)
         let user = match verified.format {
-            Format::V1 => p.user().map(std::sync::Arc::<str>::from),
+            Format::V1 => p
+                .user()
+                .filter(|u| u.len() <= crate::backplane::MAX_USER_BYTES)
+                .map(Arc::<str>::from),
             Format::Legacy => None,
         };
         let resume = if json { query.resume()? } else { None };
@@ -166,10 +170,12 @@ where
     let id = node.next_id.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::for_limits(limits));
     let slow = CancellationToken::new();
+    let resync = CancellationToken::new();
     let member = Member {
         id,
         outbox: outbox.clone(),
         slow: slow.clone(),
+        resync: resync.clone(),
         who: Identity {
             user,
             conn: Arc::from(format!("{}-{id:x}", node.tag)),
@@ -231,6 +237,7 @@ where
                 membership,
                 outbox,
                 slow,
+                resync,
                 shutdown: node.shutdown.clone(),
                 limits: &node.config.limits,
                 metrics: &node.metrics,

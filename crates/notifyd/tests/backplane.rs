@@ -150,7 +150,7 @@ async fn rediss_with_an_acl_user_whose_password_is_in_a_file() {
     let conf = format!(
         "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\n\
          user default off\n\
-         user tsugi-notify on >acl-pass-word resetchannels &tsugi-notify:* resetkeys ~tsugi-notify:* -@all +publish +subscribe +unsubscribe +ping +evalsha +script|load +multi +exec +get +set +incr +pexpire +xadd +xrange +hset +hdel +hget +hlen +hgetall\n",
+         user tsugi-notify on >acl-pass-word resetchannels &tsugi-notify:* resetkeys ~tsugi-notify:* -@all +publish +subscribe +unsubscribe +ping +evalsha +script|load +hget +hmget +hset +hdel +hlen +hgetall +hincrby +del +pexpire +xadd +xrange\n",
         cert.display(),
         key.display(),
         ca.display()
