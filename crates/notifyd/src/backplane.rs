@@ -1023,11 +1023,14 @@ struct State {
     seen: Seen,
 }
 
+/// A message's room epoch (as a number) and sequence.
+type Placed = (u64, u64);
+
 /// The room's epoch and sequence, and the envelope, of what a subscription delivered
 /// (`S<epoch>:<seq>:<envelope>`; no sequence for an empty epoch or 0, and for a bare
 /// envelope from a node of the previous version). `None` for anything else: an epoch
 /// that is not 16 hex digits, a sequence past 2^53.
-fn split_published(bytes: &[u8]) -> Option<(Option<(u64, u64)>, &[u8])> {
+fn split_published(bytes: &[u8]) -> Option<(Option<Placed>, &[u8])> {
     let Some(rest) = bytes.strip_prefix(b"S") else {
         return Some((None, bytes));
     };
@@ -1129,33 +1132,14 @@ async fn session(
                 let _: redis::Value = timed("subscription ping", sink.ping()).await?;
             }
             out = queues.rx.recv() => {
-                let Some(Outgoing { space, mut env, reply }) = out else { return Ok(()) };
-                bp.dequeued(&env);
+                let Some(out) = out else { return Ok(()) };
+                bp.dequeued(&out.env);
                 state.seq += 1;
-                env.seq = state.seq;
-                env.sent_ms = unix_ms();
-                let channel = channel(&space);
-                let Some(bytes) = env.seal(&channel, &bp.keyring) else { continue };
-                if env.presence {
-                    let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
-                } else {
-                    let keys = RoomKeys::new(&space, &env.room);
-                    let sequenced: Option<(Vec<u8>, u64)> = soft(bp, "publish script", scripts.publish
-                        .key(&keys.state).key(&keys.log)
-                        .arg(&channel).arg(&bytes).arg(bp.history.messages).arg(millis(bp.history.age))
-                        .invoke_async(&mut conn)).await?;
-                    // Refused (an ACL of an older version, a key someone else wrote):
-                    // the message still goes, without a sequence.
-                    let seq = match sequenced {
-                        Some((_, seq)) => seq,
-                        None => {
-                            let _: i64 = timed("publish", redis::cmd("PUBLISH").arg(&channel).arg(bytes).query_async(&mut conn)).await?;
-                            0
-                        }
-                    };
-                    if let Some(reply) = reply {
-                        let _ = reply.send((seq > 0).then_some(seq));
-                    }
+                let (space, env) = (out.space.clone(), out.env.clone());
+                if let Err(lost) = send(bp, &mut conn, &scripts, out, state.seq).await {
+                    // It will not reach Redis: this node's members still get it.
+                    unsent(bp, hub, &space, &env);
+                    return Err(lost);
                 }
                 bp.metrics.backplane_published();
             }
@@ -1209,7 +1193,7 @@ async fn session(
 /// to the protocol's members (this node's own were delivered when they happened); a
 /// message to raw members (unless it is this node's own: they had it at once) and, with
 /// its room sequence, to the protocol's members.
-fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option<(u64, u64)>) {
+fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option<Placed>) {
     let own = env.node == bp.node;
     if !own {
         bp.metrics.backplane_received();
@@ -1250,6 +1234,58 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
     if follow == Follow::Gap {
         room.resync(None);
     }
+}
+
+/// Sends a message (or a `join`/`leave`) to Redis as this node's `seq`-th envelope: a
+/// message through the publish script (its room sequence to `reply`), or, when Redis
+/// refuses the script, plainly, without a sequence.
+async fn send(
+    bp: &Backplane,
+    conn: &mut redis::aio::MultiplexedConnection,
+    scripts: &Scripts,
+    out: Outgoing,
+    seq: u64,
+) -> Result<(), Lost> {
+    let Outgoing {
+        space,
+        mut env,
+        reply,
+    } = out;
+    env.seq = seq;
+    env.sent_ms = unix_ms();
+    let channel = channel(&space);
+    let Some(bytes) = env.seal(&channel, &bp.keyring) else {
+        return Ok(());
+    };
+    let mut room_seq = 0;
+    let mut plain = env.presence;
+    if !env.presence {
+        let keys = RoomKeys::new(&space, &env.room);
+        let mut script = scripts.publish.key(&keys.state);
+        script
+            .key(&keys.log)
+            .arg(&channel)
+            .arg(&bytes)
+            .arg(bp.history.messages)
+            .arg(millis(bp.history.age));
+        let sequenced: Option<(Vec<u8>, u64)> =
+            soft(bp, "publish script", script.invoke_async(conn)).await?;
+        match sequenced {
+            Some((_, s)) => room_seq = s,
+            // Refused (an ACL of an older version, a key someone else wrote): the
+            // message still goes, without a sequence.
+            None => plain = true,
+        }
+    }
+    if plain {
+        let mut publish = redis::cmd("PUBLISH");
+        publish.arg(&channel).arg(&bytes);
+        let _: i64 = timed("publish", publish.query_async(conn)).await?;
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send((room_seq > 0).then_some(room_seq));
+    }
+    Ok(())
 }
 
 /// Sends a `join`/`leave` frame of this node to the other nodes' members of the room.
@@ -1307,7 +1343,8 @@ async fn open_room(
     let since = since.map_or(String::new(), |s| s.to_string());
     // An entry is a sealed envelope: its payload and at most this much around it.
     let overhead = Envelope::max_len(0);
-    let opened: Option<(String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>, u8)> = soft(
+    type Answer = (String, u64, Vec<Vec<u8>>, Vec<(String, Vec<u8>)>, u8);
+    let opened: Option<Answer> = soft(
         bp,
         "open",
         scripts

@@ -339,6 +339,16 @@ impl RedisServer {
         RedisServer { child, port, dir }
     }
 
+    /// Freezes it (SIGSTOP: a Redis that hangs without closing anything), or thaws it.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
     /// Stops it now (Redis going away under the daemons).
     pub fn kill(&mut self) {
         let _ = self.child.kill();
