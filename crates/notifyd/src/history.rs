@@ -1,16 +1,14 @@
 //! A room's history on this node (without Redis): its sequence, its epoch and the
 //! messages it keeps for recovery, bounded per room in count, bytes and age, and for
-//! all rooms together in bytes: when those are spent, the room that appends gives up
-//! its own oldest messages, and keeps nothing when it has none (a busy room never
-//! takes a quiet room's history). `Logs::sweep` gives back what has aged.
+//! all rooms together in bytes: past that, the node's oldest messages go, whichever
+//! room kept them. `Logs::sweep` gives back what has aged.
 //!
 //! A room has a log only once a client of the protocol has joined it: raw-only rooms
 //! keep nothing and count nothing. The log outlives its members by `age`, so that a
 //! client that reconnects finds it; `Logs::sweep` forgets idle ones.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use tsugi_notify_core::{Room, Space};
@@ -46,8 +44,28 @@ impl Default for HistoryLimits {
 pub struct Logs {
     limits: HistoryLimits,
     rooms: Mutex<HashMap<(Space, Room), Arc<RoomLog>>>,
-    /// Payload bytes kept by every room of this node.
-    budget: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
+}
+
+/// The node's bytes of history, and its kept messages oldest first (for `memory`).
+/// Lock order: a room's log, then the budget; the budget is never held while a room
+/// is locked by the same thread's caller further up.
+#[derive(Debug)]
+struct Budget {
+    memory: usize,
+    state: Mutex<BudgetState>,
+}
+
+#[derive(Debug, Default)]
+struct BudgetState {
+    /// Payload bytes kept by every room.
+    bytes: usize,
+    /// Messages kept by every room.
+    kept: usize,
+    /// Every message kept, in the order kept: its room and sequence. A message a room
+    /// has dropped already (by its own bounds) stays here until it comes to the front
+    /// or the order is compacted.
+    order: VecDeque<(Weak<RoomLog>, u64)>,
 }
 
 /// One room's log.
@@ -55,7 +73,7 @@ pub struct Logs {
 pub struct RoomLog {
     epoch: String,
     limits: HistoryLimits,
-    budget: Arc<AtomicUsize>,
+    budget: Arc<Budget>,
     inner: Mutex<Inner>,
 }
 
@@ -79,7 +97,10 @@ impl Logs {
         Logs {
             limits,
             rooms: Mutex::new(HashMap::new()),
-            budget: Arc::new(AtomicUsize::new(0)),
+            budget: Arc::new(Budget {
+                memory: limits.memory,
+                state: Mutex::new(BudgetState::default()),
+            }),
         }
     }
 
@@ -116,21 +137,87 @@ impl Logs {
     /// Drops every message older than `age`, and forgets the logs no room holds that
     /// were last used `age` ago; returns how many are left.
     pub fn sweep(&self, now: Instant) -> usize {
-        let mut rooms = lock(&self.rooms);
-        rooms.retain(|_, log| {
-            let mut inner = lock(&log.inner);
-            // Messages past their age give their bytes back to the node, whether or
-            // not anyone is in the room (a room where nobody sends trims nothing else).
-            inner.trim_age(now, self.limits.age, &log.budget);
-            Arc::strong_count(log) > 1
-                || now.saturating_duration_since(inner.last_used) < self.limits.age
-        });
-        rooms.len()
+        let left = {
+            let mut rooms = lock(&self.rooms);
+            rooms.retain(|_, log| {
+                let mut inner = lock(&log.inner);
+                // Messages past their age give their bytes back to the node, whether or
+                // not anyone is in the room (a room where nobody sends trims nothing
+                // else).
+                inner.trim_age(now, self.limits.age, &log.budget);
+                Arc::strong_count(log) > 1
+                    || now.saturating_duration_since(inner.last_used) < self.limits.age
+            });
+            rooms.len()
+        };
+        self.budget.compact();
+        left
     }
 
     /// Payload bytes kept by every room now.
     pub fn bytes(&self) -> usize {
-        self.budget.load(Ordering::Relaxed)
+        lock(&self.budget.state).bytes
+    }
+}
+
+impl Budget {
+    /// Counts a message kept by `room`; true when the node is now over `memory`.
+    fn kept(&self, room: &Arc<RoomLog>, seq: u64, len: usize) -> bool {
+        let mut st = lock(&self.state);
+        st.bytes += len;
+        st.kept += 1;
+        st.order.push_back((Arc::downgrade(room), seq));
+        st.bytes > self.memory || st.order.len() > 4 * st.kept + 4096
+    }
+
+    /// A message dropped by its room.
+    fn dropped(&self, len: usize) {
+        let mut st = lock(&self.state);
+        st.bytes -= len;
+        st.kept -= 1;
+    }
+
+    /// While the node is over `memory`, the oldest message of the node goes (whatever
+    /// its room: a flood in one room ages everyone's history faster, but never stops a
+    /// quiet room from keeping its new messages). Called with no room locked.
+    fn evict(&self) {
+        loop {
+            let (room, seq) = {
+                let mut st = lock(&self.state);
+                if st.bytes <= self.memory {
+                    break;
+                }
+                match st.order.pop_front() {
+                    Some(v) => v,
+                    None => break,
+                }
+            };
+            if let Some(room) = room.upgrade() {
+                room.forget_through(seq);
+            }
+        }
+    }
+
+    /// Forgets the order's entries of messages their rooms no longer keep, so that it
+    /// stays within a few times the messages kept. Called with no room locked.
+    fn compact(&self) {
+        let order = std::mem::take(&mut lock(&self.state).order);
+        let mut live: VecDeque<_> = order
+            .into_iter()
+            .filter(|(room, seq)| {
+                room.upgrade().is_some_and(|room| {
+                    let inner = lock(&room.inner);
+                    inner
+                        .entries
+                        .front()
+                        .is_some_and(|(_, m)| m.seq <= Some(*seq))
+                })
+            })
+            .collect();
+        let mut st = lock(&self.state);
+        // What was kept meanwhile comes after.
+        live.append(&mut st.order);
+        st.order = live;
     }
 }
 
@@ -138,8 +225,10 @@ impl Logs {
 /// it is held, so that every member gets the room's messages in sequence order.
 #[derive(Debug)]
 pub struct Appending<'a> {
-    log: &'a RoomLog,
-    inner: MutexGuard<'a, Inner>,
+    log: &'a Arc<RoomLog>,
+    inner: Option<MutexGuard<'a, Inner>>,
+    /// The node went over its budget: the oldest messages go once the room is let go.
+    over: bool,
 }
 
 impl RoomLog {
@@ -149,10 +238,11 @@ impl RoomLog {
     }
 
     /// Holds the log for one delivery (see [`Appending`]).
-    pub fn begin(&self) -> Appending<'_> {
+    pub fn begin(self: &Arc<Self>) -> Appending<'_> {
         Appending {
             log: self,
-            inner: lock(&self.inner),
+            inner: Some(lock(&self.inner)),
+            over: false,
         }
     }
 
@@ -192,28 +282,40 @@ impl RoomLog {
         inner.last_used = Instant::now();
         inner.seq
     }
+
+    /// Drops this room's messages up to `seq` (the node's oldest).
+    fn forget_through(&self, seq: u64) {
+        let mut inner = lock(&self.inner);
+        while inner
+            .entries
+            .front()
+            .is_some_and(|(_, m)| m.seq <= Some(seq))
+        {
+            inner.pop_front(&self.budget);
+        }
+    }
 }
 
 impl Drop for RoomLog {
     fn drop(&mut self) {
         let inner = self.inner.get_mut().unwrap_or_else(PoisonError::into_inner);
-        self.budget.fetch_sub(inner.bytes, Ordering::Relaxed);
+        while inner.pop_front(&self.budget) {}
     }
 }
 
 impl Inner {
-    fn pop_front(&mut self, budget: &AtomicUsize) -> bool {
+    fn pop_front(&mut self, budget: &Budget) -> bool {
         let Some((_, m)) = self.entries.pop_front() else {
             return false;
         };
         let len = m.payload.len();
         self.bytes -= len;
-        budget.fetch_sub(len, Ordering::Relaxed);
+        budget.dropped(len);
         self.lost_through = self.lost_through.max(m.seq.unwrap_or(0));
         true
     }
 
-    fn trim_age(&mut self, now: Instant, age: Duration, budget: &AtomicUsize) {
+    fn trim_age(&mut self, now: Instant, age: Duration, budget: &Budget) {
         while self
             .entries
             .front()
@@ -225,47 +327,64 @@ impl Inner {
 }
 
 impl Appending<'_> {
-    /// Gives `message` the next sequence and keeps it if it can; returns the sequence.
-    /// When the node's `memory` is spent, this room gives up its own oldest messages
-    /// first, and keeps nothing when it has none: a busy room never takes a quiet
-    /// room's history.
+    /// Gives `message` the next sequence and keeps it, within the room's bounds (its
+    /// own oldest go); returns the sequence. The node's bound is kept when the room is
+    /// let go.
     pub fn append(&mut self, mut message: Stored) -> u64 {
-        let limits = &self.log.limits;
-        let budget = &*self.log.budget;
-        let inner = &mut *self.inner;
+        let log = self.log;
+        let limits = &log.limits;
+        let Some(inner) = self.inner.as_deref_mut() else {
+            return 0;
+        };
         inner.seq += 1;
         let seq = inner.seq;
         message.seq = Some(seq);
         let now = Instant::now();
         inner.last_used = now;
         let len = message.payload.len();
-        inner.trim_age(now, limits.age, budget);
-        while !inner.entries.is_empty()
-            && (inner.entries.len() >= limits.messages
-                || inner.bytes + len > limits.bytes
-                || budget.load(Ordering::Relaxed) + len > limits.memory)
-        {
-            inner.pop_front(budget);
-        }
-        let fits = limits.messages > 0
-            && inner.bytes + len <= limits.bytes
-            && budget.fetch_add(len, Ordering::Relaxed) + len <= limits.memory;
-        if !fits {
-            if limits.messages > 0 && len <= limits.bytes {
-                budget.fetch_sub(len, Ordering::Relaxed);
-            }
+        inner.trim_age(now, limits.age, &log.budget);
+        if limits.messages == 0 || len > limits.bytes || len > limits.memory {
             // Not kept: whoever missed it cannot recover across it.
             inner.lost_through = seq;
             return seq;
         }
+        while inner.entries.len() >= limits.messages || inner.bytes + len > limits.bytes {
+            inner.pop_front(&log.budget);
+        }
         inner.entries.push_back((now, message));
         inner.bytes += len;
+        self.over |= log.budget.kept(log, seq, len);
         seq
     }
 
     /// The last sequence given.
     pub fn seq(&self) -> u64 {
-        self.inner.seq
+        self.inner.as_ref().map_or(0, |i| i.seq)
+    }
+}
+
+impl Drop for Appending<'_> {
+    /// Lets the room go, then (if the node went over its budget) drops the node's
+    /// oldest messages: never with a room held, since they may be any room's.
+    fn drop(&mut self) {
+        drop(self.inner.take());
+        if self.over {
+            self.log.budget.evict();
+            self.log.budget.compact_if_long();
+        }
+    }
+}
+
+impl Budget {
+    /// Compacts the order when it has grown to many times the messages kept.
+    fn compact_if_long(&self) {
+        let long = {
+            let st = lock(&self.state);
+            st.order.len() > 4 * st.kept + 4096
+        };
+        if long {
+            self.compact();
+        }
     }
 }
 
@@ -331,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn the_node_budget_is_paid_by_the_room_that_appends() {
+    fn past_the_node_budget_the_oldest_messages_of_the_node_go() {
         let logs = Logs::new(HistoryLimits {
             messages: 100,
             bytes: 100,
@@ -343,16 +462,27 @@ mod tests {
         let qe = quiet.epoch().to_owned();
         let be = busy.epoch().to_owned();
         quiet.begin().append(text(&"q".repeat(10)));
-        for _ in 0..50 {
+        busy.begin().append(text(&"b".repeat(10)));
+        busy.begin().append(text(&"b".repeat(10)));
+        assert_eq!(seqs(quiet.resume(0, Some(&qe)).1), Ok(vec![1]));
+        // Over 30 bytes: the quiet room's (the oldest) goes first...
+        busy.begin().append(text(&"b".repeat(10)));
+        assert_eq!(
+            seqs(quiet.resume(0, Some(&qe)).1),
+            Err(Unrecovered::Trimmed)
+        );
+        assert_eq!(seqs(busy.resume(0, Some(&be)).1), Ok(vec![1, 2, 3]));
+        // ... and a quiet room's new message is still kept.
+        quiet.begin().append(text(&"q".repeat(10)));
+        assert_eq!(seqs(quiet.resume(1, Some(&qe)).1), Ok(vec![2]));
+        assert_eq!(seqs(busy.resume(1, Some(&be)).1), Ok(vec![2, 3]));
+        assert!(logs.bytes() <= 30);
+        // A flood keeps the node within its budget, and the order compact.
+        for _ in 0..20_000 {
             busy.begin().append(text(&"b".repeat(10)));
         }
         assert!(logs.bytes() <= 30);
-        assert_eq!(seqs(quiet.resume(0, Some(&qe)).1), Ok(vec![1]));
-        assert_eq!(seqs(busy.resume(48, Some(&be)).1), Ok(vec![49, 50]));
-        assert_eq!(
-            seqs(busy.resume(47, Some(&be)).1),
-            Err(Unrecovered::Trimmed)
-        );
+        assert!(lock(&logs.budget.state).order.len() <= 4 * 3 + 4096 + 1);
     }
 
     #[test]
@@ -361,19 +491,14 @@ mod tests {
             messages: 100,
             bytes: 100,
             age: Duration::from_secs(60),
-            memory: 20,
+            memory: 1000,
         });
+        // The room is still held (a tab open), its message aged.
         let quiet = logs.get_or_create(&space(), &Room::new("quiet").unwrap());
-        let busy = logs.get_or_create(&space(), &Room::new("busy").unwrap());
         quiet.begin().append(text(&"q".repeat(20)));
-        busy.begin().append(text("b"));
-        let be = busy.epoch().to_owned();
-        assert_eq!(seqs(busy.resume(0, Some(&be)).1), Err(Unrecovered::Trimmed));
-        // The quiet room is still held (a tab open), its message aged.
-        logs.sweep(Instant::now() + Duration::from_secs(61));
+        assert_eq!(logs.bytes(), 20);
+        assert_eq!(logs.sweep(Instant::now() + Duration::from_secs(61)), 1);
         assert_eq!(logs.bytes(), 0);
-        busy.begin().append(text("c"));
-        assert_eq!(seqs(busy.resume(1, Some(&be)).1), Ok(vec![2]));
     }
 
     #[test]

@@ -346,10 +346,10 @@ async fn history_stays_within_its_bounds_under_a_flood() {
         epochs.push((room, hello["epoch"].as_str().unwrap().to_owned()));
     }
     // Each room kept at most its bytes (4,000: the last 39 messages of 100 and "end"):
-    // asking further back is "trimmed". The node kept at most its memory (20,000):
-    // rooms that came when it was spent kept nothing (the room that appends pays, so
-    // the quiet room kept its message).
-    let mut full_rooms = 0;
+    // asking further back is "trimmed". The node kept at most its memory (20,000): its
+    // oldest messages went, so the rooms flooded last kept theirs, the first ones and
+    // the quiet room's first message did not.
+    let mut full_rooms = Vec::new();
     for (room, epoch) in &epochs {
         let mut ws = open(
             d.addr,
@@ -361,7 +361,7 @@ async fn history_stays_within_its_bounds_under_a_flood() {
         let r = frame_of(&mut ws, "recovery").await;
         if r["recovered"] == true {
             assert_eq!(r["count"], 39, "{room}: {r}");
-            full_rooms += 1;
+            full_rooms.push(room.clone());
         } else {
             assert_eq!(r["reason"], "trimmed", "{room}: {r}");
         }
@@ -374,16 +374,34 @@ async fn history_stays_within_its_bounds_under_a_flood() {
         .await;
         assert_eq!(frame_of(&mut ws, "recovery").await["reason"], "trimmed");
     }
-    assert!(full_rooms >= 1, "the first room kept its last messages");
     assert!(
-        full_rooms * 3_900 + 7 <= 20_000,
-        "{full_rooms} rooms of 3,900 bytes"
+        full_rooms.contains(&"flood9".to_owned()),
+        "the newest room kept its last messages: {full_rooms:?}"
+    );
+    assert!(
+        !full_rooms.contains(&"flood0".to_owned()),
+        "the oldest went: {full_rooms:?}"
+    );
+    assert!(
+        full_rooms.len() * 3_900 <= 20_000,
+        "{full_rooms:?}: rooms of 3,900 bytes"
     );
     let mut ws = open(
         d.addr,
         &token("1", "late"),
         Some("quiet"),
         Some((0, &quiet_epoch)),
+    )
+    .await;
+    assert_eq!(frame_of(&mut ws, "recovery").await["reason"], "trimmed");
+    // The quiet room still keeps what it sends now.
+    q_sender.send(Message::text("keep me")).await.unwrap();
+    messages_until(&mut quiet, "keep me").await;
+    let mut ws = open(
+        d.addr,
+        &token("1", "late"),
+        Some("quiet"),
+        Some((1, &quiet_epoch)),
     )
     .await;
     let m = frame_of(&mut ws, "message").await;
