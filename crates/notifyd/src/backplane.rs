@@ -2,9 +2,10 @@
 //!
 //! A node subscribes to a space's channel only while it has members in that space, so
 //! it never receives the whole site's traffic. Every envelope names its node of origin
-//! (and connection), so a node skips its own messages: the origin node delivers to its
-//! own members directly, every other node delivers what it receives, and each member
-//! gets a message exactly once. While Redis is away, local delivery goes on; the node
+//! (and connection): the origin node delivers to its own raw members directly and to
+//! its members of the protocol when the message comes back from Redis with its room
+//! sequence, every other node delivers what it receives, and each member gets a
+//! message exactly once. While Redis is away, local delivery goes on; the node
 //! reconnects with capped exponential backoff and jitter, resubscribes, and reports the
 //! backplane down in `/healthz` and the metrics meanwhile.
 //!
@@ -15,9 +16,10 @@
 //! and time, so a recorded one cannot be played again; and one larger than a message
 //! may be is refused before anything else is done with it. Each refusal is counted.
 //!
-//! For the protocol's clients (`tsugi-notify.v1`) Redis also holds, per room: the
-//! sequence counter, the history (a Stream trimmed to `history_messages`) and its epoch,
-//! which all expire `history_age_secs` after their last use; and a hash of each node's
+//! For the protocol's clients (`tsugi-notify.v1`) Redis also holds, per room: its
+//! state (epoch and last sequence, one hash) and its history (a Stream per epoch
+//! trimmed to `history_messages`), which expire `history_age_secs` after their last
+//! use; and a hash of each node's
 //! members of the room, each field a record sealed like the envelopes with its own
 //! expiry time, so that a dead node's members leave within `presence_ttl_secs`. One
 //! script gives a message its sequence, keeps it and publishes it, so every node sees a

@@ -49,9 +49,9 @@ pub enum Refusal {
     TokenCapacity,
     /// 429: `max_connections_per_user` reached.
     UserCapacity,
-    /// 429: the sender (a user, or a token) opens sockets faster than its message rate
-    /// (each open counts as a message: it costs every member of the protocol in the
-    /// room a `join` frame).
+    /// 429: the sender (a user, or a token) opens sockets faster than its rate of opens
+    /// (`messages_per_second`, `burst`, counted apart from its messages: each open costs
+    /// every member of the protocol in the room a `join` frame).
     ConnectRate,
     /// Closed before its handshake finished, to make room for newer sockets
     /// (`max_pending_handshakes`, or out of file descriptors): dropped, no response.
