@@ -411,7 +411,10 @@ async fn php_presence_and_publish_sequence_come_from_the_real_daemon() {
     loop {
         let f: serde_json::Value = serde_json::from_str(&text(&mut json).await.unwrap()).unwrap();
         if f["type"] == "message" {
-            assert_eq!((f["seq"].clone(), f["server"].clone()), (1.into(), true.into()));
+            assert_eq!(
+                (f["seq"].clone(), f["server"].clone()),
+                (1.into(), true.into())
+            );
             break;
         }
     }
