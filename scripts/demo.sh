@@ -9,7 +9,11 @@ ext=$PWD/target/release/libtsugi_websocket.so
 daemon=$PWD/target/release/tsugi-notifyd
 for f in "$ext" "$daemon"; do [ -e "$f" ] || { echo "demo: $f is missing: run make demo" >&2; exit 1; }; done
 
-"$daemon" --dev --url "ws://127.0.0.1:$ws_port" --metrics-bind off &
+# DEMO_REDIS_URL=redis://127.0.0.1:6379/: the history in Redis, which outlives a
+# restart of the daemon (the page then recovers what was sent meanwhile).
+redis=()
+[ -n "${DEMO_REDIS_URL:-}" ] && redis=(--redis-url "$DEMO_REDIS_URL")
+"$daemon" --dev --url "ws://127.0.0.1:$ws_port" --metrics-bind off "${redis[@]}" &
 daemon_pid=$!
 TSUGI_DEMO_WS_URL="ws://127.0.0.1:$ws_port" TSUGI_DEMO_WWWROOT="http://127.0.0.1:$http_port" \
     php -d extension="$ext" -S "127.0.0.1:$http_port" -t php >/dev/null 2>&1 &

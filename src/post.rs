@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::CertificateDer;
-use serde_json::Value;
+use tsugi_notify_core::{PresenceAnswer, PublishAnswer};
 use ureq::tls::{Certificate, RootCerts, TlsConfig};
 
 /// The whole call (connect, TLS, send, the answer read to its end) takes at most this
@@ -154,17 +154,9 @@ pub struct Taken {
     pub seq: Option<i64>,
 }
 
-/// The `seq` of a `/publish` answer, `{"delivered": N, "seq": S}`: a whole number from
-/// 0 to 2^53 - 1 (exact in JSON everywhere); anything else is none.
+/// The `seq` of a `/publish` answer (core's [`PublishAnswer`]); anything else is none.
 fn publish_seq(answer: &[u8]) -> Option<i64> {
-    const MAX_SEQ: u64 = (1 << 53) - 1;
-    let answer: Value = serde_json::from_slice(answer).ok()?;
-    let seq = answer
-        .as_object()?
-        .get("seq")?
-        .as_u64()
-        .filter(|s| *s <= MAX_SEQ)?;
-    i64::try_from(seq).ok()
+    i64::try_from(PublishAnswer::seq_of(answer)?).ok()
 }
 
 /// Posts a publish request; `Some` when the daemon answered 200 (took the message).
@@ -183,28 +175,10 @@ pub fn publish(url: &str, token: &str, body: &str, ca_file: Option<&str>) -> Opt
     })
 }
 
-/// The user ids of a `/presence` answer for `room`: `{"room": room, "count": N,
-/// "connections": N, "anonymous": N, "truncated": bool, "users": [{"user": "42",
-/// "connections": N}, ...]}`, each field of its type (other fields are allowed); `None`
+/// The user ids of a `/presence` answer for `room` (core's [`PresenceAnswer`]); `None`
 /// for any other answer.
 fn presence_users(answer: &[u8], room: &str) -> Option<Vec<String>> {
-    let answer: Value = serde_json::from_slice(answer).ok()?;
-    let answer = answer.as_object()?;
-    let field = |name: &str| answer.get(name);
-    (field("room")?.as_str()? == room).then_some(())?;
-    for count in ["count", "connections", "anonymous"] {
-        field(count)?.as_u64()?;
-    }
-    field("truncated")?.as_bool()?;
-    field("users")?
-        .as_array()?
-        .iter()
-        .map(|entry| {
-            let entry = entry.as_object()?;
-            entry.get("connections")?.as_u64()?;
-            entry.get("user")?.as_str().map(str::to_owned)
-        })
-        .collect()
+    PresenceAnswer::users_of(answer, room)
 }
 
 /// `room` percent-encoded for a query string: every byte but the unreserved ones

@@ -47,8 +47,8 @@ async function waitFor(fn, what, ms = 10000) {
   throw new Error(`timed out waiting for ${what}`);
 }
 
-function startDaemon(wsPort) {
-  const d = start(daemonBin, ['--dev', '--url', `ws://127.0.0.1:${wsPort}`, '--metrics-bind', 'off']);
+function startDaemon(wsPort, extra = []) {
+  const d = start(daemonBin, ['--dev', '--url', `ws://127.0.0.1:${wsPort}`, '--metrics-bind', 'off', ...extra]);
   return waitFor(() => d.log.includes('listening'), 'the daemon').then(() => d);
 }
 
@@ -306,5 +306,56 @@ test('Chromium: TsugiNotify falls back to raw frames when the server selects no 
     wss.close();
     http.closeAllConnections();
     await new Promise((r) => http.close(r));
+  }
+});
+
+// With Redis holding the history, the demo survives a daemon restart without losing a
+// message: while the page's daemon is down, the server publishes through a second node;
+// when the daemon is back, the page recovers that message (recovered: true).
+test('tsugi-notify.v1 in the demo with Redis: a daemon restart loses no message', async () => {
+  const [httpPort, wsA, wsB, redisPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const redis = start('redis-server', ['--port', String(redisPort), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no']);
+  await waitFor(() => new Promise((resolve) => {
+    const s = createServer().listen(redisPort, '127.0.0.1');
+    s.once('error', () => resolve(true));
+    s.once('listening', () => s.close(() => resolve(false)));
+  }), 'redis-server');
+  const cluster = ['--redis-url', `redis://127.0.0.1:${redisPort}/`];
+  let a = await startDaemon(wsA, cluster);
+  await startDaemon(wsB, cluster);
+  const php = start('php', ['-d', `extension=${ext}`, '-S', `127.0.0.1:${httpPort}`, '-t', path.join(root, 'php')], {
+    TSUGI_DEMO_WS_URL: `ws://127.0.0.1:${wsA}`,
+    TSUGI_DEMO_WWWROOT: `http://127.0.0.1:${httpPort}`,
+  });
+  await waitFor(() => php.log.includes('started'), 'php -S');
+  const browser = await launch();
+  try {
+    const page = await (await browser.newContext()).newPage();
+    await page.goto(`http://127.0.0.1:${httpPort}/demo/?user=bob&room=lobby`);
+    await page.waitForSelector('#status.open', { timeout: 10000 });
+    await waitFor(() => page.evaluate(() => window.demoNotify.protocol === 'tsugi-notify.v1'), 'the protocol');
+    // The page's daemon dies; the server publishes through the other node meanwhile.
+    a.kill('SIGKILL');
+    await page.waitForSelector('#status.down', { timeout: 10000 });
+    const publish = (text) => new Promise((resolve) => {
+      const code = `$CFG = new stdClass; $CFG->wwwroot = 'http://127.0.0.1:${httpPort}'; ` +
+        `$CFG->websocket_url = 'ws://127.0.0.1:${wsB}'; $CFG->websocket_secret = 'opensource'; ` +
+        `$l = (object) ['link' => (object) ['id' => '1'], 'context' => (object) ['id' => 'demo-course'], 'user' => (object) ['id' => 'x']]; ` +
+        `echo var_export(Tsugi\\Core\\WebSocket::publish($l, 'lobby', json_encode(['user' => 'server', 'text' => '${text}'])), true), ' ', Tsugi\\Core\\WebSocket::lastPublishSequence();`;
+      const p = spawn('php', ['-d', `extension=${ext}`, '-r', code]);
+      let out = '';
+      p.stdout.on('data', (d) => { out += d; });
+      p.on('close', () => resolve(out.trim()));
+    });
+    const answer = await publish('while the daemon was down');
+    assert.match(answer, /^true [0-9]+$/, 'the other node took it, with a sequence from Redis');
+    a = await startDaemon(wsA, cluster);
+    await page.waitForSelector('#messages .recovered:has-text("server: while the daemon was down")', { timeout: 30000 });
+    await page.waitForSelector('#messages .notice.recovered-ok', { timeout: 5000 });
+    assert.equal(await page.locator('#messages .notice.lost').count(), 0, 'nothing reported lost');
+    assert.equal(await page.locator('#messages :has-text("while the daemon was down")').count(), 1, 'once');
+  } finally {
+    await browser.close();
+    redis.kill('SIGKILL');
   }
 });

@@ -35,7 +35,7 @@ mod url;
 pub use clock::{Clock, FixedClock, SystemClock};
 pub use error::{Error, Rejection, Result};
 pub use model::{Plaintext, Room, Space, MAX_ROOM_BYTES};
-pub use publish::PublishRequest;
+pub use publish::{PresenceAnswer, PresenceUser, PublishAnswer, PublishRequest, MAX_SEQ};
 pub use secret::Keyring;
 pub use site::{CfgString, PublishEndpoint, Site, PUBLISH_CALL_TTL_SECS, PUBLISH_TTL_SECS};
 pub use token::{Format, Scope, Tokens, Verified, DEFAULT_TTL_SECS, LEEWAY_SECS, MAX_TOKEN_BYTES};

@@ -1,5 +1,7 @@
-//! The body of `POST /publish`, one type for the side that sends it (the extension's
-//! `publish()`) and the side that reads it (the daemon).
+//! The daemon's HTTP API, one type each for the side that writes it and the side that
+//! reads it: the body of `POST /publish` (the extension's `publish()` writes it, the
+//! daemon reads it) and the answers of `POST /publish` and `GET /presence` (the daemon
+//! writes them, the extension's `publish()` and `presence()` read them).
 
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +40,132 @@ impl PublishRequest {
     }
 }
 
+/// The largest room sequence (JavaScript's safe integers: exact in JSON everywhere).
+pub const MAX_SEQ: u64 = (1 << 53) - 1;
+
+/// The answer of `POST /publish`: `{"delivered": N, "seq": S}`, `seq` left out when the
+/// message has no sequence (its room keeps no history).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublishAnswer {
+    /// Sockets of the answering node that got the message at once.
+    #[serde(default)]
+    pub delivered: u64,
+    /// The message's sequence in its room.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seq: Option<u64>,
+}
+
+impl PublishAnswer {
+    /// The JSON answer.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The sequence of an answer: a whole number up to [`MAX_SEQ`]; `None` for anything
+    /// else (no sequence, or not an answer).
+    pub fn seq_of(answer: &[u8]) -> Option<u64> {
+        serde_json::from_slice::<PublishAnswer>(answer)
+            .ok()?
+            .seq
+            .filter(|s| *s <= MAX_SEQ)
+    }
+}
+
+/// A user of a [`PresenceAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceUser {
+    /// The user id (from the tokens).
+    pub user: String,
+    /// Its sockets in the room.
+    pub connections: u64,
+}
+
+/// The answer of `GET /presence?room=R`: who is in the room, on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceAnswer {
+    /// The room asked.
+    pub room: String,
+    /// Users in the room.
+    pub count: u64,
+    /// Sockets in the room.
+    pub connections: u64,
+    /// Sockets without a user (legacy tokens).
+    pub anonymous: u64,
+    /// `users` does not list every user.
+    pub truncated: bool,
+    /// The users, at most the daemon's `presence_max_users`.
+    pub users: Vec<PresenceUser>,
+}
+
+impl PresenceAnswer {
+    /// The JSON answer.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// The user ids of an answer for `room`; `None` for anything else.
+    pub fn users_of(answer: &[u8], room: &str) -> Option<Vec<String>> {
+        let answer = serde_json::from_slice::<PresenceAnswer>(answer).ok()?;
+        (answer.room == room).then(|| answer.users.into_iter().map(|u| u.user).collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_answers_round_trip_and_anything_else_is_none() {
+        let seq = PublishAnswer {
+            delivered: 2,
+            seq: Some(7),
+        };
+        assert_eq!(seq.to_json(), r#"{"delivered":2,"seq":7}"#);
+        assert_eq!(PublishAnswer::seq_of(seq.to_json().as_bytes()), Some(7));
+        let none = PublishAnswer {
+            delivered: 2,
+            seq: None,
+        };
+        assert_eq!(none.to_json(), r#"{"delivered":2}"#);
+        for bad in [
+            &b"{\"seq\":null}"[..],
+            b"{\"seq\":\"7\"}",
+            b"{\"seq\":9007199254740992}",
+            b"[",
+            b"{\"seq\":-1}",
+        ] {
+            assert_eq!(
+                PublishAnswer::seq_of(bad),
+                None,
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let p = PresenceAnswer {
+            room: "r".into(),
+            count: 1,
+            connections: 2,
+            anonymous: 0,
+            truncated: false,
+            users: vec![PresenceUser {
+                user: "42".into(),
+                connections: 2,
+            }],
+        };
+        assert_eq!(
+            p.to_json(),
+            r#"{"room":"r","count":1,"connections":2,"anonymous":0,"truncated":false,"users":[{"user":"42","connections":2}]}"#
+        );
+        assert_eq!(
+            PresenceAnswer::users_of(p.to_json().as_bytes(), "r"),
+            Some(vec!["42".to_owned()])
+        );
+        assert_eq!(
+            PresenceAnswer::users_of(p.to_json().as_bytes(), "other"),
+            None
+        );
+        assert_eq!(PresenceAnswer::users_of(b"{\"room\":\"r\"}", "r"), None);
+    }
 
     fn parse(body: &str) -> Option<PublishRequest> {
         serde_json::from_slice(body.as_bytes()).ok()

@@ -29,13 +29,9 @@ pub struct HistoryLimits {
 }
 
 impl Default for HistoryLimits {
+    /// The limits of the shipped settings.
     fn default() -> Self {
-        HistoryLimits {
-            messages: 100,
-            bytes: 256 * 1024,
-            age: Duration::from_secs(300),
-            memory: 64 << 20,
-        }
+        crate::config::Limits::default().history
     }
 }
 

@@ -316,7 +316,7 @@ impl Hub {
             metrics,
             changes: Arc::new(Notify::new()),
             logs: None,
-            presence_max: 100,
+            presence_max: crate::config::Limits::default().presence_max_users,
             feed: None,
         }
     }

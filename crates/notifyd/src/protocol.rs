@@ -16,8 +16,7 @@ pub const SUBPROTOCOL: &str = "tsugi-notify.v1";
 /// The longest `epoch` a client may send back (ours are 16 hex digits).
 const MAX_EPOCH: usize = 64;
 
-/// The largest `since` (JavaScript's safe integers).
-pub const MAX_SEQ: u64 = (1 << 53) - 1;
+pub use tsugi_notify_core::MAX_SEQ;
 
 /// The largest frame this protocol sends to a connection of a daemon whose messages are
 /// at most `max_message_bytes` and whose presence lists at most `presence_max` sockets:
@@ -173,20 +172,22 @@ impl Presence {
     pub fn api_body(&self, room: &str, max: usize) -> String {
         let users = self.users();
         let counts = self.counts();
-        let listed: Vec<_> = users
-            .iter()
-            .take(max)
-            .map(|(u, conns)| serde_json::json!({ "user": u, "connections": conns.len() }))
-            .collect();
-        serde_json::json!({
-            "room": room,
-            "count": counts.users,
-            "connections": counts.connections,
-            "anonymous": counts.anonymous,
-            "truncated": users.len() > max || self.unlisted.connections > 0,
-            "users": listed,
-        })
-        .to_string()
+        tsugi_notify_core::PresenceAnswer {
+            room: room.to_owned(),
+            count: counts.users,
+            connections: counts.connections,
+            anonymous: counts.anonymous,
+            truncated: users.len() > max || self.unlisted.connections > 0,
+            users: users
+                .iter()
+                .take(max)
+                .map(|(u, conns)| tsugi_notify_core::PresenceUser {
+                    user: (*u).to_owned(),
+                    connections: conns.len() as u64,
+                })
+                .collect(),
+        }
+        .to_json()
             + "\n"
     }
 }

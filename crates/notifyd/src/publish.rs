@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_tungstenite::tungstenite::Message;
-use tsugi_notify_core::{PublishRequest, Room, Scope, Verified};
+use tsugi_notify_core::{PublishAnswer, PublishRequest, Room, Scope, Verified};
 
 use crate::http::{refusal_response, Request};
 use crate::metrics::Refusal;
@@ -96,13 +96,9 @@ pub async fn handle<S: AsyncRead + Unpin>(
     let (delivered, seq) = node.fanout.publish(&space, &room, &msg).await;
     // `seq` only when the message has one: a room without the protocol's clients
     // answers as it always did.
-    let body = match seq {
-        Some(seq) => serde_json::json!({ "delivered": delivered, "seq": seq }),
-        None => serde_json::json!({ "delivered": delivered }),
-    };
     Outcome {
         status: 200,
-        body: body.to_string() + "\n",
+        body: PublishAnswer { delivered, seq }.to_json() + "\n",
     }
 }
 
