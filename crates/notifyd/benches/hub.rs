@@ -48,7 +48,6 @@ fn room_deliver(c: &mut Criterion, json: bool) {
                 id,
                 outbox,
                 slow: CancellationToken::new(),
-                resync: CancellationToken::new(),
                 who: Identity {
                     user: Some(Arc::from(id.to_string())),
                     conn: Arc::from(format!("n-{id}")),

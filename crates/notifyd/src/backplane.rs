@@ -354,9 +354,10 @@ impl RoomKeys {
 }
 
 /// What the scripts share. `state(k)`: the room's epoch and sequence; a state that is
-/// not one this daemon wrote (an epoch not of 16 hex digits, a sequence past 2^53, a
-/// key of another type: someone else writes to this Redis) is dropped, and the room
-/// starts a new epoch. `read_here(k, fields, record, total)`: the members' records,
+/// not one this daemon wrote (an epoch not of 16 hex digits, a sequence not of at most
+/// 15 digits, a key of another type: someone else writes to this Redis) is dropped,
+/// and the room starts a new epoch. Numbers are written with `%d` (Lua would write
+/// 1e+14). `read_here(k, fields, record, total)`: the members' records,
 /// read with bounds since anyone who can write to Redis can write there: none when
 /// the hash has more than `fields` fields; only fields named like a node (16 hex
 /// digits) with a record of at most `record` bytes, `total` bytes in all.
@@ -372,12 +373,12 @@ local function state(k)
     redis.call('DEL', k)
     return false, 0
   end
-  local s = tonumber(v[2] or '0')
-  if not valid(v[1]) or not s or s < 0 or s > 9007199254740991 or s % 1 ~= 0 then
+  local raw = v[2] or '0'
+  if not valid(v[1]) or type(raw) ~= 'string' or not raw:match('^%d+$') or #raw > 15 then
     if v[1] or v[2] then redis.call('DEL', k) end
     return false, 0
   end
-  return v[1], s
+  return v[1], tonumber(raw)
 end
 local function read_here(k, fields, record, total)
   local out, sum = {}, 0
@@ -414,7 +415,7 @@ if e then
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   if tonumber(ARGV[3]) > 0 then
     local log = KEYS[2] .. e
-    local r = redis.pcall('XADD', log, 'MAXLEN', ARGV[3], s .. '-1', 'm', ARGV[2])
+    local r = redis.pcall('XADD', log, 'MAXLEN', ARGV[3], string.format('%d-1', s), 'm', ARGV[2])
     if type(r) == 'table' and r.err then
       redis.call('DEL', KEYS[1], log)
       e, s = false, 0
@@ -423,7 +424,7 @@ if e then
     end
   end
 end
-redis.call('PUBLISH', ARGV[1], 'S' .. (e or '') .. ':' .. s .. ':' .. ARGV[2])
+redis.call('PUBLISH', ARGV[1], 'S' .. (e or '') .. ':' .. string.format('%d', s) .. ':' .. ARGV[2])
 return {e or '', s}
 "
 );
@@ -465,7 +466,8 @@ if since and since <= s and s - since <= tonumber(ARGV[4]) then
   whole = 1
   local sum = 0
   if s > since then
-    for _, entry in ipairs(redis.call('XRANGE', log, (since + 1) .. '-0', '+', 'COUNT', s - since)) do
+    local from, count = string.format('%d-0', since + 1), string.format('%d', s - since)
+    for _, entry in ipairs(redis.call('XRANGE', log, from, '+', 'COUNT', count)) do
       local m = entry[2][2]
       if type(m) ~= 'string' or #m > tonumber(ARGV[8]) then whole = 0 break end
       sum = sum + #m
@@ -521,6 +523,16 @@ enum Question {
         room: Room,
         reply: oneshot::Sender<Result<Presence, Lost>>,
     },
+}
+
+impl Question {
+    /// Whoever asked has stopped waiting.
+    fn abandoned(&self) -> bool {
+        match self {
+            Question::Open { reply, .. } => reply.is_closed(),
+            Question::Presence { reply, .. } => reply.is_closed(),
+        }
+    }
 }
 
 /// Redis's answer to an [`Question::Open`].
@@ -1161,6 +1173,10 @@ async fn session(
             }
             q = queues.asked.recv() => {
                 let Some(q) = q else { return Ok(()) };
+                // Nobody waits for it any more (its wait ran out): not asked.
+                if q.abandoned() {
+                    continue;
+                }
                 // A room's first member here: subscribed before its history is read,
                 // so that nothing falls between the two.
                 sync_subscriptions(hub, &bp.metrics, &mut sink, &mut subscribed).await?;
@@ -1209,14 +1225,16 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
         }
         return;
     }
-    if own && !room.has_json() {
-        return;
-    }
-    // The room's stream as this node got it: a message at or before the last one is
-    // not delivered to the protocol's members again, and after a gap they are told to
-    // reconnect and recover (a message may have been dropped here or lost in Redis).
+    // The room's stream as this node got it (every sequenced message, this node's own
+    // too, followed whoever is in the room): a message at or before the last one is
+    // not delivered to the protocol's members again; after a gap (a message dropped
+    // here or lost in Redis) or a new epoch they are told to reconnect and recover,
+    // first, so that nothing past the gap reaches them before.
     let follow = seq.map_or(Follow::Next, |(epoch, seq)| room.follow(epoch, seq));
-    if follow == Follow::Old && own {
+    if follow == Follow::Gap {
+        room.resync();
+    }
+    if own && (follow != Follow::Next || !room.has_json()) {
         return;
     }
     // This node's own message comes back for its members of the protocol (and its
@@ -1229,13 +1247,10 @@ fn deliver(bp: &Backplane, hub: &Hub, space: &Space, env: &Envelope, seq: Option
     };
     let json = match follow {
         // (Raw members still get another node's message: the envelope check let it in.)
-        Follow::Old => Json::Defer,
-        Follow::Next | Follow::Gap => Json::Given(seq.map(|(_, s)| s)),
+        Follow::Old | Follow::Gap => Json::Defer,
+        Follow::Next => Json::Given(seq.map(|(_, s)| s)),
     };
     room.deliver(out, !own, json, &bp.metrics);
-    if follow == Follow::Gap {
-        room.resync(None);
-    }
 }
 
 /// Sends a message (or a `join`/`leave`) to Redis as this node's `seq`-th envelope: a

@@ -52,10 +52,9 @@ pub struct Connection<'a, S> {
     pub membership: Membership,
     /// Its outbound queue.
     pub outbox: Arc<Outbox>,
-    /// Cancelled by the hub when its queue overflows.
+    /// Cancelled by the hub when its queue overflows, or when it must reconnect to
+    /// recover (its outbox says which).
     pub slow: CancellationToken,
-    /// Cancelled when it must reconnect to recover (its room's stream had a gap).
-    pub resync: CancellationToken,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Bounds.
@@ -126,12 +125,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         // Created once: re-arming these on every turn of the loop is measurable.
         let shutdown = self.shutdown.clone();
         let slow = self.slow.clone();
-        let resync = self.resync.clone();
+        let outbox = Arc::clone(&self.outbox);
         let stop = async {
             tokio::select! {
                 () = shutdown.cancelled() => Close::GoingAway,
-                () = slow.cancelled() => Close::SlowConsumer,
-                () = resync.cancelled() => Close::Resync,
+                () = slow.cancelled() => if outbox.resyncing() { Close::Resync } else { Close::SlowConsumer },
             }
         };
         tokio::pin!(stop);
@@ -481,7 +479,6 @@ mod tests {
             id: 1,
             outbox: Arc::clone(&outbox),
             slow: slow.clone(),
-            resync: CancellationToken::new(),
             who: crate::protocol::Identity {
                 user: None,
                 conn: Arc::from("1"),
@@ -501,7 +498,6 @@ mod tests {
             membership,
             outbox,
             slow,
-            resync: CancellationToken::new(),
             shutdown: CancellationToken::new(),
             limits: &limits,
             metrics,

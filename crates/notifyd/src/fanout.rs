@@ -62,16 +62,6 @@ impl Fanout {
         self.backplane.as_deref()
     }
 
-    /// What the protocol's members of this node get now: a sequence from the room's
-    /// log (one node), nothing until Redis gave one, or no sequence while Redis is away.
-    fn json_now(&self) -> Json {
-        match &self.backplane {
-            None => Json::Assign,
-            Some(bp) if bp.is_up() => Json::Defer,
-            Some(_) => Json::Given(None),
-        }
-    }
-
     /// Sends `msg` to every member of the room but its sender, on this node and on the
     /// others; returns what this node's delivery did. Never waits.
     pub fn broadcast(&self, from: Source<'_>, msg: &Message) -> Delivery {
@@ -84,7 +74,6 @@ impl Fanout {
         msg: &Message,
         reply: Option<tokio::sync::oneshot::Sender<Option<u64>>>,
     ) -> Delivery {
-        let json = self.json_now();
         let (space, room, members, out) = match from {
             // A member holds its room: no lookup on a connection's path.
             Source::Member(m) => {
@@ -106,26 +95,27 @@ impl Fanout {
                 (space, room, self.hub.room(space, room), out)
             }
         };
+        // What this node's members of the protocol get now: a sequence from the room's
+        // log (one node); with Redis, nothing while the message is on its way there (it
+        // comes back with its sequence), or the message without one when it will not
+        // reach Redis (down, or its queue full). So it goes to Redis first.
+        let (json, reply) = match &self.backplane {
+            None => (Json::Assign, reply),
+            Some(bp) => {
+                let user = out.from.cloned();
+                let sender = out.sender.unwrap_or(0);
+                if bp.publish(space, room, sender, user, msg, reply) {
+                    (Json::Defer, None)
+                } else {
+                    (Json::Given(None), None)
+                }
+            }
+        };
         let d = members.as_ref().map_or(Delivery::default(), |r| {
             r.deliver(out, true, json, &self.metrics)
         });
-        match &self.backplane {
-            Some(bp) => {
-                let user = out.from.cloned();
-                let queued = bp.publish(space, room, out.sender.unwrap_or(0), user, msg, reply);
-                // Not on its way to Redis: the protocol's members here, who were to get
-                // it back from Redis with its sequence, get it now without one.
-                if !queued && json == Json::Defer {
-                    if let Some(r) = &members {
-                        r.deliver(out, false, Json::Given(None), &self.metrics);
-                    }
-                }
-            }
-            None => {
-                if let Some(reply) = reply {
-                    let _ = reply.send(d.seq);
-                }
-            }
+        if let Some(reply) = reply {
+            let _ = reply.send(d.seq);
         }
         d
     }

@@ -33,11 +33,10 @@ pub struct Member {
     pub id: ConnId,
     /// Its outbound queue.
     pub outbox: Arc<Outbox>,
-    /// Cancelled when it stops reading (queue full): it then closes with 1008.
+    /// Cancelled when it stops reading (queue full): it then closes with 1008; or, its
+    /// outbox closed to resync, when it must reconnect to recover (a member of the
+    /// protocol whose room's stream from Redis had a gap): it then closes with 1012.
     pub slow: CancellationToken,
-    /// Cancelled when it must reconnect to recover (a member of the protocol whose
-    /// room's stream from Redis had a gap): it then closes with 1012.
-    pub resync: CancellationToken,
     /// Who it is, as presence shows it.
     pub who: Identity,
     /// It speaks the protocol (`tsugi-notify.v1`): it gets JSON frames.
@@ -45,6 +44,13 @@ pub struct Member {
 }
 
 impl Member {
+    /// Tells it to reconnect and recover: nothing more is written to it (what is queued
+    /// is dropped: recovery gives it back), and it closes with 1012.
+    fn resync(&self) {
+        self.outbox.close_to_resync();
+        self.slow.cancel();
+    }
+
     /// Queues `msg` counted as `charge` bytes (see [`Outbox::push_charged`]).
     fn push(
         &self,
@@ -211,27 +217,37 @@ impl Members {
         follow
     }
 
-    /// A member of the protocol opened here where the stream of `epoch` stood at `seq`
-    /// (never moves it back; another epoch than the one followed is a gap for the
-    /// others, who are told to recover).
-    pub fn started_at(&self, epoch: u64, seq: u64, except: ConnId) {
+    /// Member `id` of the protocol opened here where the stream of `epoch` stood at
+    /// `seq`. A stream followed already is left as it is (messages up to `seq` may still
+    /// be on their way here; the new member skips them itself). A stream of another
+    /// epoch ends: the other members of the protocol are sent to recover, and what was
+    /// queued for the new one (of the old epoch, as nothing of the new one was followed
+    /// yet) is dropped.
+    pub fn started_at(&self, epoch: u64, seq: u64, id: ConnId) {
         let mut stream = self.stream.lock().unwrap_or_else(PoisonError::into_inner);
         match *stream {
-            Some((e, last)) if e == epoch => *stream = Some((e, last.max(seq))),
+            Some((e, _)) if e == epoch => {}
             Some(_) => {
                 *stream = Some((epoch, seq));
                 drop(stream);
-                self.resync(Some(except));
+                let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
+                for m in members.iter().filter(|m| m.json) {
+                    if m.id == id {
+                        m.outbox.drop_queued();
+                    } else {
+                        m.resync();
+                    }
+                }
             }
             None => *stream = Some((epoch, seq)),
         }
     }
 
-    /// Tells the protocol's members (but `except`) to reconnect and recover.
-    pub fn resync(&self, except: Option<ConnId>) {
+    /// Tells the protocol's members to reconnect and recover.
+    pub fn resync(&self) {
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
-        for m in members.iter().filter(|m| m.json && Some(m.id) != except) {
-            m.resync.cancel();
+        for m in members.iter().filter(|m| m.json) {
+            m.resync();
         }
     }
 
@@ -575,7 +591,6 @@ mod tests {
             id,
             outbox: outbox.clone(),
             slow: slow.clone(),
-            resync: CancellationToken::new(),
             who: Identity {
                 user: Some(Arc::from(format!("u{id}"))),
                 conn: Arc::from(format!("c{id}")),
@@ -666,6 +681,41 @@ mod tests {
         let log = b.members().log().unwrap();
         let (seq, missed) = log.resume(0, Some(log.epoch()));
         assert_eq!((seq, missed.unwrap().len()), (2, 2));
+    }
+
+    #[test]
+    fn a_room_follows_its_stream_and_sends_its_protocol_members_to_recover_after_a_gap() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(10, metrics.clone()));
+        let (mut j, j_rx, slow) = member(1, 16);
+        j.json = true;
+        let (raw, raw_rx, _) = member(2, 16);
+        let a = hub.join(space("1"), RoomName::default(), j).unwrap();
+        let _b = hub.join(space("1"), RoomName::default(), raw).unwrap();
+        let room = a.members();
+        // A new member's start does not move a stream followed already.
+        assert_eq!(room.follow(7, 1), Follow::Next);
+        room.started_at(7, 5, 1);
+        assert_eq!(room.follow(7, 2), Follow::Next);
+        assert_eq!(room.follow(7, 2), Follow::Old, "a repeat");
+        assert_eq!(room.follow(7, 1), Follow::Old, "a recording");
+        assert!(!slow.is_cancelled());
+        // A gap: the protocol's members are closed to recover before anything past it.
+        assert_eq!(room.follow(7, 5), Follow::Gap);
+        room.resync();
+        assert!(slow.is_cancelled());
+        let d = room.deliver(
+            sent(None, &Message::text("past the gap")),
+            true,
+            Json::Defer,
+            &metrics,
+        );
+        assert_eq!(d.delivered, 1);
+        assert!(take_all(&j_rx).is_empty());
+        assert_eq!(texts(&raw_rx), vec!["past the gap"]);
+        // Another epoch is a gap too.
+        assert_eq!(room.follow(8, 1), Follow::Gap);
+        assert_eq!(room.follow(8, 2), Follow::Next);
     }
 
     fn take_all(o: &Outbox) -> Vec<Message> {

@@ -30,6 +30,8 @@ struct OutboxState {
     /// Sequenced messages up to this one were written already (by recovery): they are
     /// not written again.
     skip_through: u64,
+    /// Closed for its reader to reconnect and recover.
+    resync: bool,
 }
 
 /// What became of a message offered to an outbox.
@@ -136,6 +138,24 @@ impl Outbox {
     /// Waits until something may be queued.
     pub async fn ready(&self) {
         self.ready.notified().await;
+    }
+
+    /// Closes it for its reader to reconnect and recover (see [`Outbox::resyncing`]).
+    pub fn close_to_resync(&self) {
+        self.lock().resync = true;
+        self.close();
+    }
+
+    /// Whether it was closed for its reader to recover.
+    pub fn resyncing(&self) -> bool {
+        self.lock().resync
+    }
+
+    /// Drops what is queued, and takes what comes.
+    pub fn drop_queued(&self) {
+        let mut st = self.lock();
+        st.queue = VecDeque::new();
+        st.bytes = 0;
     }
 
     /// Refuses further messages and drops the queued ones.

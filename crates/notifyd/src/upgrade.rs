@@ -170,12 +170,10 @@ where
     let id = node.next_id.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::for_limits(limits));
     let slow = CancellationToken::new();
-    let resync = CancellationToken::new();
     let member = Member {
         id,
         outbox: outbox.clone(),
         slow: slow.clone(),
-        resync: resync.clone(),
         who: Identity {
             user,
             conn: Arc::from(format!("{}-{id:x}", node.tag)),
@@ -237,7 +235,6 @@ where
                 membership,
                 outbox,
                 slow,
-                resync,
                 shutdown: node.shutdown.clone(),
                 limits: &node.config.limits,
                 metrics: &node.metrics,
