@@ -13,7 +13,6 @@ use tsugi_notifyd::history::{HistoryLimits, Logs};
 use tsugi_notifyd::hub::{Hub, Json, Member, Outgoing};
 use tsugi_notifyd::metrics::Metrics;
 use tsugi_notifyd::outbox::Outbox;
-use tsugi_notifyd::protocol::Identity;
 
 fn fanout(c: &mut Criterion) {
     for json in [false, true] {
@@ -48,10 +47,7 @@ fn room_deliver(c: &mut Criterion, json: bool) {
                 id,
                 outbox,
                 slow: CancellationToken::new(),
-                who: Identity {
-                    user: Some(Arc::from(id.to_string())),
-                    conn: Arc::from(format!("n-{id}")),
-                },
+                user: Some(Arc::from(id.to_string())),
                 json,
             };
             memberships.push(hub.join(space.clone(), Room::default(), m).unwrap());

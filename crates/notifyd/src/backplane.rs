@@ -590,6 +590,8 @@ fn client(redis: &Redis) -> Result<redis::Client, Error> {
 /// What the backplane needs beyond Redis's address.
 #[derive(Debug)]
 pub struct Setup {
+    /// This node's id (its sockets' ids start with it, in hex).
+    pub node: u64,
     /// Signs and checks envelopes and records.
     pub keyring: Keyring,
     /// The largest message.
@@ -618,7 +620,7 @@ impl Backplane {
         // HTTPS client uses. Installing twice is harmless (the first one stays).
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = client(redis)?;
-        let node = RandomState::new().hash_one((std::process::id(), SystemTime::now()));
+        let node = setup.node;
         let (queue, rx) = mpsc::channel(PUBLISH_QUEUE);
         let (questions, asked) = mpsc::channel(QUESTIONS);
         let bp = Arc::new(Backplane {

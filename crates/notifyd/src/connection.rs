@@ -135,12 +135,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
         tokio::pin!(stop);
         if !self.preamble.is_empty() {
             let frames = std::mem::take(&mut self.preamble);
-            let write = std::pin::pin!(async {
+            // Boxed: only a client of the protocol writes an opening, and every
+            // connection's task is as large as its largest await.
+            let mut write = Box::pin(async {
                 for f in frames {
                     self.ws.feed(f).await?;
                 }
                 self.ws.flush().await
             });
+            let write = write.as_mut();
             if let Some(end) = bounded(
                 &mut stop,
                 &progress,
@@ -238,15 +241,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
 pub struct Sender {
     keys: Arc<PerKey>,
     key: u64,
-    /// The senders' rates of opening sockets.
-    opens: Arc<PerKey>,
 }
 
 impl Sender {
-    /// The sender `key` of `keys` (the per-user or the per-token counts); its opens
-    /// count in `opens`.
-    pub fn new(keys: Arc<PerKey>, key: u64, opens: Arc<PerKey>) -> Self {
-        Sender { keys, key, opens }
+    /// The sender `key` of `keys` (the per-user or the per-token counts).
+    pub fn new(keys: Arc<PerKey>, key: u64) -> Self {
+        Sender { keys, key }
     }
 
     /// Counts opening a socket against a rate of its own, as fast as messages may go
@@ -254,16 +254,8 @@ impl Sender {
     /// held to it (every open and close costs each member of the protocol in the room a
     /// frame), and its messages keep their own rate. False when over it.
     pub fn may_connect(&self, limits: &Limits) -> bool {
-        let now = Instant::now();
-        // Taking and giving back a slot sweeps rested keys now and then.
-        drop(self.opens.try_take(self.key));
-        let verdict = self
-            .opens
-            .limiter(self.key, || RateLimiter::for_limits(limits, now))
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .check(now, 0);
-        verdict == Verdict::Allow
+        self.keys
+            .try_open(self.key, limits.messages_per_second, limits.burst)
     }
 
     fn limiter(&self, limits: &Limits) -> SharedLimiter {
@@ -479,10 +471,7 @@ mod tests {
             id: 1,
             outbox: Arc::clone(&outbox),
             slow: slow.clone(),
-            who: crate::protocol::Identity {
-                user: None,
-                conn: Arc::from("1"),
-            },
+            user: None,
             json: false,
         };
         let space = Plaintext::new("https://w", "1", None, None)
@@ -494,7 +483,7 @@ mod tests {
             preamble: Vec::new(),
             ws,
             progress,
-            rate: Sender::new(PerKey::new(1), 1, PerKey::new(usize::MAX)),
+            rate: Sender::new(PerKey::new(1), 1),
             membership,
             outbox,
             slow,

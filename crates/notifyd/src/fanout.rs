@@ -79,7 +79,7 @@ impl Fanout {
             Source::Member(m) => {
                 let out = Outgoing {
                     sender: Some(m.id()),
-                    from: m.who().user.as_ref(),
+                    from: m.user(),
                     server: false,
                     msg,
                 };

@@ -37,8 +37,9 @@ pub struct Member {
     /// outbox closed to resync, when it must reconnect to recover (a member of the
     /// protocol whose room's stream from Redis had a gap): it then closes with 1012.
     pub slow: CancellationToken,
-    /// Who it is, as presence shows it.
-    pub who: Identity,
+    /// Its user, as presence shows it (`None`: anonymous); its socket's id in presence
+    /// is made from the node's tag and `id` when asked for.
+    pub user: Option<Arc<str>>,
     /// It speaks the protocol (`tsugi-notify.v1`): it gets JSON frames.
     pub json: bool,
 }
@@ -79,6 +80,8 @@ impl Member {
 /// The members of one room of one space.
 #[derive(Debug, Default)]
 pub struct Members {
+    /// This node's tag, the first part of its sockets' ids.
+    tag: Arc<str>,
     members: RwLock<Vec<Member>>,
     /// Members that speak the protocol.
     json: AtomicUsize,
@@ -254,7 +257,10 @@ impl Members {
     /// Who is here on this node.
     pub fn presence(&self) -> Vec<Identity> {
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
-        members.iter().map(|m| m.who.clone()).collect()
+        members
+            .iter()
+            .map(|m| identity(&self.tag, m.user.as_ref(), m.id))
+            .collect()
     }
 
     /// Whether any member speaks the protocol.
@@ -303,6 +309,8 @@ pub struct Hub {
     logs: Option<Arc<Logs>>,
     /// Rooms with more members than this announce no joins and leaves.
     presence_max: usize,
+    /// This node's tag, the first part of its sockets' ids in presence.
+    tag: Arc<str>,
     /// With Redis: every join and leave, for the other nodes and the room's record.
     feed: Option<mpsc::Sender<Change>>,
 }
@@ -333,8 +341,15 @@ impl Hub {
             changes: Arc::new(Notify::new()),
             logs: None,
             presence_max: crate::config::Limits::default().presence_max_users,
+            tag: Arc::from(crate::protocol::new_epoch()),
             feed: None,
         }
+    }
+
+    /// This node's tag (16 hex digits), the first part of its sockets' ids.
+    pub fn with_tag(mut self, tag: &str) -> Self {
+        self.tag = Arc::from(tag);
+        self
     }
 
     /// Keeps rooms' histories in this node's memory.
@@ -421,7 +436,8 @@ impl Hub {
     ) -> Result<Membership, SpaceFull> {
         let id = member.id;
         let json = member.json;
-        let who = member.who.clone();
+        let user = member.user.clone();
+        let who = identity(&self.tag, user.as_ref(), id);
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = match spaces.get_mut(&space) {
             Some(e) => e,
@@ -445,7 +461,10 @@ impl Hub {
             .entry(room.clone())
             .or_insert_with(|| {
                 self.metrics.rooms(1);
-                Arc::new(Members::default())
+                Arc::new(Members {
+                    tag: Arc::clone(&self.tag),
+                    ..Members::default()
+                })
             })
             .clone();
         if let Some(logs) = &self.logs {
@@ -473,7 +492,7 @@ impl Hub {
         drop(spaces);
         self.announce(&space, &room, &room_arc, true, &who, id);
         Ok(Membership {
-            who,
+            user,
             hub: Arc::clone(self),
             space,
             room_name: room,
@@ -504,7 +523,7 @@ impl Hub {
                 if m.json {
                     room.json.fetch_sub(1, Ordering::Relaxed);
                 }
-                gone = Some(m.who);
+                gone = Some(identity(&self.tag, m.user.as_ref(), m.id));
             }
             members.is_empty()
         };
@@ -527,10 +546,18 @@ impl Hub {
     }
 }
 
+/// A socket as presence shows it: its user and its id (`<node tag>-<connection, hex>`).
+fn identity(tag: &str, user: Option<&Arc<str>>, id: ConnId) -> Identity {
+    Identity {
+        user: user.cloned(),
+        conn: Arc::from(format!("{tag}-{id:x}")),
+    }
+}
+
 /// A connection's place in a room; leaving is dropping it.
 #[derive(Debug)]
 pub struct Membership {
-    who: Identity,
+    user: Option<Arc<str>>,
     hub: Arc<Hub>,
     space: Space,
     room_name: RoomName,
@@ -555,9 +582,13 @@ impl Membership {
     pub fn id(&self) -> ConnId {
         self.id
     }
-    /// Who the connection is.
-    pub fn who(&self) -> &Identity {
-        &self.who
+    /// Who the connection is, as presence shows it.
+    pub fn who(&self) -> Identity {
+        identity(&self.room.tag, self.user.as_ref(), self.id)
+    }
+    /// The connection's user (`None`: anonymous).
+    pub fn user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
     }
     /// The room's members (shared with the hub).
     pub fn members(&self) -> &Arc<Members> {
@@ -591,10 +622,7 @@ mod tests {
             id,
             outbox: outbox.clone(),
             slow: slow.clone(),
-            who: Identity {
-                user: Some(Arc::from(format!("u{id}"))),
-                conn: Arc::from(format!("c{id}")),
-            },
+            user: Some(Arc::from(format!("u{id}"))),
             json: false,
         };
         (m, outbox, slow)
@@ -633,7 +661,10 @@ mod tests {
         let c = hub.join(space("1"), r.clone(), j2).unwrap();
         assert_eq!(
             texts(&j1_rx),
-            vec![r#"{"type":"join","user":"u3","conn":"c3"}"#]
+            vec![format!(
+                r#"{{"type":"join","user":"u3","conn":"{}-3"}}"#,
+                hub.tag
+            )]
         );
         assert!(
             texts(&raw_rx).is_empty(),
@@ -676,7 +707,10 @@ mod tests {
         drop(c);
         assert_eq!(
             texts(&j1_rx),
-            vec![r#"{"type":"leave","user":"u3","conn":"c3"}"#]
+            vec![format!(
+                r#"{{"type":"leave","user":"u3","conn":"{}-3"}}"#,
+                hub.tag
+            )]
         );
         let log = b.members().log().unwrap();
         let (seq, missed) = log.resume(0, Some(log.epoch()));

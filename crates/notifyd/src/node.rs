@@ -24,8 +24,6 @@ use crate::Error;
 /// One daemon's state, shared by its listeners and connection tasks.
 #[derive(Debug)]
 pub struct Node {
-    /// This node's id, the first part of its connections' ids in presence.
-    pub tag: String,
     /// The configuration.
     pub config: Config,
     /// Token verification.
@@ -40,8 +38,6 @@ pub struct Node {
     pub per_token: Arc<PerKey>,
     /// Open WebSocket connections per user against `max_connections_per_user`.
     pub per_user: Arc<PerKey>,
-    /// Each sender's rate of opening sockets.
-    pub opens: Arc<PerKey>,
     /// Sockets in their handshake against `max_pending_handshakes`.
     pub pending: Arc<Pending>,
     /// Keys the per-token and per-user counts (a token is never kept, only its keyed
@@ -82,13 +78,20 @@ impl Node {
     ) -> Result<Arc<Self>, Error> {
         let tokens = config.tokens.clone();
         let limits = &config.limits;
+        // This node's id: in Redis, and (as 16 hex digits) in its sockets' ids.
+        let node_id = std::hash::BuildHasher::hash_one(
+            &RandomState::new(),
+            (std::process::id(), std::time::SystemTime::now()),
+        );
         let hub = Hub::new(limits.max_connections_per_space, metrics.clone())
-            .with_presence_max(limits.presence_max_users);
+            .with_presence_max(limits.presence_max_users)
+            .with_tag(&format!("{node_id:016x}"));
         let (backplane, hub) = match &config.redis {
             Some(redis) => {
                 let (hub, feed) = hub.with_feed();
                 let hub = Arc::new(hub);
                 let setup = crate::backplane::Setup {
+                    node: node_id,
                     keyring: config.tokens.keyring().clone(),
                     max_message_bytes: limits.max_message_bytes,
                     history: limits.history,
@@ -111,10 +114,6 @@ impl Node {
                 (None, Arc::new(hub.with_logs(logs)))
             }
         };
-        let tag = match &backplane {
-            Some(bp) => bp.node_tag(),
-            None => crate::protocol::new_epoch(),
-        };
         let certs = match &config.tls {
             Some(files) => Some(Certs::new(files.clone(), metrics.clone()).map_err(Error::Tls)?),
             None => None,
@@ -127,14 +126,12 @@ impl Node {
             tokio::spawn(Arc::clone(c).watch(shutdown.clone()));
         }
         Ok(Arc::new(Node {
-            tag,
             tls,
             certs,
             fanout: Fanout::new(hub, backplane, metrics.clone()),
             slots: ConnectionSlots::new(config.limits.max_connections),
             per_token: PerKey::new(config.limits.max_connections_per_token),
             per_user: PerKey::new(config.limits.max_connections_per_user),
-            opens: PerKey::new(usize::MAX),
             pending: Pending::new(config.limits.max_pending_handshakes),
             key_hasher: RandomState::new(),
             tokens,

@@ -136,12 +136,43 @@ impl Drop for Slot {
 /// Connections per key (a token's or a user's keyed hash), each bounded by `max`; the
 /// connections of one key share one rate limiter, so that several sockets send no more
 /// than one may, and a key's limiter outlives its last socket until it has rested, so
-/// that closing and reopening does not refill it.
+/// that closing and reopening does not refill it. A key's opens are paced too (a few
+/// bytes in its entry: an idle connection costs no limiter).
 #[derive(Debug)]
 pub struct PerKey {
-    counts: Mutex<HashMap<u64, (usize, Option<SharedLimiter>)>>,
+    counts: Mutex<HashMap<u64, Entry>>,
     max: usize,
     takes: AtomicU64,
+    /// What the opens' clock counts from.
+    base: Instant,
+}
+
+/// A key's connections, its shared rate limiter once one sends, and its opens.
+#[derive(Debug, Default)]
+struct Entry {
+    open: usize,
+    limiter: Option<SharedLimiter>,
+    opens: Opens,
+}
+
+/// A token bucket for a key's opens: tokens left, and when (ms since the owner's base)
+/// they were counted; `None` while full.
+#[derive(Debug, Default, Clone, Copy)]
+struct Opens(Option<(f32, u32)>);
+
+impl Opens {
+    /// Takes one open at `now_ms` under `rate` per second and `burst`; false when none
+    /// is left.
+    fn take(&mut self, now_ms: u32, rate: f32, burst: f32) -> bool {
+        let (tokens, at) = self.0.unwrap_or((burst, now_ms));
+        let tokens = (tokens + now_ms.saturating_sub(at) as f32 / 1000.0 * rate).min(burst);
+        if tokens < 1.0 {
+            self.0 = Some((tokens, now_ms));
+            return false;
+        }
+        self.0 = Some((tokens - 1.0, now_ms));
+        true
+    }
 }
 
 /// How often (in takes) keys with no connection and a rested limiter are swept.
@@ -163,6 +194,10 @@ pub struct KeySlot {
     key: u64,
 }
 
+/// A key that opened nothing for this long may lose its opens' bucket (refilled by then
+/// at any rate but the slowest; a key kept a little longer costs a few bytes).
+const OPENS_RESTED_AFTER_MS: u32 = 60_000;
+
 impl PerKey {
     /// At most `max` connections per key.
     pub fn new(max: usize) -> Arc<Self> {
@@ -170,7 +205,12 @@ impl PerKey {
             counts: Mutex::new(HashMap::new()),
             max,
             takes: AtomicU64::new(0),
+            base: Instant::now(),
         })
+    }
+
+    fn now_ms(&self, now: Instant) -> u32 {
+        u32::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u32::MAX)
     }
 
     /// Counts one more connection for `key`, or `None` when it has `max` already.
@@ -178,25 +218,46 @@ impl PerKey {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
         if self.takes.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             let now = Instant::now();
-            counts.retain(|_, (n, l)| *n > 0 || !rested(l, now));
+            let now_ms = self.now_ms(now);
+            counts.retain(|_, e| {
+                e.open > 0
+                    || !rested(&e.limiter, now)
+                    || e.opens
+                        .0
+                        .is_some_and(|(_, at)| now_ms.saturating_sub(at) < OPENS_RESTED_AFTER_MS)
+            });
         }
-        let (n, _) = counts.entry(key).or_insert((0, None));
-        if *n >= self.max {
+        let e = counts.entry(key).or_default();
+        if e.open >= self.max {
             return None;
         }
-        *n += 1;
+        e.open += 1;
         Some(KeySlot {
             owner: Arc::clone(self),
             key,
         })
     }
 
+    /// Counts an open of `key` against `rate` per second with `burst`; false when over.
+    pub fn try_open(&self, key: u64, rate: u32, burst: u32) -> bool {
+        let now_ms = self.now_ms(Instant::now());
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts
+            .entry(key)
+            .or_default()
+            .opens
+            .take(now_ms, rate as f32, burst as f32)
+    }
+
     /// The rate limiter shared by the connections of `key`, made with `make` the first
     /// time one of them sends (an idle connection costs none).
     pub fn limiter(&self, key: u64, make: impl FnOnce() -> RateLimiter) -> SharedLimiter {
         let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        let (_, shared) = counts.entry(key).or_insert((0, None));
-        Arc::clone(shared.get_or_insert_with(|| Arc::new(Mutex::new(make()))))
+        let e = counts.entry(key).or_default();
+        Arc::clone(
+            e.limiter
+                .get_or_insert_with(|| Arc::new(Mutex::new(make()))),
+        )
     }
 
     /// Keys with at least one connection (a map entry each).
@@ -216,9 +277,15 @@ impl Drop for KeySlot {
             .counts
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some((n, limiter)) = counts.get_mut(&self.key) {
-            *n -= 1;
-            if *n == 0 && rested(limiter, Instant::now()) {
+        let now = Instant::now();
+        let now_ms = self.owner.now_ms(now);
+        if let Some(e) = counts.get_mut(&self.key) {
+            e.open -= 1;
+            let opens_rested = e
+                .opens
+                .0
+                .is_none_or(|(_, at)| now_ms.saturating_sub(at) >= OPENS_RESTED_AFTER_MS);
+            if e.open == 0 && rested(&e.limiter, now) && opens_rested {
                 counts.remove(&self.key);
             }
         }
@@ -383,6 +450,18 @@ impl Drop for PendingSlot {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_keys_opens_are_paced_apart_from_its_connections() {
+        let keys = PerKey::new(100);
+        let allowed = (0..50).filter(|_| keys.try_open(7, 20, 40)).count();
+        assert_eq!(allowed, 40, "the burst");
+        assert!(keys.try_open(8, 20, 40), "another key is apart");
+        let mut o = Opens::default();
+        assert!(o.take(0, 1.0, 1.0));
+        assert!(!o.take(500, 1.0, 1.0));
+        assert!(o.take(1500, 1.0, 1.0), "refilled at the rate");
+    }
     use std::time::Duration;
 
     #[test]

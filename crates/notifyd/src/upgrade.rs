@@ -19,7 +19,7 @@ use crate::hub::Member;
 use crate::metrics::Refusal;
 use crate::node::Node;
 use crate::outbox::Outbox;
-use crate::protocol::{self, Identity, Resume};
+use crate::protocol::{self, Resume};
 
 /// tungstenite's read buffer per connection: small, since connections are many and
 /// messages are small (it grows for a large message, within `max_message_bytes`).
@@ -62,8 +62,8 @@ struct Checked {
     json: bool,
     /// The user, as presence shows it (`None`: anonymous).
     user: Option<Arc<str>>,
-    /// What it asks to recover (the protocol only).
-    resume: Option<Resume>,
+    /// What it asks to recover (the protocol only; boxed: the connection's task holds it).
+    resume: Option<Box<Resume>>,
 }
 
 /// Checks a `/notify` request in order (upgrade headers, query, origin, token,
@@ -113,7 +113,11 @@ where
                 .map(Arc::<str>::from),
             Format::Legacy => None,
         };
-        let resume = if json { query.resume()? } else { None };
+        let resume = if json {
+            query.resume()?.map(Box::new)
+        } else {
+            None
+        };
         Ok(Checked {
             accept,
             room: query.room,
@@ -154,12 +158,8 @@ where
     // share one rate limiter, so the rule that one sender cannot overflow a reader
     // holds however many sockets it opens.
     let rate = match user_key {
-        Some(k) => Sender::new(Arc::clone(&node.per_user), k, Arc::clone(&node.opens)),
-        None => Sender::new(
-            Arc::clone(&node.per_token),
-            token_key,
-            Arc::clone(&node.opens),
-        ),
+        Some(k) => Sender::new(Arc::clone(&node.per_user), k),
+        None => Sender::new(Arc::clone(&node.per_token), token_key),
     };
     if !rate.may_connect(limits) {
         return Err((Refusal::ConnectRate, stream));
@@ -174,10 +174,7 @@ where
         id,
         outbox: outbox.clone(),
         slow: slow.clone(),
-        who: Identity {
-            user,
-            conn: Arc::from(format!("{}-{id:x}", node.tag)),
-        },
+        user,
         json,
     };
     let Ok(membership) = node.fanout.hub().join(space, room, member) else {
@@ -207,6 +204,22 @@ where
             } else {
                 max
             };
+            // A client of the protocol is told where the room stands, and what it
+            // missed, before any live frame; live ones that recovery wrote are skipped.
+            // (Before the WebSocket is made: nothing large lives across this await.)
+            let mut preamble = Vec::new();
+            if json {
+                // Boxed: the task of every connection, raw ones too, is as large as its
+                // largest await, and this one holds a question to Redis.
+                let opening = Box::pin(node.fanout.open(&membership, resume.as_deref())).await;
+                let (frames, covered) = opening.frames(
+                    &membership.who(),
+                    resume.as_deref().map(|r| r.since),
+                    node.config.limits.presence_max_users,
+                );
+                outbox.skip_through(covered);
+                preamble = frames;
+            }
             let ws = WebSocketStream::from_partially_read(
                 stream,
                 rest,
@@ -214,19 +227,6 @@ where
                 Some(ws_config(max, max_out)),
             )
             .await;
-            // A client of the protocol is told where the room stands, and what it
-            // missed, before any live frame; live ones that recovery wrote are skipped.
-            let mut preamble = Vec::new();
-            if json {
-                let opening = node.fanout.open(&membership, resume.as_ref()).await;
-                let (frames, covered) = opening.frames(
-                    membership.who(),
-                    resume.as_ref().map(|r| r.since),
-                    node.config.limits.presence_max_users,
-                );
-                outbox.skip_through(covered);
-                preamble = frames;
-            }
             Connection {
                 preamble,
                 ws,
