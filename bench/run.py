@@ -159,41 +159,37 @@ def write(r, held):
               "client trusting that CA (`--tls-ca`), every connection a full handshake (no session",
               "resumption).", "",
               "| scenario | figure | ws:// | wss:// | TLS costs |", "|---|---|---|---|---|"]
-    def tls_row(key, title, fig, path, unit="", digits=0, scale=1, better="low"):
-        a, b = get(key, "tsugi-notifyd", *path), get(key, "tsugi-notifyd-tls", *path)
-        a, b = a and a / scale, b and b / scale
-        cost = "?" if not a or not b else (f"{b / a:.2f}x" if better == "low" else f"{a / b:.2f}x slower")
-        lines.append(f"| {title} | {fig} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {cost} |")
+    def versus(kind):
+        """A row of tsugi-notifyd (ws://, raw) against the same daemon run as `kind`."""
+        def row_of(key, title, fig, path, unit="", digits=0, scale=1, better="low"):
+            a, b = get(key, "tsugi-notifyd", *path), get(key, kind, *path)
+            a, b = a and a / scale, b and b / scale
+            cost = "?" if not a or not b else (f"{b / a:.2f}x" if better == "low" else f"{a / b:.2f}x slower")
+            lines.append(f"| {title} | {fig} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {cost} |")
+        def deliveries(key):
+            title = next(t for k, t, _ in SCENARIOS if k == key)
+            row_of(key, title, "server CPU per delivery", ("server_cpu_us_per_delivery",), " us", 2)
+            row_of(key, title, "deliveries per second", ("deliveries_per_sec",), better="high")
+            for p in ("p50", "p99"):
+                row_of(key, title, f"latency {p}", ("latency_us", p), " ms", 1, 1000)
+            lost = [get(key, kind, f) for f in ("loss", "duplicates", "leaks", "echoes")]
+            lines.append(f"| {title} | loss / dup / leak / echo | | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | |")
+        return row_of, deliveries
+    tls_row, tls_deliveries = versus("tsugi-notifyd-tls")
     tls_row("idle", "idle 19,500", "server RSS per connection", ("server_bytes_per_connection",), " B")
     tls_row("idle", "idle 19,500", "handshakes per second", ("handshakes_per_sec",), better="high")
     tls_row("churn", "churn", "handshakes per second", ("handshakes_per_sec",), better="high")
     for key in ("fan1000", "paced"):
-        title = next(t for k, t, _ in SCENARIOS if k == key)
-        tls_row(key, title, "server CPU per delivery", ("server_cpu_us_per_delivery",), " us", 2)
-        tls_row(key, title, "deliveries per second", ("deliveries_per_sec",), better="high")
-        for p in ("p50", "p99"):
-            tls_row(key, title, f"latency {p}", ("latency_us", p), " ms", 1, 1000)
-        lost = [get(key, "tsugi-notifyd-tls", f) for f in ("loss", "duplicates", "leaks", "echoes")]
-        lines.append(f"| {title} | loss / dup / leak / echo | | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | |")
+        tls_deliveries(key)
     lines += ["", "## tsugi-notify.v1 against raw frames", "",
               "The same delivery scenarios against tsugi-notifyd, every client offering the",
               "subprotocol tsugi-notify.v1 (`--protocol`): each message is given the room's",
               "sequence and kept in the room's history (in memory, one node), and its JSON",
               "`message` frame is made once and shared by the receivers.", "",
               "| scenario | figure | raw | tsugi-notify.v1 | v1 costs |", "|---|---|---|---|---|"]
-    def v1_row(key, title, fig, path, unit="", digits=0, scale=1, better="low"):
-        a, b = get(key, "tsugi-notifyd", *path), get(key, "tsugi-notifyd-v1", *path)
-        a, b = a and a / scale, b and b / scale
-        cost = "?" if not a or not b else (f"{b / a:.2f}x" if better == "low" else f"{a / b:.2f}x slower")
-        lines.append(f"| {title} | {fig} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {cost} |")
+    v1_deliveries = versus("tsugi-notifyd-v1")[1]
     for key in PROTOCOL_SCENARIOS:
-        title = next(t for k, t, _ in SCENARIOS if k == key)
-        v1_row(key, title, "server CPU per delivery", ("server_cpu_us_per_delivery",), " us", 2)
-        v1_row(key, title, "deliveries per second", ("deliveries_per_sec",), better="high")
-        for p in ("p50", "p99"):
-            v1_row(key, title, f"latency {p}", ("latency_us", p), " ms", 1, 1000)
-        lost = [get(key, "tsugi-notifyd-v1", f) for f in ("loss", "duplicates", "leaks", "echoes")]
-        lines.append(f"| {title} | loss / dup / leak / echo | | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | |")
+        v1_deliveries(key)
     lines += ["", f"tsugi-notifyd held {held[0].get('connections')} concurrent connections "
               f"({fmt(held[0].get('server_bytes_per_connection'), ' B')} of server RSS each).", "",
               "## Bars", ""]
