@@ -58,6 +58,16 @@ def start(kind):
     time.sleep(0.3)
     return p, port, cmd
 
+def run_floor(args):
+    """The kernel's floor for a fanout scenario: no server; notify-bench writes itself."""
+    full = [BENCH] + args[:1] + ["--addr", "127.0.0.1:9", "--sources", SOURCES, "--floor"] + args[1:]
+    out = subprocess.run(full, capture_output=True, text=True, timeout=600)
+    line = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else "{}"
+    shown = " ".join(full).replace(ROOT + "/", "")
+    print(f"[floor] {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}", flush=True)
+    time.sleep(1)
+    return json.loads(line), shown
+
 def run(kind, args):
     p, port, cmd = start(kind)
     try:
@@ -101,12 +111,31 @@ def main():
     for key, title, args in SCENARIOS:
         if key in PROTOCOL_SCENARIOS:
             results[(key, "tsugi-notifyd-v1")] = run("tsugi-notifyd", args + ["--protocol"])
+    for key, title, args in FLOOR_SCENARIOS:
+        if (key, "tsugi-notifyd") not in results:
+            results[(key, "tsugi-notifyd")] = run("tsugi-notifyd", args)
+        results[(key, "floor")] = run_floor(args)
     held = run("tsugi-notifyd", ["idle", "--connections", "19900", "--workers", "2"])
     write(results, held)
 
 # The scenarios run again over wss:// (tls_cert in the daemon): the cost of TLS per
 # connection (memory, handshakes) and per delivery (CPU, latency).
 TLS_SCENARIOS = ("idle", "fan1000", "paced", "churn")
+
+# Paced scenarios against the kernel's floor: the same receivers, N, rate and size, with
+# one thread of notify-bench writing each frame to every receiver socket itself (one
+# write per delivery) instead of a server.
+FLOOR_SCENARIOS = [
+    ("paced", "1 room x 1,000, one sender at 100 msg/s (500 msgs)", None),
+    ("paced10", "1 room x 1,000, one sender at 10 msg/s (100 msgs)",
+     ["fanout", "--rooms", "1", "--subscribers", "1000", "--senders", "1", "--messages", "100", "--rate", "10"]),
+    ("classroom", "classroom: 1 room x 100, one sender at 20 msg/s (200 msgs)",
+     ["fanout", "--rooms", "1", "--subscribers", "100", "--senders", "1", "--messages", "200", "--rate", "20"]),
+    ("schoolday", "a school day: 50 rooms x 30, one sender each at 2 msg/s (20 msgs)",
+     ["fanout", "--rooms", "50", "--subscribers", "30", "--senders", "1", "--messages", "20", "--rate", "2"]),
+]
+FLOOR_SCENARIOS = [(k, t, a if a is not None else next(x for kk, _, x in SCENARIOS if kk == k))
+                   for k, t, a in FLOOR_SCENARIOS]
 
 # The delivery scenarios again with every client offering tsugi-notify.v1: receivers
 # get JSON frames with the room's sequence (the room keeps its history), the sender acks.
@@ -190,6 +219,23 @@ def write(r, held):
     v1_deliveries = versus("tsugi-notifyd-v1")[1]
     for key in PROTOCOL_SCENARIOS:
         v1_deliveries(key)
+    lines += ["", "## Against the kernel's floor", "",
+              "Paced scenarios against tsugi-notifyd (raw frames) and against the floor: no server,",
+              "one thread of notify-bench writing each frame to every receiver socket itself, one",
+              "write per delivery, at the same N, rate and size, read by the same client code",
+              "(`fanout --floor`). The ratio is the daemon's figure over the floor's.", "",
+              "| scenario | figure | tsugi-notifyd | floor | ratio |", "|---|---|---|---|---|"]
+    for key, title, _ in FLOOR_SCENARIOS:
+        def floor_row(fig, path, unit, digits, scale=1):
+            a, b = get(key, "tsugi-notifyd", *path), get(key, "floor", *path)
+            a, b = a and a / scale, b and b / scale
+            ratio = "?" if not a or not b else f"{a / b:.2f}x"
+            lines.append(f"| {title} | {fig} | {fmt(a, unit, digits)} | {fmt(b, unit, digits)} | {ratio} |")
+        for p in ("p50", "p99"):
+            floor_row(f"latency {p}", ("latency_us", p), " ms", 2, 1000)
+        floor_row("CPU per delivery (server / writer thread)", ("server_cpu_us_per_delivery",), " us", 2)
+        lost = [get(key, k, f) for k in ("tsugi-notifyd", "floor") for f in ("loss", "duplicates", "leaks", "echoes")]
+        lines.append(f"| {title} | loss / dup / leak / echo | {lost[0]} / {lost[1]} / {lost[2]} / {lost[3]} | {lost[4]} / {lost[5]} / {lost[6]} / {lost[7]} | |")
     lines += ["", f"tsugi-notifyd held {held[0].get('connections')} concurrent connections "
               f"({fmt(held[0].get('server_bytes_per_connection'), ' B')} of server RSS each).", "",
               "## Bars", ""]
@@ -214,8 +260,8 @@ def write(r, held):
               "receivers see the message some milliseconds after the first. The reference server",
               "falls behind on the same run (hundreds of milliseconds).",
               "", "## Commands", "", "Each row above came from one of these (ports and pids vary per run):", ""]
-    for key, title, _ in SCENARIOS:
-        for k in ("tsugi-notifyd", "node-ws", "tsugi-notifyd-tls", "tsugi-notifyd-v1"):
+    for key in dict.fromkeys([k for k, _, _ in SCENARIOS] + [k for k, _, _ in FLOOR_SCENARIOS]):
+        for k in ("tsugi-notifyd", "node-ws", "tsugi-notifyd-tls", "tsugi-notifyd-v1", "floor"):
             if (key, k) in r:
                 lines.append(f"    {r[(key, k)][1]}")
     lines += [f"    {held[1]}", "", "## Raw results", "", "```"]

@@ -36,6 +36,11 @@ pub struct Args {
     /// Connect the senders to this server instead (another node: cross-node delivery).
     #[arg(long)]
     pub sender_addr: Option<std::net::SocketAddr>,
+    /// The kernel's floor: no server; a thread of this process writes each message to
+    /// every receiver's socket itself (one write per delivery) at the same rate and
+    /// size (`--addr` is not used; "server CPU" is that thread's).
+    #[arg(long)]
+    pub floor: bool,
 }
 
 /// What one receiving connection saw.
@@ -161,8 +166,16 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
 
 pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
     f.size = f.size.max(48);
-    let target = &f.target;
     let (r_n, m_n, s_n) = (f.rooms, f.subscribers, f.senders);
+    let floor = if f.floor {
+        let floor = super::floor::Floor::listen(r_n * m_n)?;
+        f.target.addr = floor.addr();
+        f.target.server_pid = None;
+        Some(floor)
+    } else {
+        None
+    };
+    let target = &f.target;
     let subs_total = r_n * m_n;
     // Subscribers first (ids 0..R*M), then senders (ids R*M..): sender s of room r is
     // id R*M + r*S + s.
@@ -184,7 +197,10 @@ pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
     if let Some(a) = f.sender_addr {
         sender_target.addr = a;
     }
-    conns.extend(open_many(&sender_target, r_n * s_n, |i| spec(subs_total + i)).await?);
+    // (The floor has no senders: it writes as they would.)
+    if floor.is_none() {
+        conns.extend(open_many(&sender_target, r_n * s_n, |i| spec(subs_total + i)).await?);
+    }
     let connect_secs = t0.elapsed().as_secs_f64();
     eprintln!("fanout: {total} connections open in {connect_secs:.2} s");
     let base = Instant::now();
@@ -219,6 +235,17 @@ pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
     let cpu_client0 = procfs::own_cpu_secs();
     let send_start = Instant::now();
     let mut send_tasks = Vec::new();
+    let mut floor_cpu = None;
+    if let Some(floor) = floor {
+        let size = f.size;
+        let writer = floor.write(s_n, f.messages, f.rate, base, move |s, r, q, ns| {
+            payload(subs_total + r * s_n + s, r, q, ns, size)
+        })?;
+        let written = tokio::task::spawn_blocking(move || writer.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the floor's writer panicked"))??;
+        floor_cpu = Some(written.cpu_secs);
+    }
     for (id, r, mut sink) in sinks {
         let (messages, size, rate) = (f.messages, f.size, f.rate);
         send_tasks.push(tokio::spawn(async move {
@@ -246,7 +273,11 @@ pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
             (messages, sink)
         }));
     }
-    let mut sent = 0usize;
+    let mut sent = if floor_cpu.is_some() {
+        r_n * s_n * f.messages
+    } else {
+        0
+    };
     let mut keep = Vec::new();
     for t in send_tasks {
         let (n, sink) = t.await?;
@@ -288,10 +319,13 @@ pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
         }
     }
     quiet.abort();
-    let cpu_server = server_cpu(target).zip(cpu_server0).map(|(a, b)| a - b);
+    let cpu_server = floor_cpu.or_else(|| server_cpu(target).zip(cpu_server0).map(|(a, b)| a - b));
     let cpu_client = procfs::own_cpu_secs() - cpu_client0;
     drop(keep);
-    let expected = (r_n * s_n * f.messages * (m_n + s_n - 1)) as u64;
+    // Every subscriber gets every sender's messages, and every sender the others'
+    // (the floor has no sender sockets).
+    let senders_hearing = if f.floor { 0 } else { s_n - 1 };
+    let expected = (r_n * s_n * f.messages * (m_n + senders_hearing)) as u64;
     let secs = last
         .saturating_duration_since(send_start)
         .as_secs_f64()
@@ -300,7 +334,7 @@ pub async fn run(mut f: Args) -> anyhow::Result<Option<String>> {
     let l = &all.latencies_us;
     let per_delivery_us = cpu_server.map(|c| c * 1e6 / all.received.max(1) as f64);
     let report = json!({
-        "scenario": "fanout",
+        "scenario": if f.floor { "floor" } else { "fanout" },
         "rooms": r_n, "subscribers": m_n, "senders": s_n, "messages": f.messages,
         "size": f.size, "rate": f.rate,
         "sent": sent,

@@ -4,6 +4,7 @@
 
 pub mod churn;
 pub mod fanout;
+pub mod floor;
 pub mod idle;
 pub mod soak;
 
