@@ -74,9 +74,12 @@ impl Floor {
                         std::thread::sleep(wait);
                     }
                 }
+                // Every sender of every room sends now, as the scenario's senders do at
+                // their tick: each message's time is the tick's, whatever room is
+                // written first.
+                let ns = base.elapsed().as_nanos() as u64;
                 for &r in &order {
                     for s in 0..senders {
-                        let ns = base.elapsed().as_nanos() as u64;
                         let text = payload(s, r, q, ns);
                         frame.clear();
                         encode_text(&mut frame, text.as_bytes());
