@@ -74,8 +74,10 @@ impl Fanout {
         msg: &Message,
         reply: Option<tokio::sync::oneshot::Sender<Option<u64>>>,
     ) -> Delivery {
+        // A member holds its room: no lookup (nor a reference count) on a connection's
+        // path; the server's message looks its room up.
+        let looked_up;
         let (space, room, members, out) = match from {
-            // A member holds its room: no lookup on a connection's path.
             Source::Member(m) => {
                 let out = Outgoing {
                     sender: Some(m.id()),
@@ -83,7 +85,7 @@ impl Fanout {
                     server: false,
                     msg,
                 };
-                (m.space(), m.room_name(), Some(Arc::clone(m.members())), out)
+                (m.space(), m.room_name(), Some(m.room()), out)
             }
             Source::Server { space, room } => {
                 let out = Outgoing {
@@ -92,7 +94,8 @@ impl Fanout {
                     server: true,
                     msg,
                 };
-                (space, room, self.hub.room(space, room), out)
+                looked_up = self.hub.room(space, room);
+                (space, room, looked_up.as_deref(), out)
             }
         };
         // What this node's members of the protocol get now: a sequence from the room's
@@ -111,7 +114,7 @@ impl Fanout {
                 }
             }
         };
-        let d = members.as_ref().map_or(Delivery::default(), |r| {
+        let d = members.map_or(Delivery::default(), |r| {
             r.deliver(out, true, json, &self.metrics)
         });
         if let Some(reply) = reply {

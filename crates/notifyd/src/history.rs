@@ -352,11 +352,6 @@ impl Appending<'_> {
         self.over |= log.budget.kept(log, seq, len);
         seq
     }
-
-    /// The last sequence given.
-    pub fn seq(&self) -> u64 {
-        self.inner.as_ref().map_or(0, |i| i.seq)
-    }
 }
 
 impl Drop for Appending<'_> {

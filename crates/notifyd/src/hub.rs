@@ -99,8 +99,8 @@ pub enum Follow {
     Next,
     /// At or before the last one: already delivered, or a recording: not again.
     Old,
-    /// After a gap, or of another epoch: delivered, and the protocol's members told to
-    /// reconnect and recover what fell in the gap.
+    /// After a gap, or of another epoch: the protocol's members are told to reconnect
+    /// and recover what fell in the gap (raw members still get the message).
     Gap,
 }
 
@@ -149,8 +149,10 @@ impl Members {
         let mut d = Delivery::default();
         let now = Instant::now();
         let has_json = json != Json::Defer && self.json.load(Ordering::Relaxed) > 0;
-        let mut stored = Stored {
-            seq: None,
+        // (Built only for a room with a log or members of the protocol: a raw room's
+        // delivery clones nothing.)
+        let stored = |seq| Stored {
+            seq,
             from: out.from.cloned(),
             server: out.server,
             payload: out.msg.clone(),
@@ -162,14 +164,13 @@ impl Members {
             Json::Assign => self.log.get().map(|l| l.begin()),
             _ => None,
         };
-        stored.seq = match (json, &mut appending) {
+        let seq = match (json, &mut appending) {
             (Json::Given(seq), _) => seq,
-            (Json::Assign, Some(a)) => Some(a.append(stored.clone())),
+            (Json::Assign, Some(a)) => Some(a.append(stored(None))),
             _ => None,
         };
-        let seq = stored.seq;
         d.seq = seq;
-        let frame = has_json.then(|| message_frame(&stored, false));
+        let frame = has_json.then(|| message_frame(&stored(seq), false));
         let seq_key = seq.unwrap_or(0);
         let members = self.members.read().unwrap_or_else(PoisonError::into_inner);
         for m in members.iter() {
@@ -369,11 +370,6 @@ impl Hub {
         let (tx, rx) = mpsc::channel(FEED);
         self.feed = Some(tx);
         (self, rx)
-    }
-
-    /// The rooms' histories, when this node keeps them.
-    pub fn logs(&self) -> Option<&Arc<Logs>> {
-        self.logs.as_ref()
     }
 
     /// The rooms of this node that have members now, and whether any speaks the protocol.

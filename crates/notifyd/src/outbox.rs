@@ -75,7 +75,7 @@ impl Outbox {
 
     /// Offers a message (a reference-counted clone) at `now`. Never waits.
     pub fn push(&self, msg: &Message, now: Instant) -> Push {
-        self.push_seq(msg, 0, now)
+        self.push_charged(msg, 0, msg.len(), now)
     }
 
     /// Sequenced messages up to `seq` are not to be written (recovery wrote them).
@@ -83,15 +83,11 @@ impl Outbox {
         self.lock().skip_through = seq;
     }
 
-    /// Offers a message with its room sequence (0: none) at `now`. Never waits.
-    pub fn push_seq(&self, msg: &Message, seq: u64, now: Instant) -> Push {
-        self.push_charged(msg, seq, msg.len(), now)
-    }
-
-    /// Offers a message that counts as `charge` bytes against the byte bound: a frame of
-    /// the protocol counts as the payload it carries, so that what holds a raw reader
-    /// (the rate limits against `outbound_queue_bytes`) holds one of the protocol too,
-    /// however much JSON escaping grows it (at most 6 times).
+    /// Offers a message with its room sequence (0: none) that counts as `charge` bytes
+    /// against the byte bound: a frame of the protocol counts as the payload it
+    /// carries, so that what holds a raw reader (the rate limits against
+    /// `outbound_queue_bytes`) holds one of the protocol too, however much JSON escaping
+    /// grows it (at most 6 times).
     pub fn push_charged(&self, msg: &Message, seq: u64, charge: usize, now: Instant) -> Push {
         let mut st = self.lock();
         if st.closed {

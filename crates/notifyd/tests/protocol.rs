@@ -97,12 +97,7 @@ async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
         (Value::Bool(true), "AAEC/w==".into(), 3.into())
     );
     // The server (POST /publish): from nobody, marked, its sequence in the answer.
-    let p =
-        tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("u"))
-            .unwrap();
-    let publish = tokens()
-        .mint(&p, tsugi_notify_core::Scope::Publish)
-        .unwrap();
+    let publish = publish_token("1");
     let (status, body) =
         post_publish(d.addr, Some(&publish), r#"{"room":"x","message":"grades"}"#).await;
     assert_eq!(status, 200);
@@ -119,6 +114,9 @@ async fn raw_and_protocol_clients_share_a_room_and_every_frame_has_its_shape() {
     let leave = frame_of(&mut a, "leave").await;
     assert_eq!(leave["user"], "alice");
     // GET /presence with a presence token bound to the room.
+    let p =
+        tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("u"))
+            .unwrap();
     let pres = tokens()
         .mint_for_room(
             &p,

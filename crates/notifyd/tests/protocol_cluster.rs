@@ -228,12 +228,7 @@ async fn a_client_recovers_on_another_node_and_after_its_node_restarted() {
     );
     assert_eq!(frame_of(&mut again, "recovery").await["recovered"], true);
     // The publish API gets its sequence from Redis too.
-    let p =
-        tsugi_notify_core::Plaintext::new("https://site.example", "1", Some("course"), Some("u"))
-            .unwrap();
-    let publish = tokens()
-        .mint(&p, tsugi_notify_core::Scope::Publish)
-        .unwrap();
+    let publish = publish_token("1");
     let (status, body) =
         post_publish(a.addr, Some(&publish), r#"{"room":"r","message":"server"}"#).await;
     assert_eq!(status, 200);

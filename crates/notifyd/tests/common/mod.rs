@@ -74,6 +74,12 @@ pub fn token(link: &str, user: &str) -> String {
     token_on("https://site.example", link, user)
 }
 
+/// A publish token (the whole space) for link `link` of site `https://site.example`.
+pub fn publish_token(link: &str) -> String {
+    let p = Plaintext::new("https://site.example", link, Some("course"), Some("u")).unwrap();
+    tokens().mint(&p, Scope::Publish).unwrap()
+}
+
 pub fn token_on(site: &str, link: &str, user: &str) -> String {
     let p = Plaintext::new(site, link, Some("course"), Some(user)).unwrap();
     tokens().mint(&p, Scope::Browser).unwrap()
