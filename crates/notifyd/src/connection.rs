@@ -12,39 +12,48 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Limits;
-use crate::fanout::{Fanout, Source};
+use crate::fanout::Source;
 use crate::hub::Membership;
-use crate::metrics::{Close, Dropped, Metrics};
+use crate::metrics::{Close, Dropped};
+use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::quota::{PerKey, RateLimiter, SharedLimiter, Verdict};
+use crate::ws::{Fault, Incoming, Reader, Writer};
 
-/// Messages written to the socket in one batch before a flush.
+/// Messages taken from the queue for one `writev` ...
 const WRITE_BATCH: usize = 64;
+/// ... and their most bytes (one message at least).
+const WRITE_BATCH_BYTES: usize = 64 * 1024;
+/// Messages read in one turn of a connection's task, and their most bytes (one message
+/// at least): then it lets the tasks it woke (its room's readers) run before it reads
+/// on, so that a sender's burst reaches their queues no faster than they can drain them.
+const READ_BATCH: usize = 16;
+const READ_BATCH_BYTES: usize = 64 * 1024;
 /// Time allowed to send a close frame to a client.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Writes per observation of `tsugi_notify_queue_wait_seconds`.
 const QUEUE_WAIT_SAMPLE: u32 = 8;
 
-/// Everything one connection task needs.
-pub struct Connection<'a, S> {
+/// Everything one connection task needs. (It is made before the task and run by
+/// reference: a task's future holds each thing once.)
+pub struct Connection<S> {
+    /// The daemon.
+    pub node: Arc<Node>,
     /// Frames written before any queued one (a client of the protocol's opening).
     pub preamble: Vec<Message>,
     /// The upgraded socket: a [`Tracked`] TCP socket, or a TLS session over one (the
     /// progress is the socket's, not what TLS buffers).
-    pub ws: WebSocketStream<S>,
-    /// When the socket last refused to take bytes (shared with `ws`'s stream).
+    pub io: S,
+    /// Its frames in.
+    pub reader: Reader,
+    /// When the socket last refused to take bytes (shared with `io`).
     pub progress: Arc<Progress>,
     /// Whose rate limit this connection's messages count against.
     pub rate: Sender,
@@ -55,62 +64,71 @@ pub struct Connection<'a, S> {
     /// Cancelled by the hub when its queue overflows, or when it must reconnect to
     /// recover (its outbox says which).
     pub slow: CancellationToken,
-    /// Cancelled when the server shuts down.
-    pub shutdown: CancellationToken,
-    /// Bounds.
-    pub limits: &'a Limits,
-    /// Counters.
-    pub metrics: &'a Metrics,
-    /// Where its messages go.
-    pub fanout: &'a Fanout,
 }
 
 /// How the loop ended.
 enum End {
-    /// The client closed or went away.
+    /// The client went away, or its socket failed.
     Client,
+    /// The client sent a close frame (with this code): it is answered.
+    Closed(Option<u16>),
     /// The server closes with this reason.
     Server(Close),
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
     /// Runs until the connection ends.
-    pub async fn run(mut self) {
-        let end = self.serve().await;
+    pub async fn run(&mut self) {
+        let mut writer = Writer::default();
+        let end = self.serve(&mut writer).await;
         self.outbox.close();
-        if let End::Server(reason) = end {
-            self.metrics.closed(reason);
-            let (code, text) = match reason {
-                Close::GoingAway => (CloseCode::Away, "server shutting down"),
-                Close::InvalidUtf8 => (CloseCode::Invalid, "invalid UTF-8"),
-                Close::RateLimit => (CloseCode::Policy, "too many messages"),
-                Close::SlowConsumer | Close::WriteTimeout => (CloseCode::Policy, "not reading"),
-                Close::TooBig => (CloseCode::Size, "message too big"),
-                Close::Protocol => (CloseCode::Protocol, "protocol error"),
-                Close::Idle => (CloseCode::Away, "idle"),
-                Close::Resync => (CloseCode::Restart, "reconnect to recover"),
-            };
-            debug!(?reason, "closing");
-            let frame = CloseFrame {
-                code,
-                reason: text.into(),
-            };
-            let close = async {
-                // A client that stopped reading has a full socket: its close frame may
-                // never go out, so this is bounded.
-                let _ = self.ws.send(Message::Close(Some(frame))).await;
-                // Let the client answer the close, briefly.
-                while let Some(Ok(_)) = self.ws.next().await {}
-            };
-            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
-        }
+        let read_on = match end {
+            End::Client => return,
+            End::Closed(code) => {
+                writer.close(code.map(|c| (c, "")));
+                false
+            }
+            End::Server(reason) => {
+                self.node.metrics.closed(reason);
+                let (code, text) = match reason {
+                    Close::GoingAway => (1001, "server shutting down"),
+                    Close::InvalidUtf8 => (1007, "invalid UTF-8"),
+                    Close::RateLimit => (1008, "too many messages"),
+                    Close::SlowConsumer | Close::WriteTimeout => (1008, "not reading"),
+                    Close::TooBig => (1009, "message too big"),
+                    Close::Protocol => (1002, "protocol error"),
+                    Close::Idle => (1001, "idle"),
+                    Close::Resync => (1012, "reconnect to recover"),
+                };
+                debug!(?reason, "closing");
+                writer.close(Some((code, text)));
+                // After a frame it could not read, nothing more is read.
+                !matches!(reason, Close::InvalidUtf8 | Close::TooBig | Close::Protocol)
+            }
+        };
+        let io = &mut self.io;
+        let reader = &mut self.reader;
+        // A client that stopped reading has a full socket: its close frame may never go
+        // out, so this is bounded; a client that reads is given a moment to answer.
+        let close = std::future::poll_fn(|cx| {
+            if std::task::ready!(writer.poll_write(io, cx)).is_err() || !read_on {
+                return Poll::Ready(());
+            }
+            loop {
+                match std::task::ready!(reader.poll_next(io, cx)) {
+                    Ok(Incoming::Close(_)) | Err(_) => return Poll::Ready(()),
+                    Ok(_) => {}
+                }
+            }
+        });
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
     }
 
-    async fn serve(&mut self) -> End {
-        let limits = self.limits;
+    async fn serve(&mut self, writer: &mut Writer) -> End {
+        let node = Arc::clone(&self.node);
+        let limits = &node.config.limits;
         // Made (or found) the first time this connection sends.
         let mut rate: Option<SharedLimiter> = None;
-        let progress = Arc::clone(&self.progress);
         // The write deadline's timer, made the first time a write has to wait and kept:
         // a connection that blocks and unblocks often re-arms it about once per
         // write_timeout, not once per write.
@@ -122,8 +140,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             limits.ping_interval,
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // Created once: re-arming these on every turn of the loop is measurable.
-        let shutdown = self.shutdown.clone();
+        let shutdown = node.shutdown.clone();
         let slow = self.slow.clone();
         let outbox = Arc::clone(&self.outbox);
         let stop = async {
@@ -133,105 +150,129 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<'_, S> {
             }
         };
         tokio::pin!(stop);
-        if !self.preamble.is_empty() {
-            let frames = std::mem::take(&mut self.preamble);
-            // Boxed: only a client of the protocol writes an opening, and every
-            // connection's task is as large as its largest await.
-            let mut write = Box::pin(async {
-                for f in frames {
-                    self.ws.feed(f).await?;
-                }
-                self.ws.flush().await
-            });
-            let write = write.as_mut();
-            if let Some(end) = bounded(
-                &mut stop,
-                &progress,
-                &mut deadline,
-                limits.write_timeout,
-                write,
-            )
-            .await
-            {
-                return end;
-            }
+        for f in std::mem::take(&mut self.preamble) {
+            writer.push(f);
         }
-        loop {
-            tokio::select! {
-                biased;
-                why = &mut stop => return End::Server(why),
-                () = self.outbox.ready() => {
-                    let write = std::pin::pin!(write_queued(&mut self.ws, &self.outbox, self.metrics, &mut writes));
-                    if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
-                        return end;
-                    }
+        std::future::poll_fn(|cx| {
+            if let Poll::Ready(why) = stop.as_mut().poll(cx) {
+                return Poll::Ready(End::Server(why));
+            }
+            // What the client sent.
+            let (mut read, mut read_bytes) = (0, 0);
+            loop {
+                if read >= READ_BATCH || read_bytes >= READ_BATCH_BYTES {
+                    // Once this turn ends, the task is queued behind the others.
+                    cx.waker().wake_by_ref();
+                    break;
                 }
-                incoming = self.ws.next() => {
-                    let msg = match incoming {
-                        None => return End::Client,
-                        Some(Ok(m)) => m,
-                        Some(Err(e)) => return Self::read_error(e),
-                    };
-                    last_seen = Instant::now();
-                    // A client that keeps sending (pings, say) while it reads nothing has
-                    // its answers stuck: reading on must not keep it open.
-                    if progress.stalled_for(last_seen) >= limits.write_timeout {
-                        return End::Server(Close::WriteTimeout);
-                    }
-                    match msg {
-                        Message::Text(_) | Message::Binary(_) => {
-                            self.metrics.received(msg.len());
-                            let verdict = rate
-                                .get_or_insert_with(|| self.rate.limiter(limits))
-                                .lock()
-                                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                                .check(last_seen, msg.len());
-                            match verdict {
-                                Verdict::Allow => {
-                                    self.fanout.broadcast(Source::Member(&self.membership), &msg);
-                                }
-                                Verdict::Drop => self.metrics.dropped(Dropped::RateLimit),
-                                Verdict::Close => {
-                                    self.metrics.dropped(Dropped::RateLimit);
-                                    return End::Server(Close::RateLimit);
-                                }
+                let incoming = match self.reader.poll_next(&mut self.io, cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(Ok(incoming)) => incoming,
+                    Poll::Ready(Err(fault)) => return Poll::Ready(read_end(fault)),
+                };
+                last_seen = Instant::now();
+                // A client that keeps sending (pings, say) while it reads nothing has its
+                // answers stuck: reading on must not keep it open.
+                if self.progress.stalled_for(last_seen) >= limits.write_timeout {
+                    return Poll::Ready(End::Server(Close::WriteTimeout));
+                }
+                match incoming {
+                    Incoming::Message(msg) => {
+                        read += 1;
+                        read_bytes += msg.len();
+                        node.metrics.received(msg.len());
+                        let verdict = rate
+                            .get_or_insert_with(|| self.rate.limiter(limits))
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .check(last_seen, msg.len());
+                        match verdict {
+                            Verdict::Allow => {
+                                node.fanout
+                                    .broadcast(Source::Member(&self.membership), &msg);
+                            }
+                            Verdict::Drop => node.metrics.dropped(Dropped::RateLimit),
+                            Verdict::Close => {
+                                node.metrics.dropped(Dropped::RateLimit);
+                                return Poll::Ready(End::Server(Close::RateLimit));
                             }
                         }
-                        // tungstenite queues the pong (one at a time: a newer ping replaces
-                        // an unsent answer) and writes it as the stream is read on, without
-                        // waiting on a full socket.
-                        Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
-                        // tungstenite answers the close; read on until the stream ends.
-                        Message::Close(_) => {}
                     }
-                }
-                _ = ping.tick() => {
-                    if last_seen.elapsed() >= limits.idle_timeout {
-                        return End::Server(Close::Idle);
+                    // Answered at the next frame boundary (one answer at a time: a newer
+                    // ping replaces an unsent one), tried at once: a client that pings
+                    // and reads nothing fills its socket as fast as it pings, and the
+                    // write deadline judges it.
+                    Incoming::Ping(payload) => {
+                        writer.pong(payload);
+                        if let Poll::Ready(Err(e)) = writer.poll_write(&mut self.io, cx) {
+                            return Poll::Ready(write_error(&e));
+                        }
                     }
-                    let write = std::pin::pin!(self.ws.send(Message::Ping(Default::default())));
-                    if let Some(end) = bounded(&mut stop, &progress, &mut deadline, limits.write_timeout, write).await {
-                        return end;
+                    Incoming::Pong => {}
+                    Incoming::Close(close) => {
+                        return Poll::Ready(End::Closed(close.map(|(code, _)| code)))
                     }
                 }
             }
-        }
+            while ping.poll_tick(cx).is_ready() {
+                if last_seen.elapsed() >= limits.idle_timeout {
+                    return Poll::Ready(End::Server(Close::Idle));
+                }
+                // A client with writes pending is judged by the write deadline.
+                if writer.is_idle() {
+                    writer.push(Message::Ping(Default::default()));
+                }
+            }
+            // What the room sent it, until the socket takes no more.
+            loop {
+                if !writer.has_frames() {
+                    let taken = self
+                        .outbox
+                        .poll_take(cx, WRITE_BATCH, WRITE_BATCH_BYTES, |m| {
+                            writer.push(m);
+                        });
+                    if let Poll::Ready(oldest) = taken {
+                        // One write in QUEUE_WAIT_SAMPLE is observed: the histogram's lock
+                        // and a clock read per write would cost the fan-out of a busy room
+                        // several percent.
+                        if writes % QUEUE_WAIT_SAMPLE == 0 {
+                            node.metrics.queue_waited(oldest.elapsed());
+                        }
+                        writes = writes.wrapping_add(1);
+                    } else if writer.is_idle() {
+                        return Poll::Pending;
+                    }
+                }
+                match writer.poll_write(&mut self.io, cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(e)) => return Poll::Ready(write_error(&e)),
+                    Poll::Pending => {
+                        return match watch_stall(
+                            &self.progress,
+                            &mut deadline,
+                            limits.write_timeout,
+                            cx,
+                        ) {
+                            Some(end) => Poll::Ready(end),
+                            None => Poll::Pending,
+                        };
+                    }
+                }
+            }
+        })
+        .await
     }
+}
 
-    fn read_error(e: WsError) -> End {
-        match e {
-            WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => {
-                End::Server(Close::TooBig)
-            }
-            WsError::Utf8(_) => End::Server(Close::InvalidUtf8),
-            // The kernel's TCP_USER_TIMEOUT ends reads too: the same as a failed write.
-            WsError::Io(_) => write_error(e),
-            WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake)
-            | WsError::ConnectionClosed
-            | WsError::AlreadyClosed => End::Client,
-            WsError::Protocol(_) => End::Server(Close::Protocol),
-            _ => End::Client,
-        }
+/// How a read that failed ends the connection.
+fn read_end(fault: Fault) -> End {
+    match fault {
+        Fault::TooBig => End::Server(Close::TooBig),
+        Fault::Utf8 => End::Server(Close::InvalidUtf8),
+        Fault::Protocol => End::Server(Close::Protocol),
+        // The kernel's TCP_USER_TIMEOUT ends reads too: the same as a failed write.
+        Fault::Io(e) => write_error(&e),
+        Fault::Eof => End::Client,
     }
 }
 
@@ -267,59 +308,41 @@ impl Sender {
 /// A connection's write-deadline timer, once it has needed one.
 type Deadline = Option<Pin<Box<tokio::time::Sleep>>>;
 
-/// Runs a write until it is done, the stop future fires, or the socket takes no byte for
-/// `timeout`; `None` when the write completed. The deadline's timer is only looked at
-/// once the write has to wait (most writes go straight into the socket buffer), made
-/// the first time, and then kept armed for the earliest moment the socket could have
-/// stalled that long: an idle connection holds none and a fast one touches none.
-/// (A plain function over a pinned write, so that the write future is held once, by the
-/// caller: a connection's task stays small.)
-fn bounded<'a, 's, W, X>(
-    stop: &'a mut Pin<&'s mut X>,
-    progress: &'a Progress,
-    deadline: &'a mut Deadline,
+/// A write waits on the socket: ends the connection if the socket has taken no byte
+/// for `timeout`, or else arms the deadline's timer for the earliest moment it could
+/// have. The timer is made the first time a write has to wait and then kept: an idle
+/// connection holds none and a fast one touches none.
+fn watch_stall(
+    progress: &Progress,
+    deadline: &mut Deadline,
     timeout: Duration,
-    mut write: Pin<&'a mut W>,
-) -> impl Future<Output = Option<End>> + use<'a, 's, W, X>
-where
-    W: Future<Output = Result<(), WsError>>,
-    X: Future<Output = Close>,
-{
-    std::future::poll_fn(move |cx| {
-        if let Poll::Ready(why) = stop.as_mut().poll(cx) {
-            return Poll::Ready(Some(End::Server(why)));
+    cx: &mut Context<'_>,
+) -> Option<End> {
+    loop {
+        let stalled = progress.stalled_for(Instant::now());
+        if stalled >= timeout {
+            return Some(End::Server(Close::WriteTimeout));
         }
-        if let Poll::Ready(written) = write.as_mut().poll(cx) {
-            return Poll::Ready(written.err().map(write_error));
+        let sleep = match deadline {
+            Some(sleep) => sleep,
+            None => deadline.insert(Box::pin(tokio::time::sleep(timeout - stalled))),
+        };
+        if sleep.as_mut().poll(cx).is_pending() {
+            return None;
         }
-        // The write waits on the socket: watch for a stall.
-        loop {
-            let stalled = progress.stalled_for(Instant::now());
-            if stalled >= timeout {
-                return Poll::Ready(Some(End::Server(Close::WriteTimeout)));
-            }
-            let sleep = match deadline {
-                Some(sleep) => sleep,
-                None => deadline.insert(Box::pin(tokio::time::sleep(timeout - stalled))),
-            };
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
-            }
-            // Fired: look again from the last progress (there may have been some).
-            let left = timeout.saturating_sub(progress.stalled_for(Instant::now()));
-            sleep.as_mut().reset(tokio::time::Instant::now() + left);
-        }
-    })
+        // Fired: look again from the last progress (there may have been some).
+        let left = timeout.saturating_sub(progress.stalled_for(Instant::now()));
+        sleep.as_mut().reset(tokio::time::Instant::now() + left);
+    }
 }
 
 /// A failed write: the kernel gave up on a peer that took nothing for
 /// `TCP_USER_TIMEOUT` (set to `write_timeout`), or the peer went away.
-fn write_error(e: WsError) -> End {
-    match e {
-        WsError::Io(io) if io.kind() == std::io::ErrorKind::TimedOut => {
-            End::Server(Close::WriteTimeout)
-        }
-        _ => End::Client,
+fn write_error(e: &std::io::Error) -> End {
+    if e.kind() == std::io::ErrorKind::TimedOut {
+        End::Server(Close::WriteTimeout)
+    } else {
+        End::Client
     }
 }
 
@@ -407,6 +430,24 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         r
     }
 
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        match &r {
+            Poll::Ready(Ok(n)) if *n > 0 => self.progress.took(),
+            Poll::Pending => self.progress.refused(),
+            _ => {}
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         let r = Pin::new(&mut self.inner).poll_flush(cx);
         if r.is_pending() {
@@ -420,52 +461,32 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-/// Writes what is queued, a batch at a time, each batch with one flush.
-async fn write_queued<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut WebSocketStream<S>,
-    outbox: &Outbox,
-    metrics: &Metrics,
-    writes: &mut u32,
-) -> Result<(), WsError> {
-    let mut batch = Vec::new();
-    while let Some(oldest) = outbox.take(&mut batch, WRITE_BATCH) {
-        // One write in QUEUE_WAIT_SAMPLE is observed (the first of each connection
-        // among them): the histogram's lock and a clock read per write would cost
-        // the fan-out of a busy room several percent.
-        if *writes % QUEUE_WAIT_SAMPLE == 0 {
-            metrics.queue_waited(oldest.elapsed());
-        }
-        *writes = writes.wrapping_add(1);
-        for m in batch.drain(..) {
-            ws.feed(m).await?;
-        }
-        ws.flush().await?;
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::{Hub, Member};
-    use tokio_tungstenite::tungstenite::protocol::Role;
+    use crate::hub::Member;
+    use crate::metrics::Metrics;
     use tsugi_notify_core::{Plaintext, Room};
 
-    /// Runs a connection on `ws` whose reader takes nothing, with one message of
+    /// Runs a connection on `io` whose reader takes nothing, with one message of
     /// `bytes` queued and a write timeout of 500 ms, until it ends (at most 10 s).
     async fn run_with_a_reader_that_takes_nothing<S: AsyncRead + AsyncWrite + Unpin>(
-        ws: WebSocketStream<S>,
+        io: S,
         progress: Arc<Progress>,
         metrics: &Arc<Metrics>,
         bytes: usize,
     ) {
-        let hub = Arc::new(Hub::new(10, Arc::clone(metrics)));
-        let fanout = Fanout::new(Arc::clone(&hub), None, Arc::clone(metrics));
-        let limits = Limits {
-            write_timeout: Duration::from_millis(500),
-            ..Limits::default()
-        };
-        let outbox = Arc::new(Outbox::for_limits(&limits));
+        let mut config =
+            crate::config::Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
+        config.limits.write_timeout = Duration::from_millis(500);
+        let node = Node::new(
+            config,
+            Arc::clone(metrics),
+            CancellationToken::new(),
+            tokio_util::task::TaskTracker::new(),
+        )
+        .unwrap();
+        let outbox = Arc::new(Outbox::for_limits(&node.config.limits));
         let slow = CancellationToken::new();
         let member = Member {
             id: 1,
@@ -477,20 +498,22 @@ mod tests {
         let space = Plaintext::new("https://w", "1", None, None)
             .unwrap()
             .space();
-        let membership = hub.join(space, Room::default(), member).unwrap();
+        let membership = node
+            .fanout
+            .hub()
+            .join(space, Room::default(), member)
+            .unwrap();
         outbox.push(&Message::binary(vec![0u8; bytes]), Instant::now());
-        let conn = Connection {
+        let mut conn = Connection {
+            node: Arc::clone(&node),
             preamble: Vec::new(),
-            ws,
+            io,
+            reader: Reader::new(node.config.limits.max_message_bytes, Vec::new()),
             progress,
             rate: Sender::new(PerKey::new(1), 1),
             membership,
             outbox,
             slow,
-            shutdown: CancellationToken::new(),
-            limits: &limits,
-            metrics,
-            fanout: &fanout,
         };
         tokio::time::timeout(Duration::from_secs(10), conn.run())
             .await
@@ -504,15 +527,10 @@ mod tests {
         // can end this connection.
         let (server, client) = tokio::io::duplex(1024);
         let progress = Progress::new();
-        let ws = WebSocketStream::from_raw_socket(
-            Tracked::new(server, Arc::clone(&progress)),
-            Role::Server,
-            None,
-        )
-        .await;
+        let io = Tracked::new(server, Arc::clone(&progress));
         let metrics = Arc::new(Metrics::default());
         let started = Instant::now();
-        run_with_a_reader_that_takes_nothing(ws, progress, &metrics, 64 * 1024).await;
+        run_with_a_reader_that_takes_nothing(io, progress, &metrics, 64 * 1024).await;
         assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
         assert!(started.elapsed() >= Duration::from_millis(500));
         drop(client);
@@ -556,8 +574,7 @@ mod tests {
             tokio_rustls::TlsConnector::from(Arc::new(client_config)).connect(name, client),
         );
         let (server, _client) = (server.unwrap(), client.unwrap());
-        let ws = WebSocketStream::from_raw_socket(server, Role::Server, None).await;
-        run_with_a_reader_that_takes_nothing(ws, progress, &metrics, 16 * 1024).await;
+        run_with_a_reader_that_takes_nothing(server, progress, &metrics, 16 * 1024).await;
         assert_eq!(metrics.closed_count(Close::WriteTimeout), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -37,6 +37,7 @@ pub mod shutdown;
 pub mod systemd;
 pub mod tls;
 pub mod upgrade;
+mod ws;
 
 /// The tests' CA (rcgen), for unit tests of TLS.
 #[cfg(test)]

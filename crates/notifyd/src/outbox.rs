@@ -2,9 +2,9 @@
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 
 /// A connection's outbound queue, bounded in messages, in bytes and in time: a reader
@@ -14,7 +14,6 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Debug)]
 pub struct Outbox {
     state: Mutex<OutboxState>,
-    ready: Notify,
     max_messages: usize,
     max_bytes: usize,
     max_age: Duration,
@@ -32,6 +31,8 @@ struct OutboxState {
     skip_through: u64,
     /// Closed for its reader to reconnect and recover.
     resync: bool,
+    /// The connection's task, waiting for something to be queued.
+    waiting: Option<Waker>,
 }
 
 /// What became of a message offered to an outbox.
@@ -52,7 +53,6 @@ impl Outbox {
     pub fn new(max_messages: usize, max_bytes: usize, max_age: Duration) -> Self {
         Outbox {
             state: Mutex::new(OutboxState::default()),
-            ready: Notify::new(),
             max_messages,
             max_bytes,
             max_age,
@@ -105,35 +105,75 @@ impl Outbox {
         }
         st.queue.push_back((msg.clone(), now, seq, len));
         st.bytes += len;
+        let waiting = st.waiting.take();
         drop(st);
-        self.ready.notify_one();
+        if let Some(w) = waiting {
+            w.wake();
+        }
         Push::Queued
     }
 
     /// Moves up to `max` queued messages into `out`; returns when the oldest of them
     /// was queued, or `None` when the queue was empty.
     pub fn take(&self, out: &mut Vec<Message>, max: usize) -> Option<Instant> {
+        self.take_with(max, usize::MAX, None, |m| out.push(m))
+    }
+
+    /// Like [`Outbox::take`], for a connection's task, taking at most `max_bytes` (at
+    /// least one message): what a slow reader holds is the queue's bound and one batch.
+    /// When the queue is empty, the task is woken by the next message queued.
+    pub fn poll_take(
+        &self,
+        cx: &mut Context<'_>,
+        max: usize,
+        max_bytes: usize,
+        out: impl FnMut(Message),
+    ) -> Poll<Instant> {
+        match self.take_with(max, max_bytes, Some(cx.waker()), out) {
+            Some(oldest) => Poll::Ready(oldest),
+            None => Poll::Pending,
+        }
+    }
+
+    fn take_with(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        waker: Option<&Waker>,
+        mut out: impl FnMut(Message),
+    ) -> Option<Instant> {
         let mut guard = self.lock();
         let st = &mut *guard;
-        let n = st.queue.len().min(max);
-        let oldest = st.queue.front().filter(|_| n > 0).map(|(_, at, _, _)| *at);
+        let mut n = 0;
+        let mut bytes = 0;
+        for (_, _, _, charge) in st.queue.iter().take(max) {
+            if n > 0 && bytes + charge > max_bytes {
+                break;
+            }
+            n += 1;
+            bytes += charge;
+        }
+        if n == 0 {
+            if let Some(w) = waker {
+                if !st.waiting.as_ref().is_some_and(|old| old.will_wake(w)) {
+                    st.waiting = Some(w.clone());
+                }
+            }
+            return None;
+        }
+        let oldest = st.queue.front().map(|(_, at, _, _)| *at);
         let skip = st.skip_through;
         for (m, _, seq, charge) in st.queue.drain(..n) {
             st.bytes -= charge;
             if seq == 0 || seq > skip {
-                out.push(m);
+                out(m);
             }
         }
-        // Give back the memory of a burst once it has gone out.
-        if st.queue.is_empty() && st.queue.capacity() > 64 {
+        // Give back the memory once it has gone out: an idle connection holds nothing.
+        if st.queue.is_empty() {
             st.queue = VecDeque::new();
         }
         oldest
-    }
-
-    /// Waits until something may be queued.
-    pub async fn ready(&self) {
-        self.ready.notified().await;
     }
 
     /// Closes it for its reader to reconnect and recover (see [`Outbox::resyncing`]).
@@ -160,6 +200,7 @@ impl Outbox {
         st.closed = true;
         st.queue = VecDeque::new();
         st.bytes = 0;
+        st.waiting = None;
     }
 }
 

@@ -18,18 +18,6 @@ const MAX_EPOCH: usize = 64;
 
 pub use tsugi_notify_core::MAX_SEQ;
 
-/// The largest frame this protocol sends to a connection of a daemon whose messages are
-/// at most `max_message_bytes` and whose presence lists at most `presence_max` sockets:
-/// JSON escapes a byte into at most 6 (`\u0001`), and a user id (from a token) is at
-/// most `MAX_TOKEN_BYTES`. (tungstenite refuses to buffer a frame larger than its write
-/// bound, so that bound is set from this.)
-pub fn max_frame_bytes(max_message_bytes: usize, presence_max: usize) -> usize {
-    const USER: usize = 6 * tsugi_notify_core::MAX_TOKEN_BYTES;
-    let message = 6 * max_message_bytes + USER + 512;
-    let presence = presence_max.saturating_mul(USER + 256) + 512;
-    message.max(presence)
-}
-
 /// Whether the request offers our subprotocol (`Sec-WebSocket-Protocol`, any of its
 /// comma-separated values, exact match as RFC 6455 wants).
 pub fn offered(req: &Request) -> bool {

@@ -7,8 +7,6 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 use tsugi_notify_core::{Format, Room, Scope, MAX_ROOM_BYTES, MAX_TOKEN_BYTES};
@@ -20,34 +18,7 @@ use crate::metrics::Refusal;
 use crate::node::Node;
 use crate::outbox::Outbox;
 use crate::protocol::{self, Resume};
-
-/// tungstenite's read buffer per connection: small, since connections are many and
-/// messages are small (it grows for a large message, within `max_message_bytes`).
-const READ_BUFFER: usize = 1024;
-
-/// Bytes gathered before a write to the socket (a batch of queued messages goes out in
-/// few system calls; the final flush writes the rest).
-const WRITE_BUFFER: usize = 16 * 1024;
-
-/// Room in the write buffer beyond one message: its frame header, a pong, a close.
-const WRITE_SLACK: usize = 4096;
-
-/// The largest payload of a control frame (RFC 6455).
-const MAX_CONTROL_PAYLOAD: usize = 125;
-
-/// tungstenite's settings for a connection that reads messages of at most `max` bytes
-/// and writes frames of at most `max_out`. Its write buffer holds at most one frame
-/// past `WRITE_BUFFER` (each write waits for the socket once it is over), so that is its
-/// bound; tungstenite requires the bound to exceed `WRITE_BUFFER` for every size.
-/// Control frames (up to 125 bytes) always fit a frame.
-fn ws_config(max: usize, max_out: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_write_buffer_size(WRITE_BUFFER + max_out + WRITE_SLACK)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max.max(MAX_CONTROL_PAYLOAD)))
-}
+use crate::ws::Reader;
 
 /// What a `/notify` request asks, once checked.
 struct Checked {
@@ -193,61 +164,43 @@ where
     debug!(space = %membership.space(), "connected");
     // The connection runs as a task of its own, so that what the handshake needed is
     // freed now rather than held for the connection's lifetime.
-    let node = Arc::clone(node);
-    let tracker = node.tracker.clone();
-    tracker.spawn(
-        async move {
-            let limits = &node.config.limits;
-            let max = limits.max_message_bytes;
-            let max_out = if json {
-                protocol::max_frame_bytes(max, limits.presence_max_users)
-            } else {
-                max
-            };
-            // A client of the protocol is told where the room stands, and what it
-            // missed, before any live frame; live ones that recovery wrote are skipped.
-            // (Before the WebSocket is made: nothing large lives across this await.)
-            let mut preamble = Vec::new();
-            if json {
-                // Boxed: the task of every connection, raw ones too, is as large as its
-                // largest await, and this one holds a question to Redis.
-                let opening = Box::pin(node.fanout.open(&membership, resume.as_deref())).await;
-                let (frames, covered) = opening.frames(
-                    &membership.who(),
-                    resume.as_deref().map(|r| r.since),
-                    node.config.limits.presence_max_users,
-                );
-                outbox.skip_through(covered);
-                preamble = frames;
-            }
-            let ws = WebSocketStream::from_partially_read(
-                stream,
-                rest,
-                Role::Server,
-                Some(ws_config(max, max_out)),
-            )
-            .await;
-            Connection {
-                preamble,
-                ws,
-                progress,
-                rate,
-                membership,
-                outbox,
-                slow,
-                shutdown: node.shutdown.clone(),
-                limits: &node.config.limits,
-                metrics: &node.metrics,
-                fanout: &node.fanout,
-            }
-            .run()
-            .await;
-            drop(held);
-            debug!("disconnected");
+    let mut conn = Connection {
+        node: Arc::clone(node),
+        preamble: Vec::new(),
+        io: stream,
+        reader: Reader::new(node.config.limits.max_message_bytes, rest),
+        progress,
+        rate,
+        membership,
+        outbox,
+        slow,
+    };
+    let task = async move {
+        if json {
+            // Boxed: the task of every connection, raw ones too, is as large as its
+            // largest await, and this one holds a question to Redis.
+            Box::pin(opening(&mut conn, resume.as_deref())).await;
         }
-        .in_current_span(),
-    );
+        conn.run().await;
+        drop(held);
+        debug!("disconnected");
+    };
+    node.tracker.spawn(task.in_current_span());
     Ok(())
+}
+
+/// A client of the protocol is told where the room stands, and what it missed, before
+/// any live frame; live ones that recovery wrote are skipped.
+async fn opening<S>(conn: &mut Connection<S>, resume: Option<&Resume>) {
+    let node = &conn.node;
+    let opening = node.fanout.open(&conn.membership, resume).await;
+    let (frames, covered) = opening.frames(
+        &conn.membership.who(),
+        resume.map(|r| r.since),
+        node.config.limits.presence_max_users,
+    );
+    conn.outbox.skip_through(covered);
+    conn.preamble = frames;
 }
 
 /// Most query parameters looked at; more is 400.
