@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Plaintext, Room};
 use tsugi_notifyd::history::{HistoryLimits, Logs};
 use tsugi_notifyd::hub::{Hub, Json, Member, Outgoing};
@@ -46,7 +45,6 @@ fn room_deliver(c: &mut Criterion, json: bool) {
             let m = Member {
                 id,
                 outbox,
-                slow: CancellationToken::new(),
                 user: Some(Arc::from(id.to_string())),
                 json,
             };

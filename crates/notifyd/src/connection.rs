@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use crate::config::Limits;
@@ -22,7 +21,7 @@ use crate::fanout::Source;
 use crate::hub::Membership;
 use crate::metrics::{Close, Dropped};
 use crate::node::Node;
-use crate::outbox::Outbox;
+use crate::outbox::{Outbox, Stop};
 use crate::quota::{PerKey, RateLimiter, SharedLimiter, Verdict};
 use crate::ws::{Fault, Incoming, Reader, Writer};
 
@@ -59,11 +58,8 @@ pub struct Connection<S> {
     pub rate: Sender,
     /// Its place in a room.
     pub membership: Membership,
-    /// Its outbound queue.
+    /// Its outbound queue, through which it is also told to end.
     pub outbox: Arc<Outbox>,
-    /// Cancelled by the hub when its queue overflows, or when it must reconnect to
-    /// recover (its outbox says which).
-    pub slow: CancellationToken,
 }
 
 /// How the loop ended.
@@ -140,22 +136,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
             limits.ping_interval,
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let shutdown = node.shutdown.clone();
-        let slow = self.slow.clone();
-        let outbox = Arc::clone(&self.outbox);
-        let stop = async {
-            tokio::select! {
-                () = shutdown.cancelled() => Close::GoingAway,
-                () = slow.cancelled() => if outbox.resyncing() { Close::Resync } else { Close::SlowConsumer },
-            }
-        };
-        tokio::pin!(stop);
         for f in std::mem::take(&mut self.preamble) {
             writer.push(f);
         }
         std::future::poll_fn(|cx| {
-            if let Poll::Ready(why) = stop.as_mut().poll(cx) {
-                return Poll::Ready(End::Server(why));
+            if let Some(why) = self.outbox.poll_stop(cx) {
+                return Poll::Ready(End::Server(match why {
+                    Stop::Slow => Close::SlowConsumer,
+                    Stop::Resync => Close::Resync,
+                    Stop::Shutdown => Close::GoingAway,
+                }));
             }
             // What the client sent.
             let (mut read, mut read_bytes) = (0, 0);
@@ -482,16 +472,14 @@ mod tests {
         let node = Node::new(
             config,
             Arc::clone(metrics),
-            CancellationToken::new(),
+            tokio_util::sync::CancellationToken::new(),
             tokio_util::task::TaskTracker::new(),
         )
         .unwrap();
         let outbox = Arc::new(Outbox::for_limits(&node.config.limits));
-        let slow = CancellationToken::new();
         let member = Member {
             id: 1,
             outbox: Arc::clone(&outbox),
-            slow: slow.clone(),
             user: None,
             json: false,
         };
@@ -513,7 +501,6 @@ mod tests {
             rate: Sender::new(PerKey::new(1), 1),
             membership,
             outbox,
-            slow,
         };
         tokio::time::timeout(Duration::from_secs(10), conn.run())
             .await

@@ -14,29 +14,24 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, Notify};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_util::sync::CancellationToken;
 use tsugi_notify_core::{Room as RoomName, Space};
 
 use crate::history::{Logs, RoomLog};
 use crate::metrics::{Dropped, Metrics};
-use crate::outbox::{Outbox, Push};
+use crate::outbox::{Outbox, Push, Stop};
 use crate::protocol::{ack_frame, membership_frame, message_frame, Identity, Stored};
 
 /// Identifies one connection.
 pub type ConnId = u64;
 
-/// One receiver in a room: its outbound queue and the switch that closes it when the
-/// queue overflows.
+/// One receiver in a room: its outbound queue, through which it is also told to end
+/// (when it stops reading, when it must recover, at shutdown).
 #[derive(Debug)]
 pub struct Member {
     /// The connection.
     pub id: ConnId,
     /// Its outbound queue.
     pub outbox: Arc<Outbox>,
-    /// Cancelled when it stops reading (queue full): it then closes with 1008; or, its
-    /// outbox closed to resync, when it must reconnect to recover (a member of the
-    /// protocol whose room's stream from Redis had a gap): it then closes with 1012.
-    pub slow: CancellationToken,
     /// Its user, as presence shows it (`None`: anonymous); its socket's id in presence
     /// is made from the node's tag and `id` when asked for.
     pub user: Option<Arc<str>>,
@@ -48,8 +43,7 @@ impl Member {
     /// Tells it to reconnect and recover: nothing more is written to it (what is queued
     /// is dropped: recovery gives it back), and it closes with 1012.
     fn resync(&self) {
-        self.outbox.close_to_resync();
-        self.slow.cancel();
+        self.outbox.stop(Stop::Resync);
     }
 
     /// Queues `msg` counted as `charge` bytes (see [`Outbox::push_charged`]).
@@ -65,9 +59,7 @@ impl Member {
         match self.outbox.push_charged(msg, seq, charge, now) {
             Push::Queued => d.delivered += 1,
             Push::Full => {
-                if !self.slow.is_cancelled() {
-                    self.slow.cancel();
-                }
+                self.outbox.stop(Stop::Slow);
                 metrics.dropped(Dropped::SlowConsumer);
                 d.slow += 1;
             }
@@ -288,6 +280,14 @@ impl Members {
     }
 }
 
+/// The spaces, and whether the hub still takes members.
+#[derive(Debug, Default)]
+struct Spaces {
+    map: HashMap<Space, SpaceEntry>,
+    /// Shutting down: every member was told, and nobody joins.
+    closing: bool,
+}
+
 #[derive(Debug, Default)]
 struct SpaceEntry {
     connections: usize,
@@ -296,12 +296,17 @@ struct SpaceEntry {
 
 /// Why a join was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SpaceFull;
+pub enum Refused {
+    /// The space holds `max_connections_per_space` already.
+    SpaceFull,
+    /// The server is shutting down.
+    Closing,
+}
 
 /// The registry of spaces and rooms.
 #[derive(Debug)]
 pub struct Hub {
-    spaces: Mutex<HashMap<Space, SpaceEntry>>,
+    spaces: Mutex<Spaces>,
     max_per_space: usize,
     metrics: Arc<Metrics>,
     /// Signalled when a space gains its first or loses its last member.
@@ -336,7 +341,7 @@ impl Hub {
     /// An empty hub allowing `max_per_space` connections in one space.
     pub fn new(max_per_space: usize, metrics: Arc<Metrics>) -> Self {
         Hub {
-            spaces: Mutex::new(HashMap::new()),
+            spaces: Mutex::new(Spaces::default()),
             max_per_space,
             metrics,
             changes: Arc::new(Notify::new()),
@@ -376,6 +381,7 @@ impl Hub {
     pub fn rooms(&self) -> Vec<(Space, RoomName, Arc<Members>)> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
         spaces
+            .map
             .iter()
             .flat_map(|(s, e)| {
                 e.rooms
@@ -420,36 +426,52 @@ impl Hub {
     /// The spaces that have members now.
     pub fn spaces(&self) -> Vec<Space> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        spaces.keys().cloned().collect()
+        spaces.map.keys().cloned().collect()
     }
 
-    /// Adds a member to a room, or refuses when its space is full.
+    /// Tells every member that the server is shutting down, and takes no more.
+    pub fn close_all(&self) {
+        let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
+        spaces.closing = true;
+        for room in spaces.map.values().flat_map(|e| e.rooms.values()) {
+            let members = room.members.read().unwrap_or_else(PoisonError::into_inner);
+            for m in members.iter() {
+                m.outbox.stop(Stop::Shutdown);
+            }
+        }
+    }
+
+    /// Adds a member to a room, or refuses when its space is full (or the server is
+    /// shutting down).
     pub fn join(
         self: &Arc<Self>,
         space: Space,
         room: RoomName,
         member: Member,
-    ) -> Result<Membership, SpaceFull> {
+    ) -> Result<Membership, Refused> {
         let id = member.id;
         let json = member.json;
         let user = member.user.clone();
         let who = identity(&self.tag, user.as_ref(), id);
         let mut spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        let entry = match spaces.get_mut(&space) {
+        if spaces.closing {
+            return Err(Refused::Closing);
+        }
+        let entry = match spaces.map.get_mut(&space) {
             Some(e) => e,
             None => {
                 self.metrics.spaces(1);
                 self.changes.notify_one();
-                spaces.entry(space.clone()).or_default()
+                spaces.map.entry(space.clone()).or_default()
             }
         };
         if entry.connections >= self.max_per_space {
             if entry.connections == 0 {
-                spaces.remove(&space);
+                spaces.map.remove(&space);
                 self.metrics.spaces(-1);
                 self.changes.notify_one();
             }
-            return Err(SpaceFull);
+            return Err(Refused::SpaceFull);
         }
         entry.connections += 1;
         let room_arc = entry
@@ -500,13 +522,13 @@ impl Hub {
     /// The room, if anyone is in it (for messages from outside: publish, other nodes).
     pub fn room(&self, space: &Space, room: &RoomName) -> Option<Arc<Members>> {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        spaces.get(space)?.rooms.get(room).cloned()
+        spaces.map.get(space)?.rooms.get(room).cloned()
     }
 
     /// Connections in a space now.
     pub fn connections_in(&self, space: &Space) -> usize {
         let spaces = self.spaces.lock().unwrap_or_else(PoisonError::into_inner);
-        spaces.get(space).map_or(0, |e| e.connections)
+        spaces.map.get(space).map_or(0, |e| e.connections)
     }
 
     fn leave(&self, space: &Space, room_name: &RoomName, room: &Members, id: ConnId) {
@@ -523,7 +545,7 @@ impl Hub {
             }
             members.is_empty()
         };
-        let Some(entry) = spaces.get_mut(space) else {
+        let Some(entry) = spaces.map.get_mut(space) else {
             return;
         };
         entry.connections = entry.connections.saturating_sub(1);
@@ -531,7 +553,7 @@ impl Hub {
             self.metrics.rooms(-1);
         }
         if entry.connections == 0 {
-            spaces.remove(space);
+            spaces.map.remove(space);
             self.metrics.spaces(-1);
             self.changes.notify_one();
         }
@@ -611,17 +633,15 @@ mod tests {
             .space()
     }
 
-    fn member(id: ConnId, cap: usize) -> (Member, Arc<Outbox>, CancellationToken) {
+    fn member(id: ConnId, cap: usize) -> (Member, Arc<Outbox>) {
         let outbox = Arc::new(Outbox::new(cap, 1 << 20, Duration::from_secs(60)));
-        let slow = CancellationToken::new();
         let m = Member {
             id,
             outbox: outbox.clone(),
-            slow: slow.clone(),
             user: Some(Arc::from(format!("u{id}"))),
             json: false,
         };
-        (m, outbox, slow)
+        (m, outbox)
     }
 
     fn sent(sender: Option<ConnId>, msg: &Message) -> Outgoing<'_> {
@@ -645,10 +665,10 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let logs = Arc::new(Logs::new(crate::history::HistoryLimits::default()));
         let hub = Arc::new(Hub::new(10, metrics.clone()).with_logs(logs));
-        let (raw, raw_rx, _) = member(1, 16);
-        let (mut j1, j1_rx, _) = member(2, 16);
+        let (raw, raw_rx) = member(1, 16);
+        let (mut j1, j1_rx) = member(2, 16);
         j1.json = true;
-        let (mut j2, j2_rx, _) = member(3, 16);
+        let (mut j2, j2_rx) = member(3, 16);
         j2.json = true;
         let r = RoomName::default();
         let a = hub.join(space("1"), r.clone(), raw).unwrap();
@@ -717,9 +737,9 @@ mod tests {
     fn a_room_follows_its_stream_and_sends_its_protocol_members_to_recover_after_a_gap() {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, metrics.clone()));
-        let (mut j, j_rx, slow) = member(1, 16);
+        let (mut j, j_rx) = member(1, 16);
         j.json = true;
-        let (raw, raw_rx, _) = member(2, 16);
+        let (raw, raw_rx) = member(2, 16);
         let a = hub.join(space("1"), RoomName::default(), j).unwrap();
         let _b = hub.join(space("1"), RoomName::default(), raw).unwrap();
         let room = a.members();
@@ -729,11 +749,11 @@ mod tests {
         assert_eq!(room.follow(7, 2), Follow::Next);
         assert_eq!(room.follow(7, 2), Follow::Old, "a repeat");
         assert_eq!(room.follow(7, 1), Follow::Old, "a recording");
-        assert!(!slow.is_cancelled());
+        assert_eq!(j_rx.stopped(), None);
         // A gap: the protocol's members are closed to recover before anything past it.
         assert_eq!(room.follow(7, 5), Follow::Gap);
         room.resync();
-        assert!(slow.is_cancelled());
+        assert_eq!(j_rx.stopped(), Some(Stop::Resync));
         let d = room.deliver(
             sent(None, &Message::text("past the gap")),
             true,
@@ -759,10 +779,10 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, metrics.clone()));
         let r = |s: &str| RoomName::new(s).unwrap();
-        let (m1, rx1, _) = member(1, 4);
-        let (m2, rx2, _) = member(2, 4);
-        let (m3, rx3, _) = member(3, 4);
-        let (m4, rx4, _) = member(4, 4);
+        let (m1, rx1) = member(1, 4);
+        let (m2, rx2) = member(2, 4);
+        let (m3, rx3) = member(3, 4);
+        let (m4, rx4) = member(4, 4);
         let a = hub.join(space("1"), r("x"), m1).unwrap();
         let _b = hub.join(space("1"), r("x"), m2).unwrap();
         let _c = hub.join(space("1"), r("01"), m3).unwrap();
@@ -792,8 +812,8 @@ mod tests {
     fn a_full_queue_marks_the_member_slow_and_others_still_receive() {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, metrics.clone()));
-        let (m1, _rx1, slow1) = member(1, 1);
-        let (m2, rx2, _) = member(2, 8);
+        let (m1, rx1) = member(1, 1);
+        let (m2, rx2) = member(2, 8);
         let a = hub.join(space("1"), RoomName::default(), m1).unwrap();
         let b = hub.join(space("1"), RoomName::default(), m2).unwrap();
         for _ in 0..3 {
@@ -810,7 +830,7 @@ mod tests {
                 &metrics,
             );
         }
-        assert!(slow1.is_cancelled());
+        assert_eq!(rx1.stopped(), Some(Stop::Slow));
         assert_eq!(take_all(&rx2).len(), 3);
     }
 
@@ -827,7 +847,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             hub.join(space("1"), RoomName::default(), m3).unwrap_err(),
-            SpaceFull
+            Refused::SpaceFull
         );
         assert_eq!(hub.connections_in(&space("1")), 2);
         drop(a);

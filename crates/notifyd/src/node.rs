@@ -114,6 +114,7 @@ impl Node {
                 (None, Arc::new(hub.with_logs(logs)))
             }
         };
+        let fanout = Fanout::new(hub, backplane, metrics.clone());
         let certs = match &config.tls {
             Some(files) => Some(Certs::new(files.clone(), metrics.clone()).map_err(Error::Tls)?),
             None => None,
@@ -125,10 +126,18 @@ impl Node {
         if let Some(c) = &certs {
             tokio::spawn(Arc::clone(c).watch(shutdown.clone()));
         }
+        // At shutdown every connection is told through its outbox (a task per connection
+        // waiting on the token would cost each of them its waiter).
+        let hub = Arc::clone(fanout.hub());
+        let closing = shutdown.clone();
+        tokio::spawn(async move {
+            closing.cancelled().await;
+            hub.close_all();
+        });
         Ok(Arc::new(Node {
             tls,
             certs,
-            fanout: Fanout::new(hub, backplane, metrics.clone()),
+            fanout,
             slots: ConnectionSlots::new(config.limits.max_connections),
             per_token: PerKey::new(config.limits.max_connections_per_token),
             per_user: PerKey::new(config.limits.max_connections_per_user),

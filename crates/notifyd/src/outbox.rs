@@ -29,10 +29,23 @@ struct OutboxState {
     /// Sequenced messages up to this one were written already (by recovery): they are
     /// not written again.
     skip_through: u64,
-    /// Closed for its reader to reconnect and recover.
-    resync: bool,
-    /// The connection's task, waiting for something to be queued.
-    waiting: Option<Waker>,
+    /// Why its connection must end, when another task says so.
+    stop: Option<Stop>,
+    /// The connection's task.
+    task: Option<Waker>,
+    /// The task waits for something to be queued.
+    wants: bool,
+}
+
+/// Why a connection must end, as the hub or the server tells it through its outbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Its queue overflowed: it is not reading (1008).
+    Slow,
+    /// It must reconnect to recover (1012): nothing more is queued for it.
+    Resync,
+    /// The server is shutting down (1001).
+    Shutdown,
 }
 
 /// What became of a message offered to an outbox.
@@ -105,10 +118,10 @@ impl Outbox {
         }
         st.queue.push_back((msg.clone(), now, seq, len));
         st.bytes += len;
-        let waiting = st.waiting.take();
-        drop(st);
-        if let Some(w) = waiting {
-            w.wake();
+        if std::mem::take(&mut st.wants) {
+            if let Some(task) = &st.task {
+                task.wake_by_ref();
+            }
         }
         Push::Queued
     }
@@ -155,9 +168,8 @@ impl Outbox {
         }
         if n == 0 {
             if let Some(w) = waker {
-                if !st.waiting.as_ref().is_some_and(|old| old.will_wake(w)) {
-                    st.waiting = Some(w.clone());
-                }
+                register(&mut st.task, w);
+                st.wants = true;
             }
             return None;
         }
@@ -176,15 +188,36 @@ impl Outbox {
         oldest
     }
 
-    /// Closes it for its reader to reconnect and recover (see [`Outbox::resyncing`]).
-    pub fn close_to_resync(&self) {
-        self.lock().resync = true;
-        self.close();
+    /// Tells its connection to end (the first reason stands, but for a reader that
+    /// must recover: that one is told so whatever came before). It then takes nothing
+    /// more; for [`Stop::Resync`], what is queued is dropped (recovery gives it back).
+    pub fn stop(&self, why: Stop) {
+        let mut st = self.lock();
+        if st.stop.is_none() || why == Stop::Resync {
+            st.stop = Some(why);
+        }
+        if why == Stop::Resync {
+            st.closed = true;
+            st.queue = VecDeque::new();
+            st.bytes = 0;
+        }
+        if let Some(task) = &st.task {
+            task.wake_by_ref();
+        }
     }
 
-    /// Whether it was closed for its reader to recover.
-    pub fn resyncing(&self) -> bool {
-        self.lock().resync
+    /// Why its connection must end, if it must; else the task is woken when it must.
+    pub fn poll_stop(&self, cx: &mut Context<'_>) -> Option<Stop> {
+        let mut st = self.lock();
+        if st.stop.is_none() {
+            register(&mut st.task, cx.waker());
+        }
+        st.stop
+    }
+
+    /// Why its connection must end, if it must.
+    pub fn stopped(&self) -> Option<Stop> {
+        self.lock().stop
     }
 
     /// Drops what is queued, and takes what comes.
@@ -200,7 +233,14 @@ impl Outbox {
         st.closed = true;
         st.queue = VecDeque::new();
         st.bytes = 0;
-        st.waiting = None;
+        st.task = None;
+    }
+}
+
+/// Keeps `waker` as the task's (a clone only when it changed).
+fn register(task: &mut Option<Waker>, waker: &Waker) {
+    if !task.as_ref().is_some_and(|old| old.will_wake(waker)) {
+        *task = Some(waker.clone());
     }
 }
 

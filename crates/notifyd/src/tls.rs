@@ -209,16 +209,22 @@ pub(crate) fn unix_now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// What the files looked like when last loaded: a change of either reloads.
+/// What the files looked like when last loaded (inode, time, length): a change of
+/// either reloads. (The inode too: a pair moved over the served files may have their
+/// length and, on a filesystem whose clock ticks every few milliseconds, their time.)
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp(Option<(SystemTime, u64)>, Option<(SystemTime, u64)>);
+struct Stamp(
+    Option<(u64, SystemTime, u64)>,
+    Option<(u64, SystemTime, u64)>,
+);
 
 fn stamp(files: &TlsFiles) -> Stamp {
+    use std::os::unix::fs::MetadataExt;
     // Through symlinks: certbot's live/ names point into archive/.
     let of = |p: &Path| {
         std::fs::metadata(p)
             .ok()
-            .and_then(|m| Some((m.modified().ok()?, m.len())))
+            .and_then(|m| Some((m.ino(), m.modified().ok()?, m.len())))
     };
     Stamp(of(&files.cert), of(&files.key))
 }

@@ -7,13 +7,12 @@ use std::sync::Arc;
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, Instrument};
 use tsugi_notify_core::{Format, Room, Scope, MAX_ROOM_BYTES, MAX_TOKEN_BYTES};
 
 use crate::connection::{Connection, Progress, Sender};
 use crate::http::{percent_decode, Request};
-use crate::hub::Member;
+use crate::hub::{Member, Refused};
 use crate::metrics::Refusal;
 use crate::node::Node;
 use crate::outbox::Outbox;
@@ -140,16 +139,16 @@ where
     };
     let id = node.next_id.fetch_add(1, Ordering::Relaxed);
     let outbox = Arc::new(Outbox::for_limits(limits));
-    let slow = CancellationToken::new();
     let member = Member {
         id,
         outbox: outbox.clone(),
-        slow: slow.clone(),
         user,
         json,
     };
-    let Ok(membership) = node.fanout.hub().join(space, room, member) else {
-        return Err((Refusal::SpaceCapacity, stream));
+    let membership = match node.fanout.hub().join(space, room, member) {
+        Ok(m) => m,
+        Err(Refused::SpaceFull) => return Err((Refusal::SpaceCapacity, stream)),
+        Err(Refused::Closing) => return Err((Refusal::ShuttingDown, stream)),
     };
     // Only the bytes a client sent past its request head are kept.
     let rest = req.rest;
@@ -173,7 +172,6 @@ where
         rate,
         membership,
         outbox,
-        slow,
     };
     let task = async move {
         if json {
