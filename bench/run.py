@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """make bench: runs notify-bench against tsugi-notifyd and the Node `ws` reference
 server, each scenario on a fresh server, and writes BENCHMARKS.md."""
-import json, os, platform, re, socket, subprocess, sys, time
+import json, math, os, platform, re, socket, subprocess, sys, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BENCH = os.path.join(ROOT, "target/release/notify-bench")
@@ -145,6 +145,75 @@ def fmt(v, unit="", digits=0):
     if v is None: return "?"
     return f"{v:,.{digits}f}{unit}"
 
+def capacity(get):
+    """What one node and N nodes hold, on paper, from this run's per-connection and
+    per-delivery costs, for a site of 100,000 concurrent students."""
+    idle = get("idle", "tsugi-notifyd", "server_bytes_per_connection") or 0
+    tls = get("idle", "tsugi-notifyd-tls", "server_bytes_per_connection") or 0
+    batched = get("fan1000", "tsugi-notifyd", "server_cpu_us_per_delivery") or 0
+    single = get("schoolday", "tsugi-notifyd", "server_cpu_us_per_delivery") or 0
+    paced = get("paced", "tsugi-notifyd", "server_cpu_us_per_delivery") or 0
+    floor = get("paced", "floor", "server_cpu_us_per_delivery") or 0
+    churn = get("churn", "tsugi-notifyd", "handshakes_per_sec") or 0
+    students, room, rate, kernel = 100_000, 30, 2, 3.5
+    rooms = students // room
+    msgs = rooms * rate
+    deliveries = msgs * (room - 1)
+    cores = deliveries * single / 1e6
+    mem = students * (idle + kernel * 1024) / 2**20
+    return [
+        "", "## Capacity on paper: a site of 100,000 concurrent students", "",
+        "From this run's figures. The model: every student has one page open (one socket),",
+        f"in rooms of {room} (a class on one link), and every room carries {rate} messages a",
+        "second at its peak (the school day above, everywhere at once). What was not",
+        "measured here is marked as an estimate.", "",
+        f"- Sockets: {students:,}; rooms: {rooms:,}; messages: {msgs:,}/s; deliveries: "
+        f"{deliveries:,}/s.",
+        f"- Memory on one node: {idle:,.0f} B of daemon RSS per idle connection (measured; "
+        f"{tls:,.0f} B over TLS, which is rustls's own buffers) plus about {kernel} KiB per "
+        f"socket in the kernel (an estimate: socket, TCP state, file and epoll entries): "
+        f"about {mem:,.0f} MiB for {students:,} students, with LimitNOFILE and "
+        "max_connections raised to match.",
+        f"- CPU on one node: a delivery at these rates is one write of its own, "
+        f"{single:.2f} us of server CPU (the school day's figure, kernel included); "
+        f"{deliveries:,} deliveries/s is about {cores:.1f} cores. In bursts writes batch, "
+        f"and a delivery costs {batched:.2f} us (1 x 1,000 unpaced).",
+        f"- Reconnects: after a restart every client comes back; at this run's "
+        f"{churn:,.0f} handshakes/s (2 cores shared with the client) {students:,} "
+        f"reconnect in about {students / max(churn, 1):.0f} s. The browser client backs off "
+        "with jitter, which spreads them.",
+        f"- So one node of {max(2, math.ceil(2 * cores))} cores (twice the peak's CPU) holds "
+        "the site; a second node is for failure, not load.",
+        "- N nodes and one Redis: each message is published to Redis once (a script for "
+        "rooms of the protocol: sequence, history, publish) and comes back to every node; "
+        f"{msgs:,} messages/s is a few percent of one Redis core (Redis's own figures for "
+        "small commands, not measured here), and the N nodes share the sockets and the "
+        "deliveries evenly. Redis's output grows with N: each message goes out N times.",
+        "", "## Directions measured, kept or dropped", "",
+        "- Encode a broadcast frame once and share its bytes: kept. A message is one "
+        "reference-counted buffer for all its receivers; each receiver's frame is a header "
+        "of 2 to 10 bytes made as it is written, handed to the kernel with the payload in "
+        "one writev, with no copy into a per-connection write buffer (tungstenite copied "
+        "every payload into one, and kept a read and a write buffer for the life of each "
+        "connection; the daemon's own codec holds memory only while a frame is in flight: "
+        "idle memory went from 4,586 to the figure above).",
+        f"- Write straight from the fan-out when a receiver's queue is empty: not built. "
+        f"What it could save is the cost of waking the receiver's task, which is at most "
+        f"the gap between the daemon's CPU per delivery and the floor's at 1 x 1,000 and "
+        f"100 msg/s ({paced:.2f} us against {floor:.2f} us). It would move every write of "
+        "a room onto the sender's thread (1,000 writes one after another, where now the "
+        "receivers' tasks write on every worker), share each socket between its task and "
+        "any sender (a lock on every write), and it cannot apply under TLS.",
+        "- Spread a big room's writes over worker threads: already so. A message is pushed "
+        "to each receiver's queue by the sender's task (the serial part: about the unpaced "
+        f"cost, {batched:.2f} us per receiver), and each receiver's task writes its own "
+        "socket on whichever worker runs it (one worker per core). On 16 cores, 1 x 1,000 "
+        f"at 100 msg/s would take about {1000 * batched / 1000:.1f} ms of serial pushing "
+        f"and {1000 * paced / 1000 / 16:.1f} ms of writes per message per core, against "
+        f"{1000 * paced / 1000 / 2:.1f} ms on this machine's 2 cores; it cannot show here, "
+        "where the client takes most of a core.",
+    ]
+
 def write(r, held):
     def get(key, kind, *path):
         v = r[(key, kind)][0]
@@ -242,24 +311,20 @@ def write(r, held):
     idle_b = get("idle", "tsugi-notifyd", "server_bytes_per_connection") or 1e9
     cpu_b = get("fan1000", "tsugi-notifyd", "server_cpu_us_per_delivery") or 1e9
     rooms_ratio = (get("rooms", "tsugi-notifyd", "deliveries_per_sec") or 0) / max(get("rooms", "node-ws", "deliveries_per_sec") or 1, 1)
-    p99 = (get("paced", "tsugi-notifyd", "latency_us", "p99") or 1e9) / 1000
+    def over_floor(key):
+        a, b = get(key, "tsugi-notifyd", "latency_us", "p99"), get(key, "floor", "latency_us", "p99")
+        return a / b if a and b else 1e9
     clean = all((get(k, "tsugi-notifyd", f) or 0) == 0 for k in ("fan1000", "rooms", "paced") for f in ("loss", "duplicates", "leaks", "echoes"))
     def bar(ok, text): lines.append(f"- {'met' if ok else 'MISSED'}: {text}")
-    bar(idle_b <= 4096, f"idle memory at 19,500 connections at most 4 KiB per connection: {idle_b:,.0f} B")
-    bar(cpu_b <= 1.0, f"server CPU per delivery at most 1 us at 1 x 1,000: {cpu_b:.2f} us")
+    bar(idle_b <= 2048, f"idle memory at 19,500 connections at most 2 KiB per connection: {idle_b:,.0f} B")
+    bar(cpu_b <= 0.5, f"server CPU per delivery at most 0.5 us at 1 x 1,000 unpaced: {cpu_b:.2f} us")
+    bar(over_floor("classroom") <= 1.3, f"classroom p99 at most 1.3x the floor's: {over_floor('classroom'):.2f}x")
+    bar(over_floor("paced") <= 1.2, f"1 x 1,000 at 100 msg/s p99 at most 1.2x the floor's: {over_floor('paced'):.2f}x")
     bar(rooms_ratio >= 2, f"at least 2x the reference's deliveries/s with many rooms: {rooms_ratio:.1f}x")
-    bar(p99 <= 5, f"p99 latency at most 5 ms at 1 x 1,000 with 100 msg/s: {p99:.1f} ms")
     bar(clean, "no loss, duplicate, leak or echo in any scenario")
     bar((held[0].get("connections") or 0) >= 19900, f"19,900 concurrent connections held: {held[0].get('connections')}")
-    lines += ["", "What limits the paced p99: at 100 msg/s to 1,000 receivers every message wakes",
-              "1,000 sockets, and each receiver's frame goes out in its own write; `perf record` on",
-              "the daemon shows the kernel's loopback TCP path (send, and the receive side that runs",
-              "in the sender's context) and wake-ups as most of the ~9 us per delivery, against",
-              "0.3 us when writes are batched in the unpaced runs. That is ~9 ms of CPU per",
-              "message on two cores shared with a client that takes 80% of one, so the last",
-              "receivers see the message some milliseconds after the first. The reference server",
-              "falls behind on the same run (hundreds of milliseconds).",
-              "", "## Commands", "", "Each row above came from one of these (ports and pids vary per run):", ""]
+    lines += capacity(get)
+    lines += ["", "## Commands", "", "Each row above came from one of these (ports and pids vary per run):", ""]
     for key in dict.fromkeys([k for k, _, _ in SCENARIOS] + [k for k, _, _ in FLOOR_SCENARIOS]):
         for k in ("tsugi-notifyd", "node-ws", "tsugi-notifyd-tls", "tsugi-notifyd-v1", "floor"):
             if (key, k) in r:

@@ -37,7 +37,7 @@ pub mod shutdown;
 pub mod systemd;
 pub mod tls;
 pub mod upgrade;
-mod ws;
+pub mod ws;
 
 /// The tests' CA (rcgen), for unit tests of TLS.
 #[cfg(test)]

@@ -17,7 +17,7 @@ use std::task::{ready, Context, Poll};
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
-use tokio_tungstenite::tungstenite::Message;
+pub use tokio_tungstenite::tungstenite::Message;
 
 /// The largest payload of a control frame (RFC 6455 5.5).
 pub const MAX_CONTROL_PAYLOAD: usize = 125;
