@@ -1,9 +1,10 @@
 //! One WebSocket connection: read and fan out its messages, write what the room sends
 //! it, ping it, and close it with the right code.
 //!
-//! Every write is bounded twice: by the stop future (shutdown, or the hub marking the
-//! reader slow) and by `write_timeout`, counted from the last byte the socket took. A
-//! client that reads nothing is closed and its slot freed, whatever else it does.
+//! Every write is bounded twice: by what the outbox says (shutdown, the hub marking the
+//! reader slow or sending it to recover) and by `write_timeout`, counted from the last
+//! byte the socket took. A client that reads nothing is closed and its slot freed,
+//! whatever else it does. The frames themselves are `ws`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,6 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::Message;
 use tracing::debug;
 
@@ -23,17 +25,19 @@ use crate::metrics::{Close, Dropped};
 use crate::node::Node;
 use crate::outbox::{Outbox, Stop};
 use crate::quota::{PerKey, RateLimiter, SharedLimiter, Verdict};
-use crate::ws::{Fault, Incoming, Reader, Writer};
+use crate::ws::{Incoming, ReadEnd, Reader, Writer};
 
 /// Messages taken from the queue for one `writev` ...
 const WRITE_BATCH: usize = 64;
 /// ... and their most bytes (one message at least).
 const WRITE_BATCH_BYTES: usize = 64 * 1024;
-/// Messages read in one turn of a connection's task, and their most bytes (one message
-/// at least): then it lets the tasks it woke (its room's readers) run before it reads
-/// on, so that a sender's burst reaches their queues no faster than they can drain them.
+/// Messages read in one turn of a connection's task, their most bytes (one message at
+/// least), and its most frames of any kind: then it lets the tasks it woke (its room's
+/// readers) run before it reads on, so that a sender's burst reaches their queues no
+/// faster than they can drain them, and a flood of pings holds no worker.
 const READ_BATCH: usize = 16;
 const READ_BATCH_BYTES: usize = 64 * 1024;
+const READ_BATCH_FRAMES: usize = 64;
 /// Time allowed to send a close frame to a client.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -65,9 +69,10 @@ pub struct Connection<S> {
 /// How the loop ended.
 enum End {
     /// The client went away, or its socket failed.
-    Client,
-    /// The client sent a close frame (with this code): it is answered.
-    Closed(Option<u16>),
+    Gone,
+    /// The client sent a close frame (with this code and reason): it is answered with
+    /// the same.
+    ClientClosed(Option<(u16, Utf8Bytes)>),
     /// The server closes with this reason.
     Server(Close),
 }
@@ -79,9 +84,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
         let end = self.serve(&mut writer).await;
         self.outbox.close();
         let read_on = match end {
-            End::Client => return,
-            End::Closed(code) => {
-                writer.close(code.map(|c| (c, "")));
+            End::Gone => return,
+            End::ClientClosed(close) => {
+                writer.close(
+                    close
+                        .as_ref()
+                        .map(|(code, reason)| (*code, reason.as_str())),
+                );
                 false
             }
             End::Server(reason) => {
@@ -98,8 +107,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 };
                 debug!(?reason, "closing");
                 writer.close(Some((code, text)));
-                // After a frame it could not read, nothing more is read.
-                !matches!(reason, Close::InvalidUtf8 | Close::TooBig | Close::Protocol)
+                // After a frame it could not read (too big: not read whole; a protocol
+                // error: not understood), nothing more is read. (Text that is not UTF-8
+                // was read whole: reading on lets the client take the close before the
+                // socket goes.)
+                !matches!(reason, Close::TooBig | Close::Protocol)
             }
         };
         let io = &mut self.io;
@@ -148,9 +160,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                 }));
             }
             // What the client sent.
-            let (mut read, mut read_bytes) = (0, 0);
+            let (mut read, mut read_bytes, mut frames) = (0, 0, 0);
             loop {
-                if read >= READ_BATCH || read_bytes >= READ_BATCH_BYTES {
+                if read >= READ_BATCH
+                    || read_bytes >= READ_BATCH_BYTES
+                    || frames >= READ_BATCH_FRAMES
+                {
                     // Once this turn ends, the task is queued behind the others.
                     cx.waker().wake_by_ref();
                     break;
@@ -160,6 +175,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                     Poll::Ready(Ok(incoming)) => incoming,
                     Poll::Ready(Err(fault)) => return Poll::Ready(read_end(fault)),
                 };
+                frames += 1;
                 last_seen = Instant::now();
                 // A client that keeps sending (pings, say) while it reads nothing has its
                 // answers stuck: reading on must not keep it open.
@@ -199,19 +215,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                         }
                     }
                     Incoming::Pong => {}
-                    Incoming::Close(close) => {
-                        return Poll::Ready(End::Closed(close.map(|(code, _)| code)))
-                    }
+                    Incoming::Close(close) => return Poll::Ready(End::ClientClosed(close)),
                 }
             }
             while ping.poll_tick(cx).is_ready() {
                 if last_seen.elapsed() >= limits.idle_timeout {
                     return Poll::Ready(End::Server(Close::Idle));
                 }
-                // A client with writes pending is judged by the write deadline.
-                if writer.is_idle() {
-                    writer.push(Message::Ping(Default::default()));
-                }
+                // Written at the next frame boundary, however much is pending: a client
+                // that reads, however far behind, answers it and is not idle.
+                writer.ping();
             }
             // What the room sent it, until the socket takes no more.
             loop {
@@ -255,14 +268,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
 }
 
 /// How a read that failed ends the connection.
-fn read_end(fault: Fault) -> End {
-    match fault {
-        Fault::TooBig => End::Server(Close::TooBig),
-        Fault::Utf8 => End::Server(Close::InvalidUtf8),
-        Fault::Protocol => End::Server(Close::Protocol),
+fn read_end(end: ReadEnd) -> End {
+    match end {
+        ReadEnd::TooBig => End::Server(Close::TooBig),
+        ReadEnd::Utf8 => End::Server(Close::InvalidUtf8),
+        ReadEnd::Protocol => End::Server(Close::Protocol),
         // The kernel's TCP_USER_TIMEOUT ends reads too: the same as a failed write.
-        Fault::Io(e) => write_error(&e),
-        Fault::Eof => End::Client,
+        ReadEnd::Io(e) => write_error(&e),
+        ReadEnd::Eof => End::Gone,
     }
 }
 
@@ -332,7 +345,7 @@ fn write_error(e: &std::io::Error) -> End {
     if e.kind() == std::io::ErrorKind::TimedOut {
         End::Server(Close::WriteTimeout)
     } else {
-        End::Client
+        End::Gone
     }
 }
 
@@ -505,6 +518,181 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), conn.run())
             .await
             .expect("the connection ended at the write timeout");
+    }
+
+    /// A connection on one end of an in-memory pipe of `pipe` bytes, with the limits
+    /// `tune` makes, running as a task; the other end, and its outbox.
+    async fn spawn_on_a_pipe(
+        pipe: usize,
+        tune: impl FnOnce(&mut Limits),
+    ) -> (
+        tokio::io::DuplexStream,
+        Arc<Outbox>,
+        Arc<Metrics>,
+        tokio::task::JoinHandle<()>,
+        Arc<Progress>,
+    ) {
+        let mut config =
+            crate::config::Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
+        tune(&mut config.limits);
+        let metrics = Arc::new(Metrics::default());
+        let node = Node::new(
+            config,
+            Arc::clone(&metrics),
+            tokio_util::sync::CancellationToken::new(),
+            tokio_util::task::TaskTracker::new(),
+        )
+        .unwrap();
+        let outbox = Arc::new(Outbox::for_limits(&node.config.limits));
+        let member = Member {
+            id: 1,
+            outbox: Arc::clone(&outbox),
+            user: None,
+            json: false,
+        };
+        let space = Plaintext::new("https://w", "1", None, None)
+            .unwrap()
+            .space();
+        let membership = node
+            .fanout
+            .hub()
+            .join(space, Room::default(), member)
+            .unwrap();
+        let (server, client) = tokio::io::duplex(pipe);
+        let progress = Progress::new();
+        let mut conn = Connection {
+            node: Arc::clone(&node),
+            preamble: Vec::new(),
+            io: Tracked::new(server, Arc::clone(&progress)),
+            reader: Reader::new(node.config.limits.max_message_bytes, Vec::new()),
+            progress: Arc::clone(&progress),
+            rate: Sender::new(PerKey::new(1), 1),
+            membership,
+            outbox: Arc::clone(&outbox),
+        };
+        let task = tokio::spawn(async move { conn.run().await });
+        (client, outbox, metrics, task, progress)
+    }
+
+    async fn client(
+        io: tokio::io::DuplexStream,
+    ) -> tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream> {
+        tokio_tungstenite::WebSocketStream::from_raw_socket(
+            io,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await
+    }
+
+    /// The close frame a client gets, after the messages before it.
+    async fn close_after(
+        ws: &mut tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>,
+        mut message: impl FnMut(Message),
+    ) -> Option<(u16, String)> {
+        use futures_util::StreamExt;
+        loop {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Close(c)))) => {
+                    return c.map(|c| (c.code.into(), c.reason.to_string()))
+                }
+                Ok(Some(Ok(m))) => message(m),
+                other => panic!("no close: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_client_close_is_answered_with_its_code_and_reason() {
+        use futures_util::SinkExt;
+        let (io, _, metrics, task, _) = spawn_on_a_pipe(64 * 1024, |_| {}).await;
+        let mut ws = client(io).await;
+        let bye = tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 4000.into(),
+            reason: "bye".into(),
+        };
+        ws.send(Message::Close(Some(bye))).await.unwrap();
+        assert_eq!(
+            close_after(&mut ws, |_| {}).await,
+            Some((4000, "bye".into()))
+        );
+        task.await.unwrap();
+        assert_eq!(metrics.closed_count(Close::Protocol), 0);
+    }
+
+    #[tokio::test]
+    async fn a_frame_rfc_6455_forbids_is_closed_with_1002() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut io, _, metrics, task, _) = spawn_on_a_pipe(64 * 1024, |_| {}).await;
+        // A masked text frame with a reserved bit set.
+        io.write_all(&[0xC1, 0x81, 1, 2, 3, 4, b'x' ^ 1])
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), io.read_to_end(&mut answer)).await;
+        assert_eq!(answer[0], 0x88, "{answer:?}");
+        assert_eq!(answer[2..4], 1002u16.to_be_bytes());
+        task.await.unwrap();
+        assert_eq!(metrics.closed_count(Close::Protocol), 1);
+    }
+
+    #[tokio::test]
+    async fn told_to_end_while_a_write_waits_it_finishes_the_frame_then_closes() {
+        for (stop, code) in [
+            (Stop::Shutdown, 1001u16),
+            (Stop::Resync, 1012),
+            (Stop::Slow, 1008),
+        ] {
+            let (io, outbox, _, task, progress) = spawn_on_a_pipe(1024, |_| {}).await;
+            let big = vec![7u8; 64 * 1024];
+            outbox.push(&Message::binary(big.clone()), Instant::now());
+            outbox.push(&Message::text("never sent"), Instant::now());
+            // Once the pipe is full, the frame is part-way out.
+            while progress.stalled_for(Instant::now()).is_zero() {
+                tokio::task::yield_now().await;
+            }
+            outbox.stop(stop);
+            let mut ws = client(io).await;
+            let mut got = Vec::new();
+            let close = close_after(&mut ws, |m| got.push(m)).await;
+            assert_eq!(got, vec![Message::binary(big)], "{stop:?}");
+            assert_eq!(close.map(|c| c.0), Some(code), "{stop:?}");
+            task.await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_behind_its_backlog_is_pinged_and_not_idle() {
+        use futures_util::StreamExt;
+        let (io, outbox, metrics, task, _) = spawn_on_a_pipe(4096, |l| {
+            l.ping_interval = Duration::from_millis(100);
+            l.idle_timeout = Duration::from_millis(400);
+        })
+        .await;
+        let mut ws = client(io).await;
+        let started = Instant::now();
+        let (mut pings, mut messages) = (0, 0);
+        // Reads slowly for three idle timeouts, with always more queued than the pipe
+        // holds: it is never caught up, yet it answers the pings it gets.
+        for _ in 0..10 {
+            outbox.push(&Message::binary(vec![1u8; 2000]), Instant::now());
+        }
+        while started.elapsed() < Duration::from_millis(1200) {
+            match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+                Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+                Ok(Some(Ok(Message::Binary(_)))) => {
+                    messages += 1;
+                    outbox.push(&Message::binary(vec![1u8; 2000]), Instant::now());
+                }
+                other => panic!("closed: {other:?} after {messages} messages"),
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(pings >= 3, "{pings} pings");
+        assert_eq!(metrics.closed_count(Close::Idle), 0);
+        outbox.stop(Stop::Shutdown);
+        drop(ws);
+        task.await.unwrap();
     }
 
     #[tokio::test]

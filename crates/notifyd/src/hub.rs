@@ -809,6 +809,31 @@ mod tests {
     }
 
     #[test]
+    fn at_shutdown_every_member_is_told_and_nobody_joins() {
+        let metrics = Arc::new(Metrics::default());
+        let hub = Arc::new(Hub::new(10, metrics));
+        let (m1, rx1) = member(1, 4);
+        let (m2, rx2) = member(2, 4);
+        let _a = hub.join(space("1"), RoomName::default(), m1).unwrap();
+        let _b = hub
+            .join(space("2"), RoomName::new("r").unwrap(), m2)
+            .unwrap();
+        hub.close_all();
+        assert_eq!(rx1.stopped(), Some(Stop::Shutdown));
+        assert_eq!(rx2.stopped(), Some(Stop::Shutdown));
+        let (m3, _) = member(3, 4);
+        assert_eq!(
+            hub.join(space("1"), RoomName::default(), m3).unwrap_err(),
+            Refused::Closing
+        );
+        // A reader that must recover is told so, whatever it was told before.
+        rx1.stop(Stop::Resync);
+        assert_eq!(rx1.stopped(), Some(Stop::Resync));
+        rx2.stop(Stop::Slow);
+        assert_eq!(rx2.stopped(), Some(Stop::Shutdown));
+    }
+
+    #[test]
     fn a_full_queue_marks_the_member_slow_and_others_still_receive() {
         let metrics = Arc::new(Metrics::default());
         let hub = Arc::new(Hub::new(10, metrics.clone()));

@@ -8,7 +8,8 @@
 //! connections in total and per space, handshake time.
 //!
 //! The modules, from the socket inwards: `listener` accepts and routes, `http` reads
-//! and answers requests, `upgrade` checks `/notify` and starts a `connection`,
+//! and answers requests, `upgrade` checks `/notify` and starts a `connection` (whose
+//! frames `ws` reads and writes, holding memory only while one is in flight),
 //! `publish` serves `POST /publish`; both hand messages to `fanout`, which delivers
 //! through `hub` (this node's rooms, each member's `outbox`) and `backplane` (Redis, the
 //! other nodes). `quota` holds the rate limiters and connection counts, `node` what all

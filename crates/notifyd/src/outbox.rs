@@ -127,7 +127,8 @@ impl Outbox {
     }
 
     /// Moves up to `max` queued messages into `out`; returns when the oldest of them
-    /// was queued, or `None` when the queue was empty.
+    /// was queued, or `None` when the queue was empty. (For tests and benches: a
+    /// connection takes with [`Outbox::poll_take`].)
     pub fn take(&self, out: &mut Vec<Message>, max: usize) -> Option<Instant> {
         self.take_with(max, usize::MAX, None, |m| out.push(m))
     }
@@ -193,9 +194,11 @@ impl Outbox {
     /// more; for [`Stop::Resync`], what is queued is dropped (recovery gives it back).
     pub fn stop(&self, why: Stop) {
         let mut st = self.lock();
-        if st.stop.is_none() || why == Stop::Resync {
-            st.stop = Some(why);
+        if st.stop == Some(why) || (st.stop.is_some() && why != Stop::Resync) {
+            // Told already (a slow reader is offered every message until it is gone).
+            return;
         }
+        st.stop = Some(why);
         if why == Stop::Resync {
             st.closed = true;
             st.queue = VecDeque::new();
@@ -216,6 +219,7 @@ impl Outbox {
     }
 
     /// Why its connection must end, if it must.
+    #[cfg(test)]
     pub fn stopped(&self) -> Option<Stop> {
         self.lock().stop
     }

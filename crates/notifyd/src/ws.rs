@@ -51,7 +51,7 @@ pub enum Incoming {
 
 /// Why reading ended.
 #[derive(Debug)]
-pub enum Fault {
+pub enum ReadEnd {
     /// A message over the size bound (1009).
     TooBig,
     /// A text message, or a close reason, that is not UTF-8 (1007).
@@ -74,8 +74,10 @@ struct Partial {
 /// Reads client frames.
 #[derive(Debug)]
 pub struct Reader {
-    /// Bytes received and not yet made into a frame (no allocation when empty).
+    /// Bytes received (no allocation when there are none to keep) ...
     buf: Vec<u8>,
+    /// ... of which those before this were made into frames.
+    pos: usize,
     /// A fragmented message being put together.
     partial: Option<Box<Partial>>,
     /// The largest message, in payload bytes.
@@ -99,6 +101,7 @@ impl Reader {
     pub fn new(max: usize, rest: Vec<u8>) -> Self {
         Reader {
             buf: rest,
+            pos: 0,
             partial: None,
             max,
         }
@@ -109,42 +112,48 @@ impl Reader {
         &mut self,
         io: &mut S,
         cx: &mut Context<'_>,
-    ) -> Poll<Result<Incoming, Fault>> {
+    ) -> Poll<Result<Incoming, ReadEnd>> {
         loop {
             if let Some(incoming) = self.parse()? {
                 return Poll::Ready(Ok(incoming));
             }
-            let mut chunk = [0u8; READ_CHUNK];
-            let mut read = ReadBuf::new(&mut chunk);
-            ready!(Pin::new(&mut *io).poll_read(cx, &mut read)).map_err(Fault::Io)?;
+            // What was parsed goes before more is read (once per read: a buffer of many
+            // small frames is not moved once per frame).
+            self.buf.drain(..self.pos);
+            self.pos = 0;
+            let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
+            let mut read = ReadBuf::uninit(&mut chunk);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut read)).map_err(ReadEnd::Io)?;
             if read.filled().is_empty() {
-                return Poll::Ready(Err(Fault::Eof));
+                return Poll::Ready(Err(ReadEnd::Eof));
             }
             self.buf.extend_from_slice(read.filled());
         }
     }
 
     /// Takes the frames the buffer holds until one makes something to hand over.
-    fn parse(&mut self) -> Result<Option<Incoming>, Fault> {
+    fn parse(&mut self) -> Result<Option<Incoming>, ReadEnd> {
         loop {
             let Some(h) = self.header()? else {
                 return Ok(None);
             };
-            let end = h.len + h.payload;
+            let start = self.pos + h.len;
+            let end = start + h.payload;
             if self.buf.len() < end {
                 return Ok(None);
             }
-            let mut payload = self.buf[h.len..end].to_vec();
+            let mut payload = self.buf[start..end].to_vec();
             unmask(&mut payload, h.mask);
-            self.buf.drain(..end);
-            if self.buf.is_empty() {
-                // Give back what the frame needed: an idle reader holds nothing.
+            self.pos = end;
+            if end == self.buf.len() {
+                // All made into frames: an idle reader holds nothing.
                 self.buf = Vec::new();
+                self.pos = 0;
             }
             match h.opcode {
                 TEXT | BINARY => {
                     if self.partial.is_some() {
-                        return Err(Fault::Protocol);
+                        return Err(ReadEnd::Protocol);
                     }
                     let text = h.opcode == TEXT;
                     if h.fin {
@@ -157,7 +166,7 @@ impl Reader {
                 }
                 CONTINUATION => {
                     let Some(partial) = self.partial.as_mut() else {
-                        return Err(Fault::Protocol);
+                        return Err(ReadEnd::Protocol);
                     };
                     partial.data.extend_from_slice(&payload);
                     if h.fin {
@@ -168,34 +177,34 @@ impl Reader {
                 PING => return Ok(Some(Incoming::Ping(payload.into()))),
                 PONG => return Ok(Some(Incoming::Pong)),
                 CLOSE => return close_payload(payload).map(|c| Some(Incoming::Close(c))),
-                _ => return Err(Fault::Protocol),
+                _ => return Err(ReadEnd::Protocol),
             }
         }
     }
 
     /// The header at the start of the buffer, checked as soon as its bytes are in
     /// (before any payload is waited for): `None` until they are.
-    fn header(&self) -> Result<Option<Header>, Fault> {
-        let b = &self.buf;
+    fn header(&self) -> Result<Option<Header>, ReadEnd> {
+        let b = &self.buf[self.pos..];
         let (Some(&b0), Some(&b1)) = (b.first(), b.get(1)) else {
             return Ok(None);
         };
         // No extension is negotiated, so no reserved bit may be set.
         if b0 & 0x70 != 0 {
-            return Err(Fault::Protocol);
+            return Err(ReadEnd::Protocol);
         }
         let fin = b0 & 0x80 != 0;
         let opcode = b0 & 0x0F;
         // Every client frame is masked (RFC 6455 5.1).
         if b1 & 0x80 == 0 {
-            return Err(Fault::Protocol);
+            return Err(ReadEnd::Protocol);
         }
         let control = opcode & 0x8 != 0;
         if control && (!fin || usize::from(b1 & 0x7F) > MAX_CONTROL_PAYLOAD) {
-            return Err(Fault::Protocol);
+            return Err(ReadEnd::Protocol);
         }
         if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
-            return Err(Fault::Protocol);
+            return Err(ReadEnd::Protocol);
         }
         let (payload, at) = match b1 & 0x7F {
             126 => match b.get(2..4) {
@@ -215,7 +224,7 @@ impl Reader {
         // The size bound holds before anything of the payload is waited for.
         let held = self.partial.as_ref().map_or(0, |p| p.data.len());
         if !control && payload.saturating_add(held as u64) > self.max as u64 {
-            return Err(Fault::TooBig);
+            return Err(ReadEnd::TooBig);
         }
         let Some(m) = b.get(at..at + 4) else {
             return Ok(None);
@@ -226,7 +235,7 @@ impl Reader {
             mask: [m[0], m[1], m[2], m[3]],
             len: at + 4,
             // Within `max` (or 125): it fits.
-            payload: usize::try_from(payload).map_err(|_| Fault::TooBig)?,
+            payload: usize::try_from(payload).map_err(|_| ReadEnd::TooBig)?,
         }))
     }
 }
@@ -243,28 +252,29 @@ fn unmask(payload: &mut [u8], mask: [u8; 4]) {
     }
 }
 
-fn message(text: bool, data: Vec<u8>) -> Result<Incoming, Fault> {
+fn message(text: bool, data: Vec<u8>) -> Result<Incoming, ReadEnd> {
     let bytes = Bytes::from(data);
     Ok(Incoming::Message(if text {
-        Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| Fault::Utf8)?)
+        Message::Text(Utf8Bytes::try_from(bytes).map_err(|_| ReadEnd::Utf8)?)
     } else {
         Message::Binary(bytes)
     }))
 }
 
 /// A close frame's code and reason (RFC 6455 5.5.1, 7.4).
-fn close_payload(payload: Vec<u8>) -> Result<Option<(u16, Utf8Bytes)>, Fault> {
+fn close_payload(payload: Vec<u8>) -> Result<Option<(u16, Utf8Bytes)>, ReadEnd> {
     match payload.len() {
         0 => Ok(None),
-        1 => Err(Fault::Protocol),
+        1 => Err(ReadEnd::Protocol),
         _ => {
             let code = u16::from_be_bytes([payload[0], payload[1]]);
-            let known = matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999);
+            // The codes a client may send (RFC 6455 7.4, as tungstenite takes them).
+            let known = matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999);
             if !known {
-                return Err(Fault::Protocol);
+                return Err(ReadEnd::Protocol);
             }
             let reason =
-                Utf8Bytes::try_from(Bytes::from(payload).slice(2..)).map_err(|_| Fault::Utf8)?;
+                Utf8Bytes::try_from(Bytes::from(payload).slice(2..)).map_err(|_| ReadEnd::Utf8)?;
             Ok(Some((code, reason)))
         }
     }
@@ -280,6 +290,8 @@ pub struct Writer {
     /// The answer to the latest ping, written at the next frame boundary (a newer ping
     /// replaces an unsent answer: a client that pings and reads nothing queues one).
     pong: Option<Bytes>,
+    /// A ping of ours, written at the next frame boundary (one at a time).
+    ping: bool,
     /// Written and not yet flushed (TLS holds records until the socket takes them).
     unflushed: bool,
 }
@@ -287,26 +299,27 @@ pub struct Writer {
 impl Writer {
     /// Nothing to write.
     pub fn is_idle(&self) -> bool {
-        self.frames.is_empty() && self.pong.is_none() && !self.unflushed
+        self.frames.is_empty() && self.pong.is_none() && !self.ping && !self.unflushed
     }
 
-    /// Frames are waiting (an answer to a ping aside).
+    /// Frames are waiting (pings and their answers aside).
     pub fn has_frames(&self) -> bool {
         !self.frames.is_empty()
     }
 
-    /// Queues a message as a frame.
+    /// Queues a text or binary message as a frame (the server sends no other kind as a
+    /// message: see [`Writer::ping`], [`Writer::pong`] and [`Writer::close`]).
     pub fn push(&mut self, msg: Message) {
-        let frame = match msg {
-            Message::Text(t) => (TEXT, Bytes::from(t)),
-            Message::Binary(b) => (BINARY, b),
-            Message::Ping(b) => (PING, b),
-            Message::Pong(b) => (PONG, b),
-            Message::Close(c) => (CLOSE, close_frame(c.map(|c| (c.code.into(), c.reason)))),
-            // Not made by the server.
-            Message::Frame(_) => return,
-        };
-        self.frames.push_back(frame);
+        match msg {
+            Message::Text(t) => self.frames.push_back((TEXT, Bytes::from(t))),
+            Message::Binary(b) => self.frames.push_back((BINARY, b)),
+            _ => debug_assert!(false, "not a message: {msg:?}"),
+        }
+    }
+
+    /// Pings the client (with nothing: its answer only shows it is there).
+    pub fn ping(&mut self) {
+        self.ping = true;
     }
 
     /// Answers a ping.
@@ -320,6 +333,7 @@ impl Writer {
     pub fn close(&mut self, close: Option<(u16, &str)>) {
         self.frames.truncate(usize::from(self.sent > 0));
         self.pong = None;
+        self.ping = false;
         let payload = close_frame(close.map(|(c, r)| (c, Utf8Bytes::from(r.to_owned()))));
         self.frames.push_back((CLOSE, payload));
     }
@@ -334,6 +348,9 @@ impl Writer {
             if self.sent == 0 {
                 if let Some(p) = self.pong.take() {
                     self.frames.push_front((PONG, p));
+                }
+                if std::mem::take(&mut self.ping) {
+                    self.frames.push_front((PING, Bytes::new()));
                 }
             }
             if self.frames.is_empty() {
@@ -473,7 +490,7 @@ mod tests {
 
     /// Everything a reader of `max` bytes makes of `bytes` given in chunks of `step`,
     /// up to the first fault (or the end).
-    fn read_all(max: usize, bytes: &[u8], step: usize) -> (Vec<Incoming>, Fault) {
+    fn read_all(max: usize, bytes: &[u8], step: usize) -> (Vec<Incoming>, ReadEnd) {
         let chunks = bytes.chunks(step.max(1)).map(<[u8]>::to_vec).collect();
         let mut io = Chunks(chunks);
         let mut reader = Reader::new(max, Vec::new());
@@ -511,7 +528,7 @@ mod tests {
         bytes.extend(client_frame(0x88, &[0x03, 0xe8, b'b', b'y', b'e']));
         for step in [1, 2, 3, 7, 13, 1000, 100_000] {
             let (got, end) = read_all(100_000, &bytes, step);
-            assert!(matches!(end, Fault::Eof), "step {step}");
+            assert!(matches!(end, ReadEnd::Eof), "step {step}");
             assert_eq!(got.len(), 8, "step {step}");
             assert_eq!(text(&got[0]), "hello");
             assert!(matches!(&got[1], Incoming::Message(Message::Binary(b)) if b[..] == [0, 1, 2]));
@@ -566,14 +583,14 @@ mod tests {
         ];
         for (what, bytes) in cases {
             let (_, end) = read_all(1000, &bytes, 1);
-            assert!(matches!(end, Fault::Protocol), "{what}: {end:?}");
+            assert!(matches!(end, ReadEnd::Protocol), "{what}: {end:?}");
         }
     }
 
     #[test]
     fn invalid_utf8_is_refused_in_text_and_close_reasons() {
         let (_, end) = read_all(1000, &client_frame(0x81, &[0xff, 0xfe]), 5);
-        assert!(matches!(end, Fault::Utf8));
+        assert!(matches!(end, ReadEnd::Utf8));
         // Split inside a character across fragments: valid once whole.
         let mut b = client_frame(0x01, &"é".as_bytes()[..1]);
         b.extend(client_frame(0x80, &"é".as_bytes()[1..]));
@@ -582,7 +599,7 @@ mod tests {
         let mut close = 1000u16.to_be_bytes().to_vec();
         close.push(0xff);
         let (_, end) = read_all(1000, &client_frame(0x88, &close), 1);
-        assert!(matches!(end, Fault::Utf8));
+        assert!(matches!(end, ReadEnd::Utf8));
     }
 
     #[test]
@@ -590,27 +607,45 @@ mod tests {
         // Only the header is sent: the bound holds before any payload is waited for.
         let frame = client_frame(0x82, &vec![0u8; 2000]);
         let (_, end) = read_all(1000, &frame[..8], 1);
-        assert!(matches!(end, Fault::TooBig));
+        assert!(matches!(end, ReadEnd::TooBig));
         // Across fragments.
         let mut b = client_frame(0x02, &[0u8; 600]);
         b.extend(client_frame(0x80, &[0u8; 600]));
         let (got, end) = read_all(1000, &b, 50);
-        assert!(got.is_empty() && matches!(end, Fault::TooBig));
+        assert!(got.is_empty() && matches!(end, ReadEnd::TooBig));
         // A length past 2^63.
         let mut huge = vec![0x82, 0xff];
         huge.extend_from_slice(&u64::MAX.to_be_bytes());
         let (_, end) = read_all(1000, &huge, 1);
-        assert!(matches!(end, Fault::TooBig));
+        assert!(matches!(end, ReadEnd::TooBig));
         // Exactly the bound is fine.
         let (got, _) = read_all(1000, &client_frame(0x82, &[7u8; 1000]), 64);
         assert_eq!(got.len(), 1);
     }
 
-    /// A socket that takes at most `step` bytes per write and keeps them.
+    /// A socket that takes at most `step` bytes per write and keeps them, and refuses
+    /// every `refuse`th write (0: never).
     struct Sink {
         taken: Vec<u8>,
         step: usize,
-        flushed: usize,
+        refuse: usize,
+        writes: usize,
+    }
+
+    impl Sink {
+        fn new(step: usize, refuse: usize) -> Self {
+            Sink {
+                taken: Vec::new(),
+                step,
+                refuse,
+                writes: 0,
+            }
+        }
+
+        fn refuses(&mut self) -> bool {
+            self.writes += 1;
+            self.refuse > 0 && self.writes % self.refuse == 0
+        }
     }
 
     impl AsyncWrite for Sink {
@@ -619,6 +654,9 @@ mod tests {
             _: &mut Context<'_>,
             buf: &[u8],
         ) -> Poll<io::Result<usize>> {
+            if self.refuses() {
+                return Poll::Pending;
+            }
             let n = buf.len().min(self.step);
             self.taken.extend_from_slice(&buf[..n]);
             Poll::Ready(Ok(n))
@@ -628,6 +666,9 @@ mod tests {
             _: &mut Context<'_>,
             bufs: &[IoSlice<'_>],
         ) -> Poll<io::Result<usize>> {
+            if self.refuses() {
+                return Poll::Pending;
+            }
             let mut n = 0;
             for b in bufs {
                 let take = b.len().min(self.step - n);
@@ -642,8 +683,7 @@ mod tests {
         fn is_write_vectored(&self) -> bool {
             true
         }
-        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-            self.flushed += 1;
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
             Poll::Ready(Ok(()))
         }
         fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -673,37 +713,58 @@ mod tests {
     #[test]
     fn frames_are_written_whole_and_in_order_whatever_the_socket_takes() {
         let sizes = [0usize, 1, 125, 126, 65_535, 65_536, 70_000];
-        for step in [1usize, 3, 10, 4096, 1 << 20] {
+        for (step, refuse) in [(1usize, 0usize), (3, 2), (10, 3), (4096, 2), (1 << 20, 0)] {
             let mut w = Writer::default();
             for (i, n) in sizes.iter().enumerate() {
                 w.push(Message::binary(vec![i as u8; *n]));
             }
             w.push(Message::text("é"));
+            // More frames than one writev takes.
+            for i in 0..200u8 {
+                w.push(Message::binary(vec![i; 3]));
+            }
             w.pong(Bytes::from_static(b"old"));
             w.pong(Bytes::from_static(b"new"));
-            let mut sink = Sink {
-                taken: Vec::new(),
-                step,
-                flushed: 0,
-            };
+            let mut sink = Sink::new(step, refuse);
             let mut cx = Context::from_waker(std::task::Waker::noop());
-            assert!(matches!(
-                w.poll_write(&mut sink, &mut cx),
-                Poll::Ready(Ok(()))
-            ));
+            let mut polls = 0;
+            loop {
+                polls += 1;
+                match w.poll_write(&mut sink, &mut cx) {
+                    Poll::Ready(r) => break r.unwrap(),
+                    // Refused part-way (perhaps inside a frame): a ping and an answer
+                    // come now, and go out at the next frame boundary.
+                    Poll::Pending if polls == 2 => {
+                        w.ping();
+                        w.pong(Bytes::from_static(b"later"));
+                    }
+                    Poll::Pending => {}
+                }
+            }
             assert!(
                 w.is_idle() && w.frames.capacity() == 0,
                 "an idle writer holds nothing"
             );
-            assert_eq!(sink.flushed, 1);
             let frames = server_frames(&sink.taken);
             // The answer to the newest ping goes first, at a frame boundary.
             assert_eq!(frames[0], (0x8A, b"new".to_vec()), "step {step}");
+            let data: Vec<_> = frames.iter().filter(|(op, _)| *op & 0x8 == 0).collect();
             for (i, n) in sizes.iter().enumerate() {
-                assert_eq!(frames[1 + i], (0x82, vec![i as u8; *n]), "step {step}");
+                assert_eq!(*data[i], (0x82, vec![i as u8; *n]), "step {step}");
             }
-            assert_eq!(frames[1 + sizes.len()], (0x81, "é".as_bytes().to_vec()));
-            assert_eq!(frames.len(), sizes.len() + 2);
+            assert_eq!(*data[sizes.len()], (0x81, "é".as_bytes().to_vec()));
+            for i in 0..200u8 {
+                assert_eq!(*data[sizes.len() + 1 + usize::from(i)], (0x82, vec![i; 3]));
+            }
+            assert_eq!(data.len(), sizes.len() + 201);
+            if polls > 2 {
+                assert!(
+                    frames.contains(&(0x89, Vec::new())),
+                    "step {step}: the ping"
+                );
+                assert!(frames.contains(&(0x8A, b"later".to_vec())), "step {step}");
+                assert_eq!(frames.len(), sizes.len() + 204);
+            }
         }
     }
 
@@ -715,17 +776,17 @@ mod tests {
         // As if the socket had taken part of the first frame.
         w.sent = 10;
         w.close(Some((1008, &"x".repeat(200))));
-        let mut sink = Sink {
-            taken: Vec::new(),
-            step: 1 << 20,
-            flushed: 0,
-        };
+        let mut sink = Sink::new(1 << 20, 0);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
             w.poll_write(&mut sink, &mut cx),
             Poll::Ready(Ok(()))
         ));
         // The rest of the first frame, then the close (its reason cut to fit 125).
+        assert!(
+            sink.taken[..92].iter().all(|&b| b == 1),
+            "the first frame's rest"
+        );
         assert_eq!(sink.taken.len(), 102 - 10 + 2 + 125);
         let close = server_frames(&sink.taken[102 - 10..]);
         assert_eq!(close[0].0, 0x88);
