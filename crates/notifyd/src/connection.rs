@@ -204,16 +204,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Connection<S> {
                             }
                         }
                     }
-                    // Answered at the next frame boundary (one answer at a time: a newer
-                    // ping replaces an unsent one), tried at once: a client that pings
-                    // and reads nothing fills its socket as fast as it pings, and the
-                    // write deadline judges it.
-                    Incoming::Ping(payload) => {
-                        writer.pong(payload);
-                        if let Poll::Ready(Err(e)) = writer.poll_write(&mut self.io, cx) {
-                            return Poll::Ready(write_error(&e));
-                        }
-                    }
+                    // Answered at the next frame boundary, once per turn at most (one
+                    // answer at a time: a newer ping replaces an unsent one).
+                    Incoming::Ping(payload) => writer.pong(payload),
                     Incoming::Pong => {}
                     Incoming::Close(close) => return Poll::Ready(End::ClientClosed(close)),
                 }

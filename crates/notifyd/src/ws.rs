@@ -121,6 +121,11 @@ impl Reader {
             // small frames is not moved once per frame).
             self.buf.drain(..self.pos);
             self.pos = 0;
+            // A large frame's room is not kept for what follows it.
+            let keep = self.buf.len().max(READ_CHUNK);
+            if self.buf.capacity() > 2 * keep {
+                self.buf.shrink_to(keep);
+            }
             let mut chunk = [std::mem::MaybeUninit::<u8>::uninit(); READ_CHUNK];
             let mut read = ReadBuf::uninit(&mut chunk);
             ready!(Pin::new(&mut *io).poll_read(cx, &mut read)).map_err(ReadEnd::Io)?;
@@ -205,6 +210,12 @@ impl Reader {
         }
         if !matches!(opcode, CONTINUATION | TEXT | BINARY | CLOSE | PING | PONG) {
             return Err(ReadEnd::Protocol);
+        }
+        // A continuation of nothing, or a new message inside one, is refused before its
+        // payload is waited for.
+        match (opcode, self.partial.is_some()) {
+            (CONTINUATION, false) | (TEXT | BINARY, true) => return Err(ReadEnd::Protocol),
+            _ => {}
         }
         let (payload, at) = match b1 & 0x7F {
             126 => match b.get(2..4) {
@@ -448,8 +459,9 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A socket that hands out these chunks, one per read, then ends.
-    struct Chunks(VecDeque<Vec<u8>>);
+    /// A socket that hands out these chunks, one per read, then ends (or, once
+    /// `wait` is set, waits).
+    struct Chunks(VecDeque<Vec<u8>>, bool);
 
     impl AsyncRead for Chunks {
         fn poll_read(
@@ -463,6 +475,8 @@ mod tests {
                 if n < c.len() {
                     self.0.push_front(c.split_off(n));
                 }
+            } else if self.1 {
+                return Poll::Pending;
             }
             Poll::Ready(Ok(()))
         }
@@ -492,7 +506,7 @@ mod tests {
     /// up to the first fault (or the end).
     fn read_all(max: usize, bytes: &[u8], step: usize) -> (Vec<Incoming>, ReadEnd) {
         let chunks = bytes.chunks(step.max(1)).map(<[u8]>::to_vec).collect();
-        let mut io = Chunks(chunks);
+        let mut io = Chunks(chunks, false);
         let mut reader = Reader::new(max, Vec::new());
         let waker = std::task::Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -544,7 +558,7 @@ mod tests {
     #[test]
     fn a_reader_holds_nothing_between_messages() {
         let bytes = client_frame(0x81, &vec![b'x'; 5000]);
-        let mut io = Chunks(bytes.chunks(100).map(<[u8]>::to_vec).collect());
+        let mut io = Chunks(bytes.chunks(100).map(<[u8]>::to_vec).collect(), false);
         let mut reader = Reader::new(10_000, Vec::new());
         let mut cx = Context::from_waker(std::task::Waker::noop());
         assert!(matches!(
@@ -553,6 +567,27 @@ mod tests {
         ));
         assert_eq!(reader.buf.capacity(), 0);
         assert!(reader.partial.is_none());
+    }
+
+    #[test]
+    fn a_large_frame_s_room_is_not_kept_for_what_follows() {
+        let mut bytes = client_frame(0x82, &vec![0u8; 65_536]);
+        // The first byte of the next frame: the buffer cannot be emptied.
+        bytes.push(0x89);
+        let mut io = Chunks(bytes.chunks(8192).map(<[u8]>::to_vec).collect(), true);
+        let mut reader = Reader::new(100_000, Vec::new());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(matches!(
+            reader.poll_next(&mut io, &mut cx),
+            Poll::Ready(Ok(_))
+        ));
+        assert!(reader.poll_next(&mut io, &mut cx).is_pending());
+        assert_eq!(reader.buf.len(), 1);
+        assert!(
+            reader.buf.capacity() <= 2 * READ_CHUNK,
+            "{}",
+            reader.buf.capacity()
+        );
     }
 
     #[test]
@@ -565,6 +600,16 @@ mod tests {
             ("a fragmented ping", client_frame(0x09, b"")),
             ("a ping over 125 bytes", client_frame(0x89, &[0u8; 126])),
             ("a continuation of nothing", client_frame(0x80, b"x")),
+            // Refused at its header, before its payload is waited for.
+            (
+                "a continuation of nothing, its header only",
+                client_frame(0x80, &[0u8; 500])[..8].to_vec(),
+            ),
+            ("a message inside a message, its header only", {
+                let mut b = client_frame(0x01, b"x");
+                b.extend_from_slice(&client_frame(0x82, &[0u8; 500])[..8]);
+                b
+            }),
             ("a message inside a message", {
                 let mut b = client_frame(0x01, b"x");
                 b.extend(client_frame(0x81, b"y"));
