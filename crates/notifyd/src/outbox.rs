@@ -291,6 +291,38 @@ mod tests {
     }
 
     #[test]
+    fn its_task_is_woken_once_per_reason() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        struct Count(AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: std::sync::Arc<Self>) {
+                self.0.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        let count = std::sync::Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(std::sync::Arc::clone(&count));
+        let o = Outbox::new(1, 1 << 20, Duration::from_secs(60));
+        assert_eq!(o.poll_stop(&mut Context::from_waker(&waker)), None);
+        for _ in 0..100 {
+            o.stop(Stop::Slow);
+        }
+        assert_eq!(
+            count.0.load(Ordering::Relaxed),
+            1,
+            "a slow reader is told once"
+        );
+        o.stop(Stop::Shutdown);
+        assert_eq!(o.stopped(), Some(Stop::Slow));
+        o.stop(Stop::Resync);
+        assert_eq!(
+            o.stopped(),
+            Some(Stop::Resync),
+            "told to recover, whatever came before"
+        );
+        assert_eq!(count.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
     fn a_message_waiting_too_long_marks_the_reader_slow() {
         let o = Outbox::new(100, 1 << 20, Duration::from_secs(10));
         let t = Instant::now();

@@ -313,7 +313,8 @@ impl Writer {
         self.frames.is_empty() && self.pong.is_none() && !self.ping && !self.unflushed
     }
 
-    /// Frames are waiting (pings and their answers aside).
+    /// Frames are waiting (a ping or an answer counts once it is among them: when the
+    /// socket has refused it).
     pub fn has_frames(&self) -> bool {
         !self.frames.is_empty()
     }
@@ -357,10 +358,18 @@ impl Writer {
     ) -> Poll<io::Result<()>> {
         loop {
             if self.sent == 0 {
+                // Nothing of the first frames is out: an answer or a ping still waiting
+                // there (the socket refused them whole) is the one to send, not another
+                // one beside it.
                 if let Some(p) = self.pong.take() {
-                    self.frames.push_front((PONG, p));
+                    match self.frames.iter_mut().take(2).find(|(op, _)| *op == PONG) {
+                        Some(waiting) => waiting.1 = p,
+                        None => self.frames.push_front((PONG, p)),
+                    }
                 }
-                if std::mem::take(&mut self.ping) {
+                if std::mem::take(&mut self.ping)
+                    && !self.frames.iter().take(2).any(|(op, _)| *op == PING)
+                {
                     self.frames.push_front((PING, Bytes::new()));
                 }
             }
@@ -811,6 +820,28 @@ mod tests {
                 assert_eq!(frames.len(), sizes.len() + 204);
             }
         }
+    }
+
+    #[test]
+    fn a_client_that_pings_and_reads_nothing_has_one_answer_waiting() {
+        let mut w = Writer::default();
+        w.push(Message::binary(vec![1u8; 10]));
+        let mut sink = Sink::new(1 << 20, 1);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        for i in 0..100u8 {
+            w.pong(Bytes::from(vec![i]));
+            w.ping();
+            assert!(w.poll_write(&mut sink, &mut cx).is_pending());
+        }
+        // The message, one ping and the answer to the latest ping.
+        assert_eq!(w.frames.len(), 3);
+        assert!(w.frames.contains(&(PONG, Bytes::from(vec![99u8]))));
+        sink.refuse = 0;
+        assert!(matches!(
+            w.poll_write(&mut sink, &mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(server_frames(&sink.taken).len(), 3);
     }
 
     #[test]
