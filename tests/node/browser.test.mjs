@@ -62,6 +62,10 @@ function launch() {
   });
 }
 
+// waitForFunction's default polls on animation frames, which a page in the background
+// gets about once a second.
+const POLL = (timeout) => ({ timeout, polling: 50 });
+
 async function startDemo() {
   const [httpPort, wsPort] = [await freePort(), await freePort()];
   const daemon = await startDaemon(wsPort);
@@ -192,13 +196,19 @@ test('tsugi-notify.v1 in the demo: presence across pages, and a reconnect recove
       n.on('message', (e) => window.told.push({ event: 'message', text: JSON.parse(e.data).text,
         seq: e.seq, from: e.from, server: e.server, recovered: e.recovered }));
     });
-    const say = async (text) => { await alice.fill('#text', text); await alice.click('#send'); };
+    // Typed and sent in the page: Playwright's click waits on animation frames, which a
+    // page in the background gets about once a second, and every second Bob is offline
+    // grows his backoff.
+    const say = (text) => alice.evaluate((t) => {
+      document.querySelector('#text').value = t;
+      document.querySelector('#send').click();
+    }, text);
     await say('before');
     await bob.waitForSelector('#messages .theirs:has-text("alice: before")', { timeout: 5000 });
     // Alice's ack of it: her last sequence is that message's from here on.
     const seq0 = await bob.evaluate(() => window.told.find((e) => e.text === 'before').seq);
     assert.equal(typeof seq0, 'number');
-    await alice.waitForFunction((s) => window.demoNotify.lastSeq >= s, seq0, { timeout: 5000 });
+    await alice.waitForFunction((s) => window.demoNotify.lastSeq >= s, seq0, POLL(5000));
 
     // Bob's page goes offline: its socket closes and reconnects fail until it is back.
     await bob.evaluate(() => { window.__offline = true; window.__sockets.at(-1).close(); });
@@ -208,10 +218,10 @@ test('tsugi-notify.v1 in the demo: presence across pages, and a reconnect recove
     const missed = ['missed 1', 'missed 2', 'missed 3'];
     for (const t of missed) await say(t);
     // The daemon has given them their sequences (acks to Alice): they are in the history.
-    await alice.waitForFunction((s) => window.demoNotify.lastSeq >= s + 3, seq0, { timeout: 5000 });
+    await alice.waitForFunction((s) => window.demoNotify.lastSeq >= s + 3, seq0, POLL(5000));
 
     await bob.evaluate(() => { window.__offline = false; });
-    await bob.waitForFunction(() => window.told.some((e) => e.event === 'open'), null, { timeout: 20000 });
+    await bob.waitForFunction(() => window.told.some((e) => e.event === 'open'), null, POLL(20000));
     await bob.waitForSelector('#messages .notice.recovered-ok', { timeout: 5000 });
     await alice.waitForSelector('#people li[data-user="bob"]', { timeout: 5000 });
     await bob.waitForSelector('#people li[data-user="alice"]', { timeout: 5000 });
@@ -288,7 +298,7 @@ test('Chromium: TsugiNotify falls back to raw frames when the server selects no 
   try {
     const page = await browser.newPage();
     await page.goto(`http://127.0.0.1:${http.address().port}/`);
-    await page.waitForFunction(() => window.told.filter((e) => e.event === 'message').length >= 2, null, { timeout: 10000 });
+    await page.waitForFunction(() => window.told.filter((e) => e.event === 'message').length >= 2, null, POLL(10000));
     await waitFor(() => heard.length > 0, 'the page\'s message');
     const told = await page.evaluate(() => window.told);
     assert.deepEqual(told, [
