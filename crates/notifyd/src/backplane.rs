@@ -549,6 +549,11 @@ struct Answer {
 pub struct Backplane {
     node: u64,
     up: AtomicBool,
+    /// The first session has come up or failed: until then, a question waits for it
+    /// (bounded) rather than being answered as if Redis were away. A client that
+    /// reconnects to a daemon just started recovers what it missed.
+    tried: AtomicBool,
+    settled: tokio::sync::Notify,
     queue: mpsc::Sender<Outgoing>,
     questions: mpsc::Sender<Question>,
     metrics: Arc<Metrics>,
@@ -626,6 +631,8 @@ impl Backplane {
         let bp = Arc::new(Backplane {
             node,
             up: AtomicBool::new(false),
+            tried: AtomicBool::new(false),
+            settled: tokio::sync::Notify::new(),
             queue,
             questions,
             metrics: setup.metrics,
@@ -723,12 +730,25 @@ impl Backplane {
         &self,
         make: impl FnOnce(oneshot::Sender<Result<T, Lost>>) -> Question,
     ) -> Option<T> {
+        let started = tokio::time::Instant::now();
+        if !self.tried.load(Ordering::Acquire) {
+            let settled = self.settled.notified();
+            tokio::pin!(settled);
+            settled.as_mut().enable();
+            if !self.tried.load(Ordering::Acquire) {
+                let _ = tokio::time::timeout(ANSWER_WAIT, settled).await;
+            }
+        }
         if !self.is_up() {
             return None;
         }
         let (tx, rx) = oneshot::channel();
         self.questions.try_send(make(tx)).ok()?;
-        tokio::time::timeout(ANSWER_WAIT, rx).await.ok()?.ok()?.ok()
+        tokio::time::timeout_at(started + ANSWER_WAIT, rx)
+            .await
+            .ok()?
+            .ok()?
+            .ok()
     }
 
     /// Where a room stands for a member of the protocol that joined it on this node
@@ -813,6 +833,9 @@ impl Backplane {
     fn set_up(&self, up: bool) {
         if self.up.swap(up, Ordering::Relaxed) != up {
             self.metrics.backplane_up(up);
+        }
+        if !self.tried.swap(true, Ordering::AcqRel) {
+            self.settled.notify_waiters();
         }
     }
 

@@ -214,8 +214,9 @@ async fn a_client_recovers_on_another_node_and_after_its_node_restarted() {
     c.shutdown();
     c.wait().await;
     sender.send(Message::text("m13")).await.unwrap();
+    // Nothing waits for its backplane: a client that reconnects the moment the node
+    // listens still recovers (its question waits for the first session to Redis).
     let c2 = start(cluster_config(redis.port)).await;
-    wait_until("c2 up", WAIT, || c2.metrics.backplane_is_up()).await;
     let mut again = open(c2.addr, &token("1", "reader"), Some((12, &epoch))).await;
     let m = frame_of(&mut again, "message").await;
     assert_eq!(
