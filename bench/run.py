@@ -155,7 +155,10 @@ def capacity(get):
     paced = get("paced", "tsugi-notifyd", "server_cpu_us_per_delivery") or 0
     floor = get("paced", "floor", "server_cpu_us_per_delivery") or 0
     churn = get("churn", "tsugi-notifyd", "handshakes_per_sec") or 0
-    students, room, rate, kernel = 100_000, 30, 2, 3.5
+    both = get("idle", "tsugi-notifyd", "kernel_slab_bytes_per_connection_both_ends")
+    # Both ends of each connection are on this machine: the server's socket is half.
+    kernel = both / 2 / 1024 if both else 3.5
+    students, room, rate = 100_000, 30, 2
     rooms = students // room
     msgs = rooms * rate
     deliveries = msgs * (room - 1)
@@ -170,8 +173,11 @@ def capacity(get):
         f"- Sockets: {students:,}; rooms: {rooms:,}; messages: {msgs:,}/s; deliveries: "
         f"{deliveries:,}/s.",
         f"- Memory on one node: {idle:,.0f} B of daemon RSS per idle connection (measured; "
-        f"{tls:,.0f} B over TLS, which is rustls's own buffers) plus about {kernel} KiB per "
-        f"socket in the kernel (an estimate: socket, TCP state, file and epoll entries): "
+        f"{tls:,.0f} B over TLS, which is rustls's own buffers) plus {kernel:.1f} KiB per "
+        f"socket in the kernel's slab (socket, TCP state, file and epoll entries; "
+        + (f"measured: it grew by {both:,.0f} B per connection with both ends on this "
+           "machine, and the server's socket is half of that)" if both else "an estimate)")
+        + ": "
         f"about {mem:,.0f} MiB for {students:,} students, with LimitNOFILE and "
         "max_connections raised to match.",
         f"- CPU on one node: a delivery at these rates is one write of its own, "

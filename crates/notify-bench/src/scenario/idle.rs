@@ -73,6 +73,7 @@ async fn parent(
     settle_secs: u64,
 ) -> anyhow::Result<Option<String>> {
     let before = server_rss(target);
+    let slab_before = procfs::kernel_slab_bytes();
     let cpu0 = procfs::own_cpu_secs();
     let workers = workers.max(1);
     let exe = std::env::current_exe()?;
@@ -120,11 +121,18 @@ async fn parent(
     }
     tokio::time::sleep(Duration::from_secs(settle_secs)).await;
     let after = server_rss(target);
+    let slab_after = procfs::kernel_slab_bytes();
     for mut child in children {
         drop(child.stdin.take());
         let _ = child.wait();
     }
     let per_conn = match (before, after) {
+        (Some(b), Some(a)) if held > 0 => Some((a.saturating_sub(b)) as f64 / held as f64),
+        _ => None,
+    };
+    // Both ends of every connection are on this machine: this is a client's socket and
+    // the server's, together.
+    let kernel_per_conn = match (slab_before, slab_after) {
         (Some(b), Some(a)) if held > 0 => Some((a.saturating_sub(b)) as f64 / held as f64),
         _ => None,
     };
@@ -136,6 +144,7 @@ async fn parent(
         "server_rss_before": before,
         "server_rss_after": after,
         "server_bytes_per_connection": per_conn,
+        "kernel_slab_bytes_per_connection_both_ends": kernel_per_conn,
         "client_cpu_secs": client_cpu + procfs::own_cpu_secs() - cpu0,
     });
     eprintln!(
