@@ -464,17 +464,17 @@ mod tests {
     use crate::metrics::Metrics;
     use tsugi_notify_core::{Plaintext, Room};
 
-    /// Runs a connection on `io` whose reader takes nothing, with one message of
-    /// `bytes` queued and a write timeout of 500 ms, until it ends (at most 10 s).
-    async fn run_with_a_reader_that_takes_nothing<S: AsyncRead + AsyncWrite + Unpin>(
+    /// A connection on `io` in the default room of a node whose limits `tune` makes,
+    /// and its outbox.
+    fn connection_on<S>(
         io: S,
         progress: Arc<Progress>,
         metrics: &Arc<Metrics>,
-        bytes: usize,
-    ) {
+        tune: impl FnOnce(&mut Limits),
+    ) -> (Connection<S>, Arc<Outbox>) {
         let mut config =
             crate::config::Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
-        config.limits.write_timeout = Duration::from_millis(500);
+        tune(&mut config.limits);
         let node = Node::new(
             config,
             Arc::clone(metrics),
@@ -497,24 +497,39 @@ mod tests {
             .hub()
             .join(space, Room::default(), member)
             .unwrap();
-        outbox.push(&Message::binary(vec![0u8; bytes]), Instant::now());
-        let mut conn = Connection {
-            node: Arc::clone(&node),
+        let conn = Connection {
+            reader: Reader::new(node.config.limits.max_message_bytes, Vec::new()),
+            node,
             preamble: Vec::new(),
             io,
-            reader: Reader::new(node.config.limits.max_message_bytes, Vec::new()),
             progress,
             rate: Sender::new(PerKey::new(1), 1),
             membership,
-            outbox,
+            outbox: Arc::clone(&outbox),
         };
+        (conn, outbox)
+    }
+
+    /// Runs a connection on `io` whose reader takes nothing, with one message of
+    /// `bytes` queued and a write timeout of 500 ms, until it ends (at most 10 s).
+    async fn run_with_a_reader_that_takes_nothing<S: AsyncRead + AsyncWrite + Unpin>(
+        io: S,
+        progress: Arc<Progress>,
+        metrics: &Arc<Metrics>,
+        bytes: usize,
+    ) {
+        let (mut conn, outbox) = connection_on(io, progress, metrics, |l| {
+            l.write_timeout = Duration::from_millis(500);
+        });
+        outbox.push(&Message::binary(vec![0u8; bytes]), Instant::now());
         tokio::time::timeout(Duration::from_secs(10), conn.run())
             .await
             .expect("the connection ended at the write timeout");
     }
 
     /// A connection on one end of an in-memory pipe of `pipe` bytes, with the limits
-    /// `tune` makes, running as a task; the other end, and its outbox.
+    /// `tune` makes, running as a task; the other end, its outbox, its counters, the
+    /// task and its socket's progress.
     async fn spawn_on_a_pipe(
         pipe: usize,
         tune: impl FnOnce(&mut Limits),
@@ -525,44 +540,11 @@ mod tests {
         tokio::task::JoinHandle<()>,
         Arc<Progress>,
     ) {
-        let mut config =
-            crate::config::Config::from_toml_str("url = \"ws://h:1\"\nsecret = \"s\"\n").unwrap();
-        tune(&mut config.limits);
         let metrics = Arc::new(Metrics::default());
-        let node = Node::new(
-            config,
-            Arc::clone(&metrics),
-            tokio_util::sync::CancellationToken::new(),
-            tokio_util::task::TaskTracker::new(),
-        )
-        .unwrap();
-        let outbox = Arc::new(Outbox::for_limits(&node.config.limits));
-        let member = Member {
-            id: 1,
-            outbox: Arc::clone(&outbox),
-            user: None,
-            json: false,
-        };
-        let space = Plaintext::new("https://w", "1", None, None)
-            .unwrap()
-            .space();
-        let membership = node
-            .fanout
-            .hub()
-            .join(space, Room::default(), member)
-            .unwrap();
         let (server, client) = tokio::io::duplex(pipe);
         let progress = Progress::new();
-        let mut conn = Connection {
-            node: Arc::clone(&node),
-            preamble: Vec::new(),
-            io: Tracked::new(server, Arc::clone(&progress)),
-            reader: Reader::new(node.config.limits.max_message_bytes, Vec::new()),
-            progress: Arc::clone(&progress),
-            rate: Sender::new(PerKey::new(1), 1),
-            membership,
-            outbox: Arc::clone(&outbox),
-        };
+        let io = Tracked::new(server, Arc::clone(&progress));
+        let (mut conn, outbox) = connection_on(io, Arc::clone(&progress), &metrics, tune);
         let task = tokio::spawn(async move { conn.run().await });
         (client, outbox, metrics, task, progress)
     }
