@@ -378,6 +378,15 @@ impl Progress {
         }
     }
 
+    /// Notes what a write did: bytes taken are progress, a refusal starts the clock.
+    fn wrote(&self, r: &Poll<std::io::Result<usize>>) {
+        match r {
+            Poll::Ready(Ok(n)) if *n > 0 => self.took(),
+            Poll::Pending => self.refused(),
+            _ => {}
+        }
+    }
+
     /// How long the socket has taken nothing while it had bytes to take.
     pub fn stalled_for(&self, now: Instant) -> Duration {
         match self.blocked_since.load(Ordering::Relaxed) {
@@ -418,11 +427,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        match &r {
-            Poll::Ready(Ok(n)) if *n > 0 => self.progress.took(),
-            Poll::Pending => self.progress.refused(),
-            _ => {}
-        }
+        self.progress.wrote(&r);
         r
     }
 
@@ -432,11 +437,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        match &r {
-            Poll::Ready(Ok(n)) if *n > 0 => self.progress.took(),
-            Poll::Pending => self.progress.refused(),
-            _ => {}
-        }
+        self.progress.wrote(&r);
         r
     }
 

@@ -156,10 +156,9 @@ impl Reader {
                 self.pos = 0;
             }
             match h.opcode {
+                // (`header` refused a message inside a message, and a continuation of
+                // nothing.)
                 TEXT | BINARY => {
-                    if self.partial.is_some() {
-                        return Err(ReadEnd::Protocol);
-                    }
                     let text = h.opcode == TEXT;
                     if h.fin {
                         return message(text, payload).map(Some);
